@@ -1,0 +1,177 @@
+"""ONE backbone pass per image, cached: the classifier's pooled embedding of every image a run
+touches, from which class probabilities (classifier head) and predicted quality (quality head)
+are both derived. Also the per-image tables later steps read (Table I's pairs, features.csv).
+
+Owns ``ImageJob`` (how to produce one image: file, view, distortion) and the embedding cache
+keys; never trains anything.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from iqalib import distortions as _distortions
+from iqalib.cache import ArrayCache, key_of
+from iqalib.classifiers import Classifier
+from iqalib.images import ImageSkip, apply_view, file_digest, open_image
+
+EMBEDDING_VERSION = 1  # bump when what is cached for the same key changes
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """One image to embed: a file, optionally a view of it and a distortion at a level."""
+
+    path: str
+    view: str = "full"
+    distortion: str | None = None
+    level: int | None = None
+    seed: int = 0
+    image_id: str = ""
+    min_side: int = 90
+    allow_grey: bool = False
+
+    def load(self) -> Image.Image:
+        image = open_image(self.path, min_side=self.min_side, allow_grey=self.allow_grey)
+        if self.view != "full":
+            image = apply_view(image, self.view)
+        if self.distortion is not None:
+            image = _distortions.distort(image, self.distortion, int(self.level), self.seed, self.image_id or self.path)
+        return image
+
+    def key_fields(self, digest: str) -> dict:
+        fields = {"file": digest, "view": self.view, "distortion": self.distortion, "level": self.level}
+        if self.distortion is not None:
+            fields.update(seed=self.seed, image_id=self.image_id, distortions_version=_DISTORTION_VERSION)
+        return fields
+
+
+# Changing a level table changes the pixels, so it is part of every distorted image's key.
+_DISTORTION_VERSION = key_of({k: v[0] for k, v in _distortions.LEVEL_PARAMS.items()})[:12]
+
+
+def cache_for(run_folder: str | Path) -> ArrayCache:
+    """The embedding cache of a run: ``outputs/<run>/cache/embeddings``."""
+    return ArrayCache(Path(run_folder) / "cache" / "embeddings")
+
+
+def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | None = None,
+          batch_size: int = 16, progress: bool = True, desc: str = "backbone") -> tuple[np.ndarray, list[str | None]]:
+    """Embeddings (N, D) float32 for ``jobs``, one backbone pass per uncached image.
+
+    Returns the array (rows of skipped images are NaN) and, per job, None or the skip reason.
+    """
+    from tqdm.auto import tqdm
+
+    model_fields = {"model": classifier.weights_id, "prep": classifier.preprocessing_id, "v": EMBEDDING_VERSION}
+    digests: dict[str, str] = {}
+    keys: list[str | None] = []
+    reasons: list[str | None] = [None] * len(jobs)
+    for i, job in enumerate(jobs):
+        if job.path not in digests:
+            try:
+                digests[job.path] = file_digest(job.path)
+            except OSError:
+                digests[job.path] = ""
+        if not digests[job.path]:
+            reasons[i] = "missing"
+            keys.append(None)
+        else:
+            keys.append(key_of({**model_fields, **job.key_fields(digests[job.path])}))
+
+    dim = classifier.embedding_dim
+    out = np.full((len(jobs), dim), np.nan, dtype=np.float32)
+    todo = []
+    for i, key in enumerate(keys):
+        if key is None:
+            continue
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None and hit.shape == (dim,):
+            out[i] = hit
+        else:
+            todo.append(i)
+
+    bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, leave=False)
+    for start in range(0, len(todo), batch_size):
+        chunk, images = [], []
+        for i in todo[start : start + batch_size]:
+            try:
+                images.append(jobs[i].load())
+                chunk.append(i)
+            except ImageSkip as skip:
+                reasons[i] = skip.reason
+        if images:
+            vectors = classifier.embed(images, batch_size=len(images))
+            for i, vector in zip(chunk, vectors):
+                out[i] = vector
+                if cache is not None:
+                    cache.put(keys[i], vector)
+        bar.update(len(todo[start : start + batch_size]))
+    bar.close()
+    return out, reasons
+
+
+def skip_counts(reasons: Sequence[str | None]) -> dict:
+    """``{"used": n, "skipped": {reason: count}}`` for the manifest."""
+    counted = Counter(r for r in reasons if r is not None)
+    return {"used": sum(r is None for r in reasons), "skipped": dict(sorted(counted.items()))}
+
+
+def top1_from_embeddings(classifier: Classifier, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 class index (−1 where the row is NaN) and its probability."""
+    ok = ~np.isnan(embeddings).any(axis=1)
+    top1 = np.full(len(embeddings), -1, dtype=np.int64)
+    conf = np.full(len(embeddings), np.nan, dtype=np.float32)
+    if ok.any():
+        proba = classifier.proba_from_embeddings(embeddings[ok])
+        top1[ok], conf[ok] = proba.argmax(1), proba.max(1)
+    return top1, conf
+
+
+def iqa_predictions(classifier: Classifier, table: pd.DataFrame, cache: ArrayCache | None = None,
+                    batch_size: int = 16, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Classify every reference and distorted image of an IQA table (reader format).
+
+    Adds ``classifier``, ``top1_ref``, ``top1``, ``conf`` and ``wup`` (Wu-Palmer similarity of the
+    two top-1 classes, 1 = same class). Rows whose image or reference was skipped are dropped and
+    counted in the returned counts.
+    """
+    from iqalib.semantic import wup_by_index
+
+    refs = sorted(table["ref_path"].unique())
+    # IQA images are used as given (a fully desaturated image is a distortion, not a grey photo):
+    # the paper's grey/size exclusions are for ImageNet originals.
+    ref_jobs = [ImageJob(p, min_side=1, allow_grey=True) for p in refs]
+    dist_jobs = [ImageJob(p, min_side=1, allow_grey=True) for p in table["path"]]
+    emb, reasons = embed(classifier, ref_jobs + dist_jobs, cache, batch_size, progress, desc=f"{classifier.name}")
+    top1, conf = top1_from_embeddings(classifier, emb)
+    ref_top1 = dict(zip(refs, top1[: len(refs)]))
+    out = table.copy()
+    out["classifier"] = classifier.name
+    out["top1_ref"] = out["ref_path"].map(ref_top1).astype(int)
+    out["top1"] = top1[len(refs):]
+    out["conf"] = conf[len(refs):]
+    ok = (out["top1"] >= 0) & (out["top1_ref"] >= 0)
+    out = out[ok].reset_index(drop=True)
+    out["wup"] = wup_by_index(out["top1_ref"].to_numpy(), out["top1"].to_numpy())
+    return out, skip_counts(reasons)
+
+
+def table1(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Paper Table I: per dataset and classifier, subjective MOS and Wu-Palmer similarity between
+    the top-1 on the reference and on each distorted image (median / mean / std / count)."""
+    rows = []
+    for (dataset, classifier), g in pairs.groupby(["dataset", "classifier"], sort=False):
+        rows.append({
+            "dataset": dataset, "classifier": classifier, "n_images": len(g),
+            "mos_median": g["mos"].median(), "mos_mean": g["mos"].mean(), "mos_std": g["mos"].std(ddof=1),
+            "wup_median": g["wup"].median(), "wup_mean": g["wup"].mean(), "wup_std": g["wup"].std(ddof=1),
+            "top1_changed": float((g["top1"] != g["top1_ref"]).mean()),
+        })
+    return pd.DataFrame(rows)

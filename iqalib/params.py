@@ -1,0 +1,238 @@
+"""Run parameters: the one schema every params/*.yaml follows, loaded, validated and frozen.
+
+Owns the defaults and the checks; a wrong key or value fails here with one clear message that
+names it, never deep inside a notebook. Relative paths resolve against the repository root.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+IQA_DATASETS = ("embedded", "tid2013", "csiq", "live")
+ORIGINAL_SOURCES = ("embedded", "imagenet_val", "folder")
+# Where the real data comes from, for error messages: (environment variable, origin).
+DATA_ENV = {
+    "tid2013": ("IQALIB_TID2013", "http://www.ponomarenko.info/tid2013.htm"),
+    "csiq": ("IQALIB_CSIQ", "https://s2.smu.edu/~eclarson/csiq.html"),
+    "live": ("IQALIB_LIVE", "https://live.ece.utexas.edu/research/quality/subjective.htm"),
+    "imagenet_val": ("IQALIB_IMAGENET_VAL", "https://image-net.org (ILSVRC2012 validation set)"),
+    "folder": ("IQALIB_ORIGINALS", "any folder with one sub-folder per WordNet id"),
+}
+
+# Every key a params file may set. A value of None means "no default: derived or optional".
+DEFAULTS: dict[str, Any] = {
+    "run_name": None,  # default: the params file's stem
+    "seed": 0,
+    "device": "auto",  # auto | cpu | cuda
+    "batch_size": 16,
+    "classifier": "efficientnet_lite0",
+    "classifier_weights": None,  # a file for torch.load(weights_only=True); default: package / torch cache
+    "classifiers_table1": ["efficientnet_lite0"],
+    "outputs_dir": "outputs",
+    "originals": {
+        "source": "embedded",  # embedded | imagenet_val | folder
+        "path": None,  # for imagenet_val / folder; or the environment variable in DATA_ENV
+        "limit": None,  # at most this many source photos (None: all)
+        "views": 1,  # deterministic views per photo (embedded pool only): full, flip, crops ...
+    },
+    "iqa_sets": [{"name": "embedded", "path": None}],
+    "embedded_iqa": {
+        "photos": None,  # None: all shipped photos; or a list of their names
+        "distortions": [
+            "gaussian_blur", "white_noise", "jpeg", "jpeg2000", "contrast",
+            "pixelate", "impulse_noise", "color_saturation", "color_quantization", "darken",
+        ],
+        "levels": [1, 2, 3, 4, 5],
+        "short_side": 288,  # references are resized so their short side is this many pixels
+        "metric": "haarpsi",  # full-reference metric (piq) that gives the pseudo-MOS
+    },
+    "distortions": {
+        "types": ["gaussian_blur", "white_noise", "jpeg", "jpeg2000"],
+        "levels": [1, 2, 3, 4, 5],
+    },
+}
+
+# Sections later issues add are validated by their own modules; listed here so files may carry them.
+OPEN_SECTIONS = ("quality", "attacks", "detector")
+
+
+class ParamsError(ValueError):
+    """A params file that does not follow the schema."""
+
+
+class Frozen(Mapping):
+    """Read-only view of nested params: attribute and item access, lists become tuples."""
+
+    def __init__(self, data: Mapping[str, Any]):
+        object.__setattr__(self, "_data", MappingProxyType({k: _freeze(v) for k, v in data.items()}))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(f"params have no '{name}'") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("params are frozen; change the YAML file instead")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"Frozen({dict(self._data)!r})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able copy (for the manifest)."""
+        return {k: _thaw(v) for k, v in self._data.items()}
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return Frozen(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Frozen):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _merge(defaults: dict[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
+    merged = copy.deepcopy(defaults)
+    for key, value in given.items():
+        if key not in defaults:
+            valid = ", ".join(sorted(defaults))
+            raise ParamsError(f"unknown parameter '{where}{key}'. Valid keys here: {valid}")
+        if isinstance(defaults[key], dict) and defaults[key]:
+            if not isinstance(value, Mapping):
+                raise ParamsError(f"parameter '{where}{key}' must be a mapping, got {value!r}")
+            merged[key] = _merge(defaults[key], value, f"{where}{key}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ParamsError(message)
+
+
+def resolve_path(path: str | os.PathLike | None) -> Path | None:
+    """Expand ``~`` and ``$VARS``; relative paths are taken from the repository root."""
+    if path is None:
+        return None
+    p = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def data_path(kind: str, given: str | None, param_name: str) -> Path:
+    """The folder of a real data set: the params value, else its environment variable.
+
+    Raises one FileNotFoundError naming the parameter, the variable and where the data comes from.
+    """
+    env, origin = DATA_ENV[kind]
+    raw = given if given is not None else os.environ.get(env)
+    path = resolve_path(raw)
+    if path is None or not path.exists():
+        found = f"'{path}' does not exist" if path is not None else "it is not set"
+        raise FileNotFoundError(
+            f"{kind}: no data folder ({found}). Set '{param_name}' in the params file or the "
+            f"environment variable {env}. The data comes from {origin}."
+        )
+    return path
+
+
+def validate(raw: Mapping[str, Any], source_name: str = "params") -> Frozen:
+    """Merge ``raw`` onto the defaults, check every value, and freeze the result."""
+    if raw is None:
+        raw = {}
+    _check(isinstance(raw, Mapping), f"{source_name}: the top level must be a mapping of parameters")
+    core = {k: v for k, v in raw.items() if k not in OPEN_SECTIONS}
+    p = _merge(DEFAULTS, core, "")
+    for section in OPEN_SECTIONS:
+        value = raw.get(section, {})
+        _check(isinstance(value, Mapping), f"parameter '{section}' must be a mapping")
+        p[section] = dict(value)
+
+    if p["run_name"] is None:
+        p["run_name"] = source_name
+    _check(isinstance(p["run_name"], str) and p["run_name"].replace("-", "").replace("_", "").isalnum(),
+           f"run_name must be letters, digits, '-' or '_', got {p['run_name']!r}")
+    _check(isinstance(p["seed"], int), f"seed must be an integer, got {p['seed']!r}")
+    _check(p["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {p['device']!r}")
+    _check(isinstance(p["batch_size"], int) and p["batch_size"] > 0, "batch_size must be a positive integer")
+
+    from iqalib.classifiers import CLASSIFIERS  # ground floor to ground floor: names only
+    from iqalib.distortions import DISTORTIONS, LEVELS
+
+    for name in [p["classifier"], *p["classifiers_table1"]]:
+        _check(name in CLASSIFIERS, f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
+
+    o = p["originals"]
+    _check(o["source"] in ORIGINAL_SOURCES,
+           f"originals.source must be one of {', '.join(ORIGINAL_SOURCES)}, got {o['source']!r}")
+    _check(o["limit"] is None or (isinstance(o["limit"], int) and o["limit"] > 0), "originals.limit must be a positive integer or null")
+    _check(isinstance(o["views"], int) and o["views"] >= 1, "originals.views must be an integer >= 1")
+
+    sets = p["iqa_sets"]
+    _check(isinstance(sets, list) and sets, "iqa_sets must be a non-empty list")
+    normalised = []
+    for entry in sets:
+        entry = {"name": entry, "path": None} if isinstance(entry, str) else dict(entry)
+        _check(set(entry) <= {"name", "path"}, f"iqa_sets entries take 'name' and 'path', got {sorted(entry)}")
+        _check(entry.get("name") in IQA_DATASETS,
+               f"iqa_sets name must be one of {', '.join(IQA_DATASETS)}, got {entry.get('name')!r}")
+        entry.setdefault("path", None)
+        normalised.append(entry)
+    p["iqa_sets"] = normalised
+
+    for section, types_key in (("embedded_iqa", "distortions"), ("distortions", "types")):
+        for name in p[section][types_key]:
+            _check(name in DISTORTIONS, f"{section}.{types_key}: unknown distortion {name!r}; choose from {', '.join(DISTORTIONS)}")
+        for level in p[section]["levels"]:
+            _check(level in LEVELS, f"{section}.levels: levels are {list(LEVELS)}, got {level!r}")
+    _check(isinstance(p["embedded_iqa"]["short_side"], int) and p["embedded_iqa"]["short_side"] >= 224,
+           "embedded_iqa.short_side must be an integer >= 224 (the classifiers' input size)")
+    return Frozen(p)
+
+
+def load(path: str | os.PathLike) -> Frozen:
+    """Read a params YAML file (``yaml.safe_load``), validate it and return frozen params."""
+    path = resolve_path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"params file {path} does not exist (see params/ for examples)")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    try:
+        params = validate(raw or {}, source_name=path.stem)
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+    return params
+
+
+def run_dir(params: Frozen) -> Path:
+    """``outputs/<run_name>/`` for these params (created if missing)."""
+    folder = resolve_path(params.outputs_dir) / params.run_name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
