@@ -175,3 +175,31 @@ def table1(pairs: pd.DataFrame) -> pd.DataFrame:
             "top1_changed": float((g["top1"] != g["top1_ref"]).mean()),
         })
     return pd.DataFrame(rows)
+
+
+def load_originals(params, progress: bool = True):
+    """The run's original images (``params.originals``) as an ``images.ImageSet``, skips counted.
+
+    Real folders come from ``originals.path`` or the environment variable the error names.
+    """
+    from iqalib.images import originals
+    from iqalib.params import data_path
+
+    o = params.originals
+    path = None if o.source == "embedded" else data_path(o.source, o.path, "originals.path")
+    return originals(o.source, path, o.limit, o.views, progress)
+
+
+def original_predictions(classifier: Classifier, image_set, cache: ArrayCache | None = None,
+                         batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
+    """Top-1 of the classifier on each original: one row per record with ``correct``."""
+    records = image_set.records
+    jobs = [ImageJob(r.path, view=r.view) for r in records]
+    emb, reasons = embed(classifier, jobs, cache, batch_size, progress, desc=f"{classifier.name} originals")
+    top1, conf = top1_from_embeddings(classifier, emb)
+    frame = pd.DataFrame({"image_id": [r.image_id for r in records], "source_id": [r.source_id for r in records],
+                          "view": [r.view for r in records], "label": [r.label for r in records],
+                          "top1": top1, "conf": conf, "skipped": reasons})
+    frame = frame[frame["skipped"].isna()].drop(columns="skipped").reset_index(drop=True)
+    frame["correct"] = frame["label"].notna() & (frame["top1"] == frame["label"])
+    return frame

@@ -149,7 +149,7 @@ def data_path(kind: str, given: str | None, param_name: str) -> Path:
     Raises one FileNotFoundError naming the parameter, the variable and where the data comes from.
     """
     env, origin = DATA_ENV[kind]
-    raw = given if given is not None else os.environ.get(env)
+    raw = given if given not in (None, "") else (os.environ.get(env) or None)
     path = resolve_path(raw)
     if path is None or not path.exists():
         found = f"'{path}' does not exist" if path is not None else "it is not set"
@@ -158,6 +158,15 @@ def data_path(kind: str, given: str | None, param_name: str) -> Path:
             f"environment variable {env}. The data comes from {origin}."
         )
     return path
+
+
+def check_data(params: Frozen) -> None:
+    """Fail fast, before any notebook runs, when a real data folder the params name is missing."""
+    for entry in params.iqa_sets:
+        if entry["name"] != "embedded":
+            data_path(entry["name"], entry["path"], f"iqa_sets[{entry['name']}].path")
+    if params.originals.source != "embedded":
+        data_path(params.originals.source, params.originals.path, "originals.path")
 
 
 def validate(raw: Mapping[str, Any], source_name: str = "params") -> Frozen:

@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 
 from iqalib.cache import atomic_write_text
-from iqalib.params import REPO_ROOT, load, resolve_path, run_dir
+from iqalib.params import REPO_ROOT, check_data, load, resolve_path, run_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 VERSIONED = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "scipy", "pillow", "piq",
@@ -69,12 +69,14 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
         log_output: bool = False) -> dict:
     """Render the notebooks with ``params_path`` into ``outputs/<run>/``; returns the manifest.
 
-    Params are validated before any notebook starts, so a wrong key fails in a second.
+    Params and data folders are checked before any notebook starts, so a wrong key or a missing
+    data set fails in a second with one message.
     """
     import papermill
 
     params_file = resolve_path(params_path)
     params = load(params_file)
+    check_data(params)
     out = run_dir(params)
     (out / "notebooks").mkdir(exist_ok=True)
     (out / "reports").mkdir(exist_ok=True)
@@ -90,7 +92,7 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
             executed = out / "notebooks" / nb.name
             try:
                 papermill.execute_notebook(str(nb), str(executed), parameters={"params_path": str(params_file)},
-                                           cwd=str(NOTEBOOKS_DIR), kernel_name=kernel_name, progress_bar=False,
+                                           cwd=str(NOTEBOOKS_DIR), kernel_name=kernel_name, language="python", progress_bar=False,
                                            log_output=log_output)
             except papermill.PapermillExecutionError as exc:
                 status = f"failed in {nb.name}"

@@ -1,0 +1,32 @@
+# One command to set up and reproduce, one to test. See README.md.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PARAMS ?= params/default.yaml
+export NLTK_DATA ?= $(CURDIR)/.nltk_data
+
+.PHONY: setup reproduce smoke test sync check-sync lab clean-smoke
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	@# WordNet for the NLTK cross-check test: Debian's wordnet-base + wordnet-sense-index, when present.
+	-@bash scripts/setup_wordnet.sh $(NLTK_DATA) >/dev/null 2>&1 || echo "note: WordNet (Debian wordnet-base, wordnet-sense-index) not installed; the NLTK cross-check test will skip"
+	touch $@
+
+reproduce: setup            ## render every notebook with $(PARAMS) into outputs/<run>/
+	$(PY) -m iqalib run $(PARAMS)
+
+smoke: setup
+	$(PY) -m iqalib run params/smoke.yaml
+
+test: setup                 ## the whole test suite (includes rendering every notebook at smoke scale)
+	$(PY) -m pytest -q
+
+sync: setup                 ## regenerate each notebook's .ipynb twin from its .py (the reviewed source)
+	$(VENV)/bin/jupytext --sync notebooks/*.py
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/

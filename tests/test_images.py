@@ -1,0 +1,91 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from iqalib import images
+from tests.conftest import REPO, colourful
+
+
+def test_bad_inputs_are_converted_or_counted(bad_folder):
+    result = images.originals("folder", bad_folder, progress=False)
+    kept = sorted(r.path.rsplit("/", 1)[1] for r in result.records)
+    assert kept == ["cmyk.jpg", "good.jpg", "palette.png", "rgba.png"]
+    assert all(r.label == 281 for r in result.records)  # n02123045 = tabby cat
+    assert result.skipped == {"greyscale": 2, "too_small": 1, "truncated": 1, "not_an_image": 2}
+
+
+def test_every_kept_image_is_rgb_8bit(bad_folder):
+    for record in images.originals("folder", bad_folder, progress=False).records:
+        image = images.load(record)
+        assert image.mode == "RGB" and np.asarray(image).dtype == np.uint8
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    Image.new("RGBA", (100, 100), (255, 0, 0, 128)).save(tmp_path / "half_red.png")
+    r, g, b = images.open_image(tmp_path / "half_red.png").getpixel((5, 5))
+    assert r == 255 and 125 <= g <= 129 and g == b  # half-transparent red over white = pink
+    Image.new("RGBA", (100, 100), (255, 0, 0, 0)).save(tmp_path / "invisible.png")
+    with pytest.raises(images.ImageSkip) as info:  # all white once composited: the grey rule applies
+        images.open_image(tmp_path / "invisible.png")
+    assert info.value.reason == "greyscale"
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    image = colourful((160, 100))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert images.open_image(tmp_path / "rotated.jpg").size == (100, 160)
+
+
+def test_decompression_bomb_is_skipped(tmp_path, monkeypatch):
+    colourful((200, 200)).save(tmp_path / "big.png")
+    monkeypatch.setattr(images, "MAX_PIXELS", 100 * 100)
+    with pytest.raises(images.ImageSkip) as info:
+        images.open_image(tmp_path / "big.png")
+    assert info.value.reason == "too_large"
+
+
+def test_embedded_pool_views_share_source_id():
+    result = images.originals("embedded", views=3, progress=False)
+    assert result.counts() == {"used": 60, "skipped": {}}
+    by_source = {}
+    for r in result.records:
+        by_source.setdefault(r.source_id, set()).add(r.view)
+    assert len(by_source) == 20 and all(v == {"full", "hflip", "crop80_center"} for v in by_source.values())
+    assert len({r.image_id for r in result.records}) == 60
+
+
+def test_limit_counts_photos_not_views():
+    result = images.originals("embedded", limit=4, views=2, progress=False)
+    assert len({r.source_id for r in result.records}) == 4 and len(result.records) == 8
+
+
+def test_views_are_deterministic_crops():
+    image = colourful((200, 100))
+    assert images.apply_view(image, "crop80_center").size == (160, 80)
+    assert np.array_equal(np.asarray(images.apply_view(image, "hflip")), np.asarray(image)[:, ::-1])
+
+
+def test_imagenet_val_flat_layout_uses_package_labels(tmp_path):
+    colourful().save(tmp_path / "ILSVRC2012_val_00000001.JPEG", format="JPEG")
+    colourful().save(tmp_path / "holiday.jpg")
+    result = images.originals("imagenet_val", tmp_path, progress=False)
+    assert [r.label for r in result.records] == [65]  # the official label of val image 1
+    assert result.skipped == {"unlabelled": 1}
+
+
+def test_check_images_cli_json(bad_folder):
+    out = subprocess.run([sys.executable, "-m", "iqalib", "check-images", str(bad_folder), "--json"],
+                         capture_output=True, text=True, cwd=REPO, check=True)
+    assert json.loads(out.stdout) == {"used": 4, "skipped": {"greyscale": 2, "not_an_image": 2, "too_small": 1, "truncated": 1}}
+
+
+def test_check_images_cli_missing_folder(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "iqalib", "check-images", str(tmp_path / "nope")],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2 and "is not a folder" in out.stderr and "Traceback" not in out.stderr

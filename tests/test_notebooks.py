@@ -1,0 +1,87 @@
+"""Notebooks: pairs in sync, no committed outputs, every notebook renders at smoke scale."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_is_in_sync_and_has_no_outputs(py):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{ipynb.name} missing: run `make sync`"
+    assert _cells(jupytext.read(py)) == _cells(nbformat.read(ipynb, as_version=4)), \
+        f"{py.name} and {ipynb.name} differ: run `make sync`"
+    stored = nbformat.read(ipynb, as_version=4)
+    assert all(not c.get("outputs") for c in stored.cells if c.cell_type == "code")
+    tagged = [c for c in stored.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].source.strip().startswith("params_path =")
+
+
+def _params_file(tmp_path: Path, **overrides) -> Path:
+    raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    raw.update(outputs_dir=str(tmp_path / "outputs"), **overrides)
+    path = tmp_path / f"{raw['run_name']}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _run(params_file: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "iqalib", "run", str(params_file), *extra],
+                          capture_output=True, text=True, cwd=REPO, timeout=900)
+
+
+def test_every_notebook_renders_at_smoke_scale(tmp_path):
+    result = _run(_params_file(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = tmp_path / "outputs" / "smoke"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "ok"
+    assert set(manifest["wall_time_s"]) == {p.stem for p in NOTEBOOKS}
+    for p in NOTEBOOKS:
+        assert (out / "notebooks" / f"{p.stem}.ipynb").exists() and (out / "reports" / f"{p.stem}.html").exists()
+    assert "tables/table1.csv" in manifest["tables"] and (out / "tables" / "table1.md").exists()
+    assert "figures/fig3_quality_vs_similarity.png" in manifest["figures"]
+    assert manifest["image_counts"]["01_originals"]["used"] == 6
+    assert manifest["versions"]["torch"] and manifest["params"]["run_name"] == "smoke"
+
+
+def test_bad_originals_are_counted_and_the_run_finishes(tmp_path, bad_folder):
+    work = tmp_path / "work"  # outside the scanned folder
+    work.mkdir()
+    params_file = _params_file(work, run_name="badfolder",
+                               originals={"source": "folder", "path": str(bad_folder), "views": 1})
+    result = _run(params_file, "--only", "01")
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = json.loads((work / "outputs" / "badfolder" / "manifest.json").read_text())
+    assert manifest["image_counts"]["01_originals"] == {
+        "used": 4, "skipped": {"greyscale": 2, "not_an_image": 2, "too_small": 1, "truncated": 1}}
+
+
+def test_wrong_params_fail_before_any_notebook(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("originals: {source: flickr}\n")
+    result = _run(bad)
+    assert result.returncode == 2 and "originals.source" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_dataset_gives_one_clear_error(tmp_path, monkeypatch):
+    params_file = _params_file(tmp_path, run_name="nodata", iqa_sets=[{"name": "tid2013", "path": None}])
+    result = subprocess.run([sys.executable, "-m", "iqalib", "run", str(params_file), "--only", "01"],
+                            capture_output=True, text=True, cwd=REPO, timeout=600,
+                            env={**__import__("os").environ, "IQALIB_TID2013": ""})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "01_quality" not in result.stderr  # checked before any notebook starts
+    assert "IQALIB_TID2013" in result.stderr and "iqa_sets[tid2013].path" in result.stderr
