@@ -1,0 +1,375 @@
+"""Fit-for-task detector: baselines, leakage-free paired evaluation, sklearn contract, persistence,
+feature squeezing and predict_fit. All feature tables here are SYNTHETIC (built below with seeded
+noise): they test the machinery, not the paper's numbers."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from torch import nn
+
+from iqalib import detector as D
+from iqalib.classifiers import Classifier, plain_resize_view
+
+N_SPLITS = 3  # enough to exercise every code path; the notebooks use 10
+
+
+def _probs(rng: np.random.Generator, top1: float) -> list[float]:
+    """top1..top5 sorted descending, the rest of the mass spread over other classes."""
+    rest = np.sort((1.0 - top1) * rng.dirichlet(np.ones(8)))[::-1][:4]
+    return [top1, *np.minimum(rest, top1)]
+
+
+def synthetic_features(n_sources: int = 60, n_fool: int = 20, seed: int = 0) -> pd.DataFrame:
+    """SYNTHETIC features table: originals confident and good quality; adversarial twins flatter
+    top-5 and a little lower quality (so both top-5 and quality carry signal); distorted lower
+    quality; fooling images confident but low quality."""
+    rng = np.random.default_rng(seed)
+    rows = []
+
+    def add(group, sid, label, top1, quality, p_correct, distortion=None, level=None):
+        top1 = float(np.clip(top1, 0.2, 0.995))
+        correct = bool(rng.random() < p_correct) if label is not None else False
+        pred = (label if correct else (label + 1) % 10) if label is not None else int(rng.integers(10))
+        t = _probs(rng, top1)
+        rows.append({"group": group, "source_id": sid, "distortion": distortion, "level": level,
+                     "label": label, **{f"top{i + 1}": t[i] for i in range(5)}, "pred": pred,
+                     "quality": float(np.clip(quality, 0, 1)), "correct": correct})
+
+    for s in range(n_sources):
+        sid, label = f"s{s:03d}", s % 10
+        add("original", sid, label, rng.normal(0.82, 0.08), rng.normal(0.72, 0.06), 0.9)
+        add("adversarial", sid, label, rng.normal(0.62, 0.10), rng.normal(0.60, 0.06), 0.05)
+        for level in (3, 5):
+            add("distorted", sid, label, rng.normal(0.6, 0.15), rng.normal(0.45 - 0.03 * level, 0.08), 0.6,
+                "gaussian_blur", level)
+    for group in D.FOOLING:
+        for _ in range(n_fool):
+            add(group, None, None, rng.normal(0.95, 0.03), rng.normal(0.2, 0.08), 0.0)
+    frame = pd.DataFrame(rows)
+    frame["label"] = frame["label"].astype(float)  # NaN for fooling images, as read from CSV
+    return frame
+
+
+@pytest.fixture(scope="module")
+def features() -> pd.DataFrame:
+    return synthetic_features()
+
+
+@pytest.fixture(scope="module")
+def splits(features):
+    return D.paired_splits(features, n_splits=N_SPLITS, seed=0)
+
+
+@pytest.fixture(scope="module")
+def scores(features, splits) -> pd.DataFrame:
+    return D.split_scores(features, splits, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(features) -> D.FitForTaskDetector:
+    m = features["group"].isin(["original", "adversarial"])
+    return D.FitForTaskDetector().fit(features[m], (features.loc[m, "group"] == "adversarial").astype(int),
+                                      groups=features.loc[m, "source_id"])
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Classifier:
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return Classifier(name="tiny", backbone=backbone, head=nn.Linear(8, 10), view=plain_resize_view(32),
+                      mean=(0.5,) * 3, std=(0.5,) * 3, input_size=32, weights_id="tiny",
+                      device=torch.device("cpu"), wnids=tuple(f"n{i:08d}" for i in range(10)))
+
+
+class StandInQuality:
+    """Stands in for iqalib.quality.QualityModel: a fixed function of the embedding, near 0.85."""
+
+    def predict_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        return 0.85 + 0.01 * np.tanh(np.asarray(embeddings, float).mean(axis=1))
+
+
+def _images(n: int = 4, size: int = 120) -> list[Image.Image]:
+    rng = np.random.default_rng(1)
+    return [Image.fromarray(rng.integers(0, 256, (size, size + 10, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+# -- baselines ------------------------------------------------------------------------------------
+
+
+def _tiny_table() -> pd.DataFrame:
+    return pd.DataFrame({
+        "group": ["original"] * 4 + ["adversarial"] * 2 + ["fool_ev"] * 2,
+        "source_id": ["a", "b", "c", "d", "a", "b", None, None],
+        "label": [1, 2, 3, 4, 1, 2, np.nan, np.nan],
+        "quality": [0.9, 0.5, 0.32, 0.2, 0.4, 0.33, 0.1, 0.6],
+        "correct": [True, True, False, True, False, True, False, False],
+    })
+
+
+def test_baseline1_matches_hand_computation():
+    t = D.baseline1(_tiny_table())
+    assert list(t.columns[:1]) == ["group"] and list(t["group"]) == ["original", "adversarial", "fool_ev"]
+    acc = dict(zip(t["group"], t["accuracy"]))
+    assert acc["original"] == pytest.approx(3 / 4) and acc["adversarial"] == pytest.approx(1 / 2)
+    assert np.isnan(acc["fool_ev"])  # no true class: undefined
+
+
+def test_baseline2_matches_hand_computation():
+    t = D.baseline2(_tiny_table(), thresholds=(0.3, 0.35)).set_index(["group", "threshold"])
+    assert t.index.names == ["group", "threshold"] and len(t) == 6
+    # originals, quality 0.9 0.5 0.32 0.2: t=0.3 rejects 0.2 -> fit {0.9 ok, 0.5 ok, 0.32 wrong}
+    assert t.loc[("original", 0.3), "detection_rate"] == pytest.approx(1 / 4)
+    assert t.loc[("original", 0.3), "fit_accuracy"] == pytest.approx(2 / 3)
+    # t=0.35 also rejects 0.32 -> fit {0.9, 0.5} both right
+    assert t.loc[("original", 0.35), "detection_rate"] == pytest.approx(2 / 4)
+    assert t.loc[("original", 0.35), "fit_accuracy"] == pytest.approx(1.0)
+    # adversarial 0.4 (wrong) 0.33 (right): t=0.35 rejects 0.33 -> fit {0.4 wrong}
+    assert t.loc[("adversarial", 0.3), "detection_rate"] == 0 and t.loc[("adversarial", 0.3), "fit_accuracy"] == 0.5
+    assert t.loc[("adversarial", 0.35), "detection_rate"] == 0.5 and t.loc[("adversarial", 0.35), "fit_accuracy"] == 0
+    assert t.loc[("fool_ev", 0.35), "detection_rate"] == 0.5 and np.isnan(t.loc[("fool_ev", 0.35), "fit_accuracy"])
+
+
+# -- splits and leakage ---------------------------------------------------------------------------
+
+
+def test_paired_splits_are_disjoint_halves_and_deterministic(features, splits):
+    paired = set(features.loc[features["group"] == "original", "source_id"])
+    assert len(splits) == N_SPLITS
+    for train, test in splits:
+        assert not set(train) & set(test) and set(train) | set(test) == paired and len(train) == len(test) == 30
+    again = D.paired_splits(features, n_splits=N_SPLITS, seed=0)
+    assert all((a == c).all() and (b == d).all() for (a, b), (c, d) in zip(splits, again))
+    shuffled = D.paired_splits(features.sample(frac=1, random_state=3), n_splits=N_SPLITS, seed=0)
+    assert all((a == c).all() for (a, _), (c, _) in zip(splits, shuffled))  # row order does not matter
+
+
+def test_no_leakage_in_rows_actually_used(features, splits, scores):
+    for k, (train_ids, _) in enumerate(splits):
+        s = scores[scores["split"] == k]
+        train, ev = s[s["role"] == "train"], s[s["role"] == "eval"]
+        train_src = set(train["source_id"])
+        assert train_src == set(train_ids)
+        assert set(train["group"]) == {"original", "adversarial"}
+        # every trained pair is complete, and no evaluated image shares a source with training
+        assert set(train.loc[train["group"] == "original", "source_id"]) == set(
+            train.loc[train["group"] == "adversarial", "source_id"])
+        assert not train_src & set(ev["source_id"].dropna())
+        for group in ("original", "adversarial"):
+            assert set(ev.loc[ev["group"] == group, "source_id"]).isdisjoint(train_src)
+        assert not set(features.loc[ev.loc[ev["group"] == "distorted", "row"], "source_id"]) & train_src
+        # the rows point back at the features table they came from
+        assert (features["group"].to_numpy()[s["row"]] == s["group"].to_numpy()).all()
+        assert ev.loc[ev["group"].isin(D.FOOLING), "row"].nunique() == 2 * 20
+
+
+# -- Table V --------------------------------------------------------------------------------------
+
+
+def test_evaluate_contract_and_determinism(features):
+    per_split, table5 = D.evaluate(features, n_splits=N_SPLITS, seed=0, n_boot=200)
+    per_split2, table5b = D.evaluate(features, n_splits=N_SPLITS, seed=0, n_boot=200)
+    pd.testing.assert_frame_equal(per_split, per_split2)
+    pd.testing.assert_frame_equal(table5, table5b)
+    assert list(table5.columns[:6]) == ["group", "detection_rate", "detection_rate_std", "fit_accuracy",
+                                        "fit_accuracy_std", "n"]
+    assert list(table5["group"]) == list(D.GROUPS)
+    t = table5.set_index("group")
+    assert t[["detection_rate"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert t.loc["fool_ev", "fit_accuracy"] != t.loc["fool_ev", "fit_accuracy"]  # NaN: no labels
+    assert t.loc["fool_ev", "n"] == 20 and t.loc["adversarial", "n"] == 30 and t.loc["distorted", "n"] == 60
+    assert t.loc["adversarial", "detection_rate"] > 0.8 and t.loc["original", "detection_rate"] < 0.2
+    assert (t["detection_rate_ci_low"] <= t["detection_rate_ci_high"]).all()
+    assert set(per_split["split"]) == set(range(N_SPLITS)) and per_split["best_params"].notna().all()
+
+
+# -- the estimator --------------------------------------------------------------------------------
+
+
+def test_sklearn_contract(features, fitted):
+    grid = (0.5, 5.0)
+    det = D.FitForTaskDetector(C_grid=grid, cv=3, random_state=7)
+    params = det.get_params()
+    assert params["C_grid"] is grid and params["cv"] == 3 and params["random_state"] == 7
+    assert params["columns"] == D.FEATURES
+    twin = clone(det)
+    assert twin.get_params() == params and not hasattr(twin, "pipeline_")
+    m = features["group"].isin(["original", "adversarial"])
+    X, y = features.loc[m, list(D.FEATURES)].to_numpy(), (features.loc[m, "group"] == "adversarial").to_numpy(int)
+    cv_scores = cross_val_score(det, X, y, cv=3)
+    assert cv_scores.shape == (3,) and (cv_scores > 0.7).all()
+    pred = fitted.predict(X)
+    assert set(np.unique(pred)) <= {0, 1}
+    dec = fitted.decision_function(X)
+    assert (pred == (dec > 0)).all()
+    assert dec[y == 1].mean() > dec[y == 0].mean()  # higher = more likely not fit
+    assert set(fitted.best_params_) >= {"kernel", "C"} and fitted.best_params_["kernel"] in ("rbf", "linear")
+    nan_row = np.array([[np.nan, 0.1, 0.1, 0.1, 0.1, 0.5]])
+    assert fitted.predict(nan_row)[0] == 1 and fitted.decision_function(nan_row)[0] == np.inf
+
+
+def test_detector_separates_synthetic_data_and_ablation_order(features, splits, scores):
+    """SYNTHETIC data built so that both top-5 and quality carry signal."""
+    _, auc = D.roc_per_group(features, scores=scores)
+    auc = auc.set_index("group")
+    assert auc.loc["adversarial", "auc"] > 0.9
+    table = D.ablation(features, splits, seed=0, scores={"top5+quality": scores}).set_index(["features", "group"])
+    both = table.loc[("top5+quality", "adversarial"), "auc"]
+    assert both == pytest.approx(auc.loc["adversarial", "auc"])
+    assert both >= table.loc[("top5", "adversarial"), "auc"]
+    assert both >= table.loc[("quality", "adversarial"), "auc"]
+    assert np.isnan(table.loc[("quality", "original"), "auc"])
+    # fooling images are confident: only quality sees them
+    assert table.loc[("quality", "fool_gd"), "auc"] > table.loc[("top5", "fool_gd"), "auc"]
+
+
+def test_roc_rates_and_plot(features, scores):
+    points, auc = D.roc_per_group(features, scores=scores, n_points=51)
+    assert set(points["group"]) == {"distorted", "adversarial", "fool_ev", "fool_gd"}
+    for _, g in points.groupby("group"):
+        assert len(g) == 51 and np.all(np.diff(g["tpr"]) >= -1e-12) and g["tpr"].between(0, 1).all()
+    rates = D.rates_at_false_alarm(features, scores=scores, target_fpr=0.1, n_boot=200).set_index("group")
+    assert rates.loc["original", "detection_rate"] <= 0.1 + 1e-12
+    assert (rates["detection_rate_ci_low"] <= rates["detection_rate"] + 1e-9).all()
+    fig = D.plot_roc(points, auc=auc)
+    assert len(fig.axes[0].lines) == 5  # four groups + chance diagonal
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_bootstrap_ci_brackets_the_estimate():
+    values = np.random.default_rng(0).random(200) < 0.3
+    low, high = D.bootstrap_ci(values, n_boot=500, seed=1)
+    assert low < values.mean() < high and 0 <= low and high <= 1
+    assert D.bootstrap_ci(values, n_boot=500, seed=1) == (low, high)  # seeded
+    w, c = np.random.default_rng(1).random(100), np.random.default_rng(2).random(100) < 0.6
+    ratio = float((w * c).sum() / w.sum())
+    lo, hi = D.bootstrap_ci((w, c), lambda a, b: (a * b).sum() / a.sum(), paired=True, n_boot=300)
+    assert lo < ratio < hi
+    assert D.bootstrap_ci(np.ones(5)) == (1.0, 1.0)
+    assert np.isnan(D.bootstrap_ci(np.ones(1))).all()
+    # a difference of two independent rates: each sample resampled on its own
+    a, b = values[:100], values[100:]
+    lo, hi = D.bootstrap_ci((a, b), lambda x, y: x.mean() - y.mean(), paired=False, n_boot=300)
+    assert lo < a.mean() - b.mean() < hi
+    # resamples without any fit image give NaN ratios and are left out rather than poisoning the CI
+    with np.errstate(invalid="ignore"):
+        lo, hi = D.bootstrap_ci((np.r_[1.0, np.zeros(9)], np.zeros(10)), lambda w_, c_: (w_ * c_).sum() / w_.sum())
+    assert (lo, hi) == (0.0, 0.0)
+
+
+# -- persistence ----------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tmp_path, features, fitted):
+    run = tmp_path / "run"
+    (run / "quality").mkdir(parents=True)
+    det = clone(fitted).set_params(classifier_name="tiny", classifier_weights_id="tiny",
+                                   quality_folder=str(run / "quality"))
+    m = features["group"].isin(["original", "adversarial"])
+    det.fit(features[m], (features.loc[m, "group"] == "adversarial").astype(int), groups=features.loc[m, "source_id"])
+    det.save(run / "detector")
+    meta = json.loads((run / "detector" / "detector.json").read_text())
+    assert meta["quality_model"] == os.path.join("..", "quality") and meta["columns"] == list(D.FEATURES)
+    assert meta["classifier"] == {"name": "tiny", "weights_id": "tiny"}
+    back = D.FitForTaskDetector.load(run / "detector")
+    assert back.get_params() == {**det.get_params(), "quality_folder": str((run / "quality").resolve())}
+    assert (back.predict(features) == det.predict(features)).all()
+    assert np.allclose(back.decision_function(features), det.decision_function(features))
+
+
+def test_load_refuses_untrusted_types(tmp_path, fitted):
+    import hashlib
+
+    import skops.io as sio
+
+    folder = tmp_path / "det"
+    fitted.save(folder)
+    evil = sio.dumps(Pipeline([("run", FunctionTransformer(os.system))]))
+    (folder / "pipeline.skops").write_bytes(evil)
+    with pytest.raises(D.UntrustedModelError, match="hash"):
+        D.FitForTaskDetector.load(folder)
+    meta = json.loads((folder / "detector.json").read_text())
+    meta["pipeline_sha256"] = hashlib.sha256(evil).hexdigest()
+    (folder / "detector.json").write_text(json.dumps(meta))
+    with pytest.raises(D.UntrustedModelError, match="not on the allow-list.*system"):
+        D.FitForTaskDetector.load(folder)
+
+
+# -- images: feature squeezing and predict_fit ----------------------------------------------------
+
+
+def test_feature_squeezing_scores(tiny, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    constant = Image.new("RGB", (64, 64), (0, 255, 0))  # exact at 5 bits, unchanged by a median
+    s = D.feature_squeezing_scores(tiny, [constant, *_images(3), str(bad)], batch_size=2)
+    assert s.shape == (5,) and np.isnan(s[4])
+    assert (s[:4] >= 0).all() and (s[:4] <= 2).all() and s[0] < 1e-6
+    assert s[1:4].max() > 1e-6
+
+
+def test_feature_squeezing_rates_compare_with_detector(features, splits, scores):
+    rng = np.random.default_rng(0)
+    fs = features[["group", "source_id", "label", "correct"]].assign(
+        score=np.where(features["group"] == "original", rng.random(len(features)) * 0.2, rng.random(len(features))))
+    fs.loc[fs.index[-1], "score"] = np.nan  # unusable -> flagged
+    one = D.feature_squeezing_rates(fs, target_fpr=0.05, n_boot=100)
+    per_split = D.feature_squeezing_rates(fs, target_fpr=0.05, splits=splits, n_boot=100)
+    ours = D.rates_at_false_alarm(features, scores=scores, target_fpr=0.05, n_boot=100)
+    assert list(one.columns) == list(ours.columns) == list(per_split.columns)
+    both = pd.concat([ours, per_split], ignore_index=True)
+    assert set(both["method"]) == {"fit_for_task", "feature_squeezing"}
+    o = one.set_index("group")
+    assert o.loc["original", "detection_rate"] <= 0.05 and o.loc["fool_gd", "detection_rate"] > 0.5
+
+
+def test_predict_fit_end_to_end(tiny, tmp_path, features):
+    good = tmp_path / "good.png"
+    _images(1)[0].save(good)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    images = [*_images(3), str(good), str(bad), Image.new("RGB", (20, 20))]
+
+    m = features["group"].isin(["original", "adversarial"])
+    y = (features.loc[m, "group"] == "adversarial").astype(int)
+    full = D.FitForTaskDetector(classifier_weights_id="tiny").fit(features[m], y, groups=features.loc[m, "source_id"])
+    report = full.fit_report(images, classifier=tiny, quality=StandInQuality())
+    assert report["fit"].dtype == bool and len(report) == 6
+    assert report.loc[4, "reason"] == "unusable: not_an_image" and report.loc[5, "reason"] == "unusable: too_small"
+    assert not report.loc[4, "fit"] and not report.loc[5, "fit"]
+    # the one-pass features equal those computed by hand from the classifier
+    emb = tiny.embed([*images[:3], Image.open(good)])
+    proba = tiny.proba_from_embeddings(emb)
+    assert np.allclose(report.loc[:3, "top1"], proba.max(1), atol=1e-6)
+    assert np.allclose(report.loc[:3, "quality"], StandInQuality().predict_embeddings(emb))
+    assert (~report.loc[:3, "fit"].to_numpy() == full.predict(report.loc[:3, list(D.FEATURES)]).astype(bool)).all()
+    assert (full.predict_fit(images) == report["fit"].to_numpy()).all()  # classifier/quality were kept
+
+    # quality-only detector: the stand-in's ~0.85 quality is high, so every usable image is fit
+    qonly = D.FitForTaskDetector(columns=("quality",)).fit(features[m], y, groups=features.loc[m, "source_id"])
+    fit = qonly.predict_fit(images, classifier=tiny, quality=StandInQuality())
+    assert fit.dtype == bool and fit.tolist() == [True, True, True, True, False, False]
+
+    with pytest.raises(ValueError, match="trained on features"):
+        full.fit_report(images[:1], classifier=_renamed(tiny))
+    wrong = StandInQuality()
+    wrong.backbone = "resnet152"
+    with pytest.raises(ValueError, match="embeddings"):
+        D.FitForTaskDetector().fit(features[m], y).fit_report(images[:1], classifier=tiny, quality=wrong)
+
+
+def _renamed(tiny: Classifier) -> Classifier:
+    return Classifier(name=tiny.name, backbone=tiny.backbone, head=tiny.head, view=tiny.view, mean=tiny.mean,
+                      std=tiny.std, input_size=tiny.input_size, weights_id="other", device=tiny.device,
+                      wnids=tiny.wnids)
