@@ -8,7 +8,7 @@ keys; never trains anything.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -36,17 +36,25 @@ class ImageJob:
     image_id: str = ""
     min_side: int = 90
     allow_grey: bool = False
+    # Distort in the classifier's view (e.g. 224×224) rather than at native size: ImageNet-C's level
+    # parameters are calibrated on network-sized inputs, and a later resize would hide the damage.
+    # Part of the key as a flag; which view it is, is in the cache key's preprocessing id.
+    classifier_view: object = field(default=None, compare=False, hash=False)
 
     def load(self) -> Image.Image:
         image = open_image(self.path, min_side=self.min_side, allow_grey=self.allow_grey)
         if self.view != "full":
             image = apply_view(image, self.view)
+        if self.classifier_view is not None:
+            image = self.classifier_view(image)
         if self.distortion is not None:
             image = _distortions.distort(image, self.distortion, int(self.level), self.seed, self.image_id or self.path)
         return image
 
     def key_fields(self, digest: str) -> dict:
         fields = {"file": digest, "view": self.view, "distortion": self.distortion, "level": self.level}
+        if self.classifier_view is not None:
+            fields["in_classifier_view"] = True
         if self.distortion is not None:
             fields.update(seed=self.seed, image_id=self.image_id, distortions_version=_DISTORTION_VERSION)
         return fields
@@ -203,3 +211,69 @@ def original_predictions(classifier: Classifier, image_set, cache: ArrayCache | 
     frame = frame[frame["skipped"].isna()].drop(columns="skipped").reset_index(drop=True)
     frame["correct"] = frame["label"].notna() & (frame["top1"] == frame["label"])
     return frame
+
+
+GROUP_COLUMNS = ("group", "image_id", "source_id", "distortion", "level", "label", "path",
+                 "top1", "top2", "top3", "top4", "top5", "pred", "quality", "correct")
+
+
+def original_jobs(records, distortion_types: Sequence[str] = (), levels: Sequence[int] = (),
+                  seed: int = 0, classifier_view=None) -> tuple[list[ImageJob], pd.DataFrame]:
+    """Jobs + metadata for the Original group and, when types/levels are given, the Distorted group
+    (every original under every type at every level; the noise seed includes the image id).
+    With ``classifier_view`` the distortion is applied to the classifier's view of the image."""
+    jobs, meta = [], []
+    for r in records:
+        jobs.append(ImageJob(r.path, view=r.view))
+        meta.append({"group": "original", "image_id": r.image_id, "source_id": r.source_id, "distortion": None,
+                     "level": None, "label": r.label})
+        for name in distortion_types:
+            for level in levels:
+                jobs.append(ImageJob(r.path, view=r.view, distortion=name, level=int(level), seed=seed,
+                                     image_id=r.image_id, classifier_view=classifier_view))
+                meta.append({"group": "distorted", "image_id": f"{r.image_id}|{name}|{level}", "source_id": r.source_id,
+                             "distortion": name, "level": int(level), "label": r.label})
+    return jobs, pd.DataFrame(meta)
+
+
+def file_jobs(group: str, paths: Sequence[str | Path], meta: pd.DataFrame | None = None) -> tuple[list[ImageJob], pd.DataFrame]:
+    """Jobs + metadata for generated images saved as files (adversarial and fooling groups).
+
+    ``meta`` may carry ``image_id``, ``source_id`` and ``label`` per file (NaN for fooling images).
+    """
+    frame = pd.DataFrame(index=range(len(paths))) if meta is None else meta.reset_index(drop=True).copy()
+    out = pd.DataFrame({"group": group,
+                        "image_id": frame["image_id"] if "image_id" in frame else [Path(p).stem for p in paths],
+                        "source_id": frame["source_id"] if "source_id" in frame else None,
+                        "distortion": None, "level": None,
+                        "label": frame["label"] if "label" in frame else None})
+    # Generated images are 8-bit RGB at the network's input size; the grey/size rules are for photos.
+    return [ImageJob(str(p), min_side=1, allow_grey=True) for p in paths], out
+
+
+def features_table(classifier: Classifier, jobs: Sequence[ImageJob], meta: pd.DataFrame, quality=None,
+                   cache: ArrayCache | None = None, batch_size: int = 16, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The per-image table every later step reads (``features.csv``): for each job, the top-5
+    sorted class probabilities, the top-1 index, predicted quality and whether top-1 is right.
+
+    One backbone pass per image (cached): the classifier head and the quality head
+    (``quality.predict_embeddings``) both read the same embedding. Skipped images are dropped and
+    counted per group in the returned ``{group: {"used", "skipped"}}``.
+    """
+    emb, reasons = embed(classifier, jobs, cache, batch_size, progress, desc="features")
+    ok = np.array([r is None for r in reasons], dtype=bool)
+    table = meta.reset_index(drop=True).copy()
+    table["path"] = [j.path for j in jobs]
+    counts = {g: skip_counts([reasons[i] for i in np.flatnonzero(table["group"].to_numpy() == g)])
+              for g in dict.fromkeys(table["group"])}
+    table, emb = table[ok].reset_index(drop=True), emb[ok]
+    proba = classifier.proba_from_embeddings(emb) if len(emb) else np.zeros((0, 1000), np.float32)
+    order = np.argsort(-proba, axis=1)[:, :5]
+    top5 = np.take_along_axis(proba, order, axis=1)
+    for k in range(5):
+        table[f"top{k + 1}"] = top5[:, k] if len(top5) else []
+    table["pred"] = order[:, 0] if len(order) else []
+    table["quality"] = quality.predict_embeddings(emb) if quality is not None and len(emb) else np.nan
+    label = pd.to_numeric(table["label"], errors="coerce")
+    table["correct"] = label.notna() & (label == table["pred"])
+    return table[list(GROUP_COLUMNS)], counts
