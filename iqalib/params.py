@@ -57,10 +57,40 @@ DEFAULTS: dict[str, Any] = {
         "types": ["gaussian_blur", "white_noise", "jpeg", "jpeg2000"],
         "levels": [1, 2, 3, 4, 5],
     },
+    "quality": {
+        "train_sets": ["embedded"],  # IQA sets (names in iqa_sets) the deployed ensemble trains on
+        "n_models": 10,  # paper: ten models; each trains on one content-disjoint 80/20 split
+        "test_size": 0.2,
+        "epochs": 60,
+        "lr": 1.0e-4,
+        "weight_decay": 1.0e-4,
+        "batch_size": 32,
+        "hidden": 2048,
+        "bins": 70,
+        "patches": 0,  # extra native-resolution crops per image, one backbone pass each
+    },
+    "attacks": {
+        "uap": {
+            "xi": 10.0,  # l-inf bound, 0–255 units
+            "delta": 0.2,  # stop at fooling rate 1 − delta on the pool
+            "max_passes": 3,
+            "num_candidates": 10,
+            "pool": "iqa_references",  # iqa_references | originals_rest (disjoint from the evaluated originals)
+            "pool_size": None,  # originals_rest: how many further originals
+            "pool_views": 2,  # iqa_references: views per reference photo (full, mirror, ...)
+        },
+        "fool_gd": {"n": 16, "steps": 40, "lr": 2.0, "l2_decay": 0.002},
+        "fool_ev": {"population": 32, "generations": 40, "encoding": "cppn", "keep": 16},
+    },
+    "detector": {
+        "n_splits": 10,
+        "train_size": 0.5,
+        "thresholds": [0.3, 0.35],  # Baseline-2 (paper: 0.3)
+        "target_fpr": 0.05,
+        "n_boot": 1000,
+    },
 }
 
-# Sections later issues add are validated by their own modules; listed here so files may carry them.
-OPEN_SECTIONS = ("quality", "attacks", "detector")
 
 
 class ParamsError(ValueError):
@@ -174,12 +204,7 @@ def validate(raw: Mapping[str, Any], source_name: str = "params") -> Frozen:
     if raw is None:
         raw = {}
     _check(isinstance(raw, Mapping), f"{source_name}: the top level must be a mapping of parameters")
-    core = {k: v for k, v in raw.items() if k not in OPEN_SECTIONS}
-    p = _merge(DEFAULTS, core, "")
-    for section in OPEN_SECTIONS:
-        value = raw.get(section, {})
-        _check(isinstance(value, Mapping), f"parameter '{section}' must be a mapping")
-        p[section] = dict(value)
+    p = _merge(DEFAULTS, raw, "")
 
     if p["run_name"] is None:
         p["run_name"] = source_name
@@ -218,6 +243,24 @@ def validate(raw: Mapping[str, Any], source_name: str = "params") -> Frozen:
             _check(name in DISTORTIONS, f"{section}.{types_key}: unknown distortion {name!r}; choose from {', '.join(DISTORTIONS)}")
         for level in p[section]["levels"]:
             _check(level in LEVELS, f"{section}.levels: levels are {list(LEVELS)}, got {level!r}")
+    q = p["quality"]
+    for key in ("n_models", "epochs", "batch_size", "hidden", "bins"):
+        _check(isinstance(q[key], int) and q[key] >= 1, f"quality.{key} must be a positive integer")
+    _check(isinstance(q["patches"], int) and q["patches"] >= 0, "quality.patches must be an integer >= 0")
+    _check(0 < q["test_size"] < 1, "quality.test_size must be in (0, 1)")
+    set_names = [e["name"] for e in p["iqa_sets"]]
+    for name in q["train_sets"]:
+        _check(name in set_names, f"quality.train_sets names {name!r}, which is not in iqa_sets ({', '.join(set_names)})")
+    uap = p["attacks"]["uap"]
+    _check(uap["pool"] in ("iqa_references", "originals_rest"), "attacks.uap.pool must be iqa_references or originals_rest")
+    _check(uap["pool"] != "originals_rest" or (isinstance(uap["pool_size"], int) and uap["pool_size"] > 0),
+           "attacks.uap.pool_size must be a positive integer when attacks.uap.pool is originals_rest")
+    _check(0 < uap["xi"] <= 255 and 0 <= uap["delta"] < 1, "attacks.uap: xi must be in (0, 255] and delta in [0, 1)")
+    _check(p["attacks"]["fool_ev"]["encoding"] in ("cppn", "direct"), "attacks.fool_ev.encoding must be cppn or direct")
+    d = p["detector"]
+    _check(isinstance(d["n_splits"], int) and d["n_splits"] >= 1 and 0 < d["train_size"] < 1,
+           "detector.n_splits must be >= 1 and detector.train_size in (0, 1)")
+    _check(0 < d["target_fpr"] < 1, "detector.target_fpr must be in (0, 1)")
     _check(isinstance(p["embedded_iqa"]["short_side"], int) and p["embedded_iqa"]["short_side"] >= 224,
            "embedded_iqa.short_side must be an integer >= 224 (the classifiers' input size)")
     return Frozen(p)
