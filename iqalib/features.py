@@ -213,7 +213,7 @@ def original_predictions(classifier: Classifier, image_set, cache: ArrayCache | 
     return frame
 
 
-GROUP_COLUMNS = ("group", "image_id", "source_id", "distortion", "level", "label", "path",
+GROUP_COLUMNS = ("group", "image_id", "source_id", "view", "distortion", "level", "label", "path",
                  "top1", "top2", "top3", "top4", "top5", "pred", "quality", "correct")
 
 
@@ -225,13 +225,13 @@ def original_jobs(records, distortion_types: Sequence[str] = (), levels: Sequenc
     jobs, meta = [], []
     for r in records:
         jobs.append(ImageJob(r.path, view=r.view))
-        meta.append({"group": "original", "image_id": r.image_id, "source_id": r.source_id, "distortion": None,
+        meta.append({"group": "original", "image_id": r.image_id, "source_id": r.source_id, "view": r.view, "distortion": None,
                      "level": None, "label": r.label})
         for name in distortion_types:
             for level in levels:
                 jobs.append(ImageJob(r.path, view=r.view, distortion=name, level=int(level), seed=seed,
                                      image_id=r.image_id, classifier_view=classifier_view))
-                meta.append({"group": "distorted", "image_id": f"{r.image_id}|{name}|{level}", "source_id": r.source_id,
+                meta.append({"group": "distorted", "image_id": f"{r.image_id}|{name}|{level}", "source_id": r.source_id, "view": r.view,
                              "distortion": name, "level": int(level), "label": r.label})
     return jobs, pd.DataFrame(meta)
 
@@ -245,7 +245,7 @@ def file_jobs(group: str, paths: Sequence[str | Path], meta: pd.DataFrame | None
     out = pd.DataFrame({"group": group,
                         "image_id": frame["image_id"] if "image_id" in frame else [Path(p).stem for p in paths],
                         "source_id": frame["source_id"] if "source_id" in frame else None,
-                        "distortion": None, "level": None,
+                        "view": "full", "distortion": None, "level": None,
                         "label": frame["label"] if "label" in frame else None})
     # Generated images are 8-bit RGB at the network's input size; the grey/size rules are for photos.
     return [ImageJob(str(p), min_side=1, allow_grey=True) for p in paths], out

@@ -167,3 +167,19 @@ def build(params: Frozen, classifier: Classifier, quality=None, progress: bool =
         {"uap": {k: uap_meta[k] for k in ("xi", "fooling_rate", "n_eval", "classifier", "input_size")},
          "originals_correct": len(evaluated), "originals_total": len(image_set.records)}, indent=2))
     return table, counts
+
+
+def row_images(params: Frozen, classifier: Classifier, table: pd.DataFrame) -> list[Image.Image]:
+    """The exact image behind each features row (distortions re-applied deterministically), e.g.
+    for a peer detector that needs pixels or for showing examples."""
+    out = []
+    for r in table.itertuples():
+        if r.group in ("original", "distorted"):
+            distorted = r.group == "distorted"
+            job = features.ImageJob(r.path, view=r.view, distortion=r.distortion if distorted else None,
+                                    level=int(r.level) if distorted else None, seed=params.seed,
+                                    image_id=r.image_id.split("|")[0], classifier_view=classifier.view if distorted else None)
+        else:
+            job = features.ImageJob(r.path, min_side=1, allow_grey=True)
+        out.append(job.load())
+    return out

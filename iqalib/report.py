@@ -123,3 +123,34 @@ def kde_grid(df: pd.DataFrame, x: str, y: str, by: str, xlabel: str, ylabel: str
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def gallery(rows: list[list[tuple[object, str]]], row_titles: list[str], title: str = "", size: float = 1.9) -> "plt.Figure":
+    """A grid of images: ``rows`` of (image path or PIL image, caption), one row title each (Fig. 1 / App. C)."""
+    from PIL import Image
+
+    ncols = max((len(r) for r in rows), default=1)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * 1.15 * len(rows)), squeeze=False)
+    for i, (row, name) in enumerate(zip(rows, row_titles)):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.axis("off")
+            if j < len(row):
+                source, caption = row[j]
+                if isinstance(source, Image.Image):
+                    ax.imshow(source.convert("RGB"))
+                else:
+                    with Image.open(source) as im:
+                        ax.imshow(im.convert("RGB"))
+                ax.set_title(caption, fontsize=7)
+        axes[i, 0].text(-0.08, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def group_summary(df: pd.DataFrame, column: str, groups: list[str]) -> pd.DataFrame:
+    """median / mean / std / count of ``column`` per group, in the given order (Tables II and III)."""
+    rows = [{"group": g, **summarize(df.loc[df["group"] == g, column])} for g in groups]
+    return pd.DataFrame(rows)
