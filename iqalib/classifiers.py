@@ -137,6 +137,48 @@ class Classifier:
         """Differentiable logits (N, 1000) from 0–255 pixels in the classifier's view."""
         return self.head(self.backbone(self.normalize(pixels)))
 
+    def stat_taps(self) -> list[nn.Module]:
+        """Early modules whose feature-map statistics describe low-level quality (blur, noise,
+        blocking) that the final pooled embedding is trained to ignore."""
+        model = getattr(self.backbone, "model", self.backbone)
+        if hasattr(model, "blocks") and hasattr(model, "bn1"):  # timm EfficientNet family
+            return [model.bn1, *list(model.blocks)[:4]]
+        if hasattr(model, "layer2") and hasattr(model, "maxpool"):  # torchvision ResNet family
+            return [model.maxpool, model.layer1, model.layer2]
+        return []
+
+    def forward_with_stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ONE backbone pass on normalised input -> (pooled embedding (N, D), early-layer statistics
+        (N, S): per channel the spatial mean and log(std + 1e-3) of each ``stat_taps`` output;
+        S = 0 for backbones without known taps)."""
+        taps: list[torch.Tensor] = []
+        handles = [m.register_forward_hook(lambda _m, _i, out: taps.append(out)) for m in self.stat_taps()]
+        try:
+            pooled = self.backbone(x)
+        finally:
+            for h in handles:
+                h.remove()
+        stats = []
+        for f in taps:
+            f = f.float()
+            stats += [f.mean((2, 3)), torch.log(f.std((2, 3), correction=0) + 1e-3)]
+        return pooled, (torch.cat(stats, 1) if stats else pooled.new_zeros((pooled.shape[0], 0)))
+
+    @property
+    def stats_dim(self) -> int:
+        with torch.inference_mode():
+            x = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
+            return int(self.forward_with_stats(x)[1].shape[1])
+
+    def embed_with_stats(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        """(N, D + S) float32: pooled embedding and early-layer statistics from one pass per image."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                pooled, stats = self.forward_with_stats(self.normalize(self.pixels(images[start : start + batch_size])))
+                out.append(torch.cat([pooled, stats], 1).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.embedding_dim + self.stats_dim), np.float32)
+
     def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         """(N, D) float32 pooled backbone embeddings; one backbone pass per image."""
         out = []

@@ -347,11 +347,16 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
         frame = pd.DataFrame(np.nan, index=range(len(loaded)), columns=list(FEATURES))
         ok = [i for i, im in enumerate(loaded) if im is not None]
         if ok:
-            emb = classifier.embed([loaded[i] for i in ok], batch_size=batch_size)
-            proba = classifier.proba_from_embeddings(emb)
+            from iqalib.features import pooled, quality_input
+
+            # One pass gives the pooled embedding (classifier head) and the early-layer statistics
+            # a multilevel quality head reads.
+            emb = classifier.embed_with_stats([loaded[i] for i in ok], batch_size=batch_size)
+            proba = classifier.proba_from_embeddings(pooled(classifier, emb))
             frame.loc[ok, list(TOP5)] = -np.sort(-proba, axis=1)[:, :5]
             if needs_quality:
-                frame.loc[ok, "quality"] = np.asarray(quality.predict_embeddings(emb), float).reshape(-1)
+                x = quality_input(quality, classifier, emb)
+                frame.loc[ok, "quality"] = np.asarray(quality.predict_embeddings(x), float).reshape(-1)
         score = self.decision_function(frame)
         not_fit = self.predict(frame).astype(bool)
         for i in range(len(loaded)):

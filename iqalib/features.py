@@ -71,13 +71,18 @@ def cache_for(run_folder: str | Path) -> ArrayCache:
 
 def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | None = None,
           batch_size: int = 16, progress: bool = True, desc: str = "backbone") -> tuple[np.ndarray, list[str | None]]:
-    """Embeddings (N, D) float32 for ``jobs``, one backbone pass per uncached image.
+    """(N, D + S) float32 for ``jobs`` — pooled embedding then early-layer statistics (see
+    ``pooled``/``stats``) — one backbone pass per uncached image.
 
     Returns the array (rows of skipped images are NaN) and, per job, None or the skip reason.
     """
     from tqdm.auto import tqdm
 
-    model_fields = {"model": classifier.weights_id, "prep": classifier.preprocessing_id, "v": EMBEDDING_VERSION}
+    # Each entry holds the pooled embedding AND the early-layer statistics of the same pass
+    # (``Classifier.embed_with_stats``): the classifier head reads the first, the quality head
+    # either, so no image ever needs a second backbone pass.
+    model_fields = {"model": classifier.weights_id, "prep": classifier.preprocessing_id, "v": EMBEDDING_VERSION,
+                    "with_stats": True}
     digests: dict[str, str] = {}
     keys: list[str | None] = []
     reasons: list[str | None] = [None] * len(jobs)
@@ -93,7 +98,7 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | 
         else:
             keys.append(key_of({**model_fields, **job.key_fields(digests[job.path])}))
 
-    dim = classifier.embedding_dim
+    dim = classifier.embedding_dim + classifier.stats_dim
     out = np.full((len(jobs), dim), np.nan, dtype=np.float32)
     todo = []
     for i, key in enumerate(keys):
@@ -115,7 +120,7 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | 
             except ImageSkip as skip:
                 reasons[i] = skip.reason
         if images:
-            vectors = classifier.embed(images, batch_size=len(images))
+            vectors = classifier.embed_with_stats(images, batch_size=len(images))
             for i, vector in zip(chunk, vectors):
                 out[i] = vector
                 if cache is not None:
@@ -123,6 +128,23 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | 
         bar.update(len(todo[start : start + batch_size]))
     bar.close()
     return out, reasons
+
+
+def quality_input(quality, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
+    """The part of ``embed``'s rows a quality model reads: early-layer statistics for
+    ``features == "multilevel"`` models, else the pooled embedding."""
+    kind = getattr(quality, "features", "pooled")
+    return stats(classifier, embedded) if kind == "multilevel" else pooled(classifier, embedded)
+
+
+def pooled(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
+    """The classifier's pooled embedding part of ``embed``'s rows (what its head reads)."""
+    return embedded[:, : classifier.embedding_dim]
+
+
+def stats(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
+    """The early-layer statistics part of ``embed``'s rows."""
+    return embedded[:, classifier.embedding_dim :]
 
 
 def skip_counts(reasons: Sequence[str | None]) -> dict:
@@ -137,7 +159,7 @@ def top1_from_embeddings(classifier: Classifier, embeddings: np.ndarray) -> tupl
     top1 = np.full(len(embeddings), -1, dtype=np.int64)
     conf = np.full(len(embeddings), np.nan, dtype=np.float32)
     if ok.any():
-        proba = classifier.proba_from_embeddings(embeddings[ok])
+        proba = classifier.proba_from_embeddings(pooled(classifier, embeddings[ok]))
         top1[ok], conf[ok] = proba.argmax(1), proba.max(1)
     return top1, conf
 
@@ -267,13 +289,14 @@ def features_table(classifier: Classifier, jobs: Sequence[ImageJob], meta: pd.Da
     counts = {g: skip_counts([reasons[i] for i in np.flatnonzero(table["group"].to_numpy() == g)])
               for g in dict.fromkeys(table["group"])}
     table, emb = table[ok].reset_index(drop=True), emb[ok]
-    proba = classifier.proba_from_embeddings(emb) if len(emb) else np.zeros((0, 1000), np.float32)
+    proba = classifier.proba_from_embeddings(pooled(classifier, emb)) if len(emb) else np.zeros((0, 1000), np.float32)
     order = np.argsort(-proba, axis=1)[:, :5]
     top5 = np.take_along_axis(proba, order, axis=1)
     for k in range(5):
         table[f"top{k + 1}"] = top5[:, k] if len(top5) else []
     table["pred"] = order[:, 0] if len(order) else []
-    table["quality"] = quality.predict_embeddings(emb) if quality is not None and len(emb) else np.nan
+    table["quality"] = quality.predict_embeddings(quality_input(quality, classifier, emb)) \
+        if quality is not None and len(emb) else np.nan
     label = pd.to_numeric(table["label"], errors="coerce")
     table["correct"] = label.notna() & (label == table["pred"])
     return table[list(GROUP_COLUMNS)], counts

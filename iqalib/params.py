@@ -61,13 +61,16 @@ DEFAULTS: dict[str, Any] = {
         "train_sets": ["embedded"],  # IQA sets (names in iqa_sets) the deployed ensemble trains on
         "n_models": 10,  # paper: ten models; each trains on one content-disjoint 80/20 split
         "test_size": 0.2,
-        "epochs": 60,
+        "epochs": 30,
         "lr": 1.0e-4,
         "weight_decay": 1.0e-4,
-        "batch_size": 32,
+        "batch_size": 64,
         "hidden": 2048,
         "bins": 70,
-        "patches": 0,  # extra native-resolution crops per image, one backbone pass each
+        "features": "multilevel",  # multilevel: early-layer statistics of the shared pass | pooled
+        "label_sigma": 0.03,  # width of the Gaussian soft label over the bins, [0, 1] scale
+        "dropout": 0.0,
+        "patches": 0,  # extra native-resolution crops per image at prediction, one backbone pass each
     },
     "attacks": {
         "uap": {
@@ -248,6 +251,7 @@ def validate(raw: Mapping[str, Any], source_name: str = "params") -> Frozen:
         _check(isinstance(q[key], int) and q[key] >= 1, f"quality.{key} must be a positive integer")
     _check(isinstance(q["patches"], int) and q["patches"] >= 0, "quality.patches must be an integer >= 0")
     _check(0 < q["test_size"] < 1, "quality.test_size must be in (0, 1)")
+    _check(q["features"] in ("multilevel", "pooled"), "quality.features must be multilevel or pooled")
     set_names = [e["name"] for e in p["iqa_sets"]]
     for name in q["train_sets"]:
         _check(name in set_names, f"quality.train_sets names {name!r}, which is not in iqa_sets ({', '.join(set_names)})")
