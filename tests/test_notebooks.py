@@ -78,7 +78,8 @@ def test_wrong_params_fail_before_any_notebook(tmp_path):
 
 
 def test_missing_dataset_gives_one_clear_error(tmp_path, monkeypatch):
-    params_file = _params_file(tmp_path, run_name="nodata", iqa_sets=[{"name": "tid2013", "path": None}])
+    params_file = _params_file(tmp_path, run_name="nodata", iqa_sets=[{"name": "tid2013", "path": None}],
+                               quality={"train_sets": ["tid2013"], "n_models": 1, "epochs": 1})
     result = subprocess.run([sys.executable, "-m", "iqalib", "run", str(params_file), "--only", "01"],
                             capture_output=True, text=True, cwd=REPO, timeout=600,
                             env={**__import__("os").environ, "IQALIB_TID2013": ""})
