@@ -136,7 +136,13 @@ report.save_figure(fig, "fig1_gallery", P)
 #   lower still; Table II shows whether our quality model sees the same ordering.
 # * Our UAP is untargeted and computed against EfficientNet-Lite0 on a small pool; its fooling rate
 #   (above) sets how many UAP images actually change class. Our fooling images come from small
-#   CPU budgets, so their confidences (Table III) are lower than the paper's for Fool_EV.
+#   CPU budgets, so Fool_EV confidences (Table III) stay far from the near-certain ones that large
+#   evolutionary budgets reach.
+# * At the embedded default the UAP pool is the 11 IQA reference photos (2 views each): the map
+#   fools its pool but hardly any held-out original (`benchmarks/uap_pool_transfer.py`, 2 CPU
+#   cores: a 66-image pool reached 5 %, while random ±ξ sign noise of the same ℓ∞ size changed
+#   18 % of the labels). A UAP that transfers needs hundreds of pool images (the UAP paper used
+#   10 000), i.e. `paper.yaml` with ImageNet. So at this scale the UAP row is close to the originals'.
 # * The originals in the gallery are shown as stored; the classifier and quality model see them
 #   through the classifier's 224×224 view, the same view the UAP was added in.
 
