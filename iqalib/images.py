@@ -96,6 +96,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """An in-memory PIL image under the same rules as a decoded file: EXIF orientation applied,
+    transparency composited on white, 16-bit scaled to 8-bit, anything else converted to RGB."""
+    return _to_rgb(ImageOps.exif_transpose(image))
+
+
 def open_image(path: str | os.PathLike, min_side: int = MIN_SIDE, allow_grey: bool = False) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB PIL image, or raise ``ImageSkip(reason)``."""
     path = Path(path)

@@ -249,7 +249,8 @@ def validate(raw: Mapping[str, Any], source_name: str = "params") -> Frozen:
     q = p["quality"]
     for key in ("n_models", "epochs", "batch_size", "hidden", "bins"):
         _check(isinstance(q[key], int) and q[key] >= 1, f"quality.{key} must be a positive integer")
-    _check(isinstance(q["patches"], int) and q["patches"] >= 0, "quality.patches must be an integer >= 0")
+    _check(q["patches"] == 0, "quality.patches must be 0 in notebook runs: the cached pipeline scores the classifier's "
+           "view only (QualityModel(patches=p) in Python scores the view + p native-resolution crops)")
     _check(0 < q["test_size"] < 1, "quality.test_size must be in (0, 1)")
     _check(q["features"] in ("multilevel", "pooled"), "quality.features must be multilevel or pooled")
     set_names = [e["name"] for e in p["iqa_sets"]]

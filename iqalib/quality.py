@@ -29,8 +29,8 @@ Features (``features``)
   layer2 -> 1664 values), captured with forward hooks. Distortions such as blur, noise and JPEG
   live in these statistics; the final pooled embedding of an ImageNet classifier is trained to
   ignore them (on the embedded pseudo-MOS set it orders JPEG levels the wrong way round).
-- ``"pooled"``: the classifier's final pooled embedding (EfficientNet-Lite0: 1280-d), i.e.
-  exactly what ``features.embed`` caches for classification; kept for comparison.
+- ``"pooled"``: the classifier's final pooled embedding (EfficientNet-Lite0: 1280-d), i.e. the
+  ``features.pooled`` part of what ``features.embed`` caches; kept for comparison.
 
 Patches and cost
 ----------------
@@ -41,8 +41,10 @@ quality head: D x 2048 + 2048 x 2048 + 2048 x 70, ~5 M multiply-adds, negligible
 backbone's ~400 M). ``patches = p`` adds p crops of ``input_size`` x ``input_size`` at native
 resolution, each one more backbone pass (cost: 1 + p passes per image). Crop positions are drawn
 from a generator seeded by (``seed``, SHA-1 of the decoded pixels), so the same image always gets
-the same crops. An image whose shorter side is under ``input_size`` is first resized up (bilinear,
-aspect ratio kept) until its shorter side equals ``input_size``.
+the same crops. An image whose shorter side is under ``input_size`` gets square crops of its short
+side, each resized up (bilinear) to ``input_size``. Heads score the patch layout they were trained
+on: ``fit`` and ``predict_embeddings`` take exactly 1 + ``patches`` patches per image (the cached
+notebook pipeline stores the view only, so its params require ``patches: 0``).
 
 Embedding arrays
 ----------------
@@ -69,7 +71,7 @@ scale     n_models  epochs  patches  time   use
 ========  ========  ======  =======  =====  ======================================
 smoke     1         3       0        ~1 s   wiring checks
 default   10        30      0        ~2 min the embedded pseudo-MOS set, the tests
-paper     10        30      4        ~2 min heads + 4 extra backbone passes/image
+paper     10        30      0        ~2 min on TID2013's 3000 images (patches > 0: 1 + p passes/image)
 ========  ========  ======  =======  =====  ======================================
 """
 from __future__ import annotations
@@ -91,12 +93,15 @@ from torch import nn
 
 from iqalib.cache import atomic_write_bytes, atomic_write_text
 from iqalib.classifiers import Classifier, load_classifier, resolve_device
-from iqalib.images import ImageSkip, open_image
+from iqalib.images import ImageSkip, as_rgb, open_image
 
 __all__ = ["QualityModel", "evaluate_splits", "cross_dataset"]
 
 FEATURE_KINDS = ("multilevel", "pooled")
 CARD_FORMAT = "iqalib.quality/1"
+# A feature with no spread in training is standardised by this floor, not by ~0: should it vary at
+# prediction (another checkpoint, unusual input), it cannot blow the head's input up.
+_MIN_FEATURE_STD = 1e-3
 
 _CLASSIFIER_CACHE: dict[tuple[str, str], Classifier] = {}
 
@@ -114,9 +119,12 @@ class _Head(nn.Module):
         self.register_buffer("mu", torch.zeros(dim))
         self.register_buffer("sd", torch.ones(dim))
         self.register_buffer("centres", (torch.arange(bins, dtype=torch.float32) + 0.5) / bins)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.out = nn.Linear(hidden, bins)
+        # nn.Linear initialises from the global RNG; fit() re-draws the weights from the head's own
+        # generator, so the global state is saved and restored around construction.
+        with torch.random.fork_rng(devices=[]):
+            self.fc1 = nn.Linear(dim, hidden)
+            self.fc2 = nn.Linear(hidden, hidden)
+            self.out = nn.Linear(hidden, bins)
 
     def logits(self, x: torch.Tensor, dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         h = (x - self.mu) / self.sd
@@ -167,17 +175,17 @@ def _image_seed(image: Image.Image, seed: int) -> np.random.Generator:
 
 
 def _native_crops(image: Image.Image, count: int, size: int, seed: int) -> list[Image.Image]:
-    """``count`` random ``size``-square crops at native resolution (short side < size: resized up)."""
+    """``count`` random ``size``-square crops at native resolution. When the short side is under
+    ``size``, the window is chosen in the original (side = the short side) and only the crop is
+    resized up, so a very thin image never becomes a huge one."""
     w, h = image.size
-    if min(w, h) < size:
-        scale = size / min(w, h)
-        image = image.resize((max(size, math.ceil(w * scale)), max(size, math.ceil(h * scale))), Image.BILINEAR)
-        w, h = image.size
+    side = min(size, w, h)
     rng = _image_seed(image, seed)
     crops = []
     for _ in range(count):
-        left, top = int(rng.integers(0, w - size + 1)), int(rng.integers(0, h - size + 1))
-        crops.append(image.crop((left, top, left + size, top + size)))
+        left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        crop = image.crop((left, top, left + side, top + side))
+        crops.append(crop if side == size else crop.resize((size, size), Image.BILINEAR))
     return crops
 
 
@@ -189,7 +197,7 @@ def _pixels(images: Sequence[Image.Image], device: torch.device) -> torch.Tensor
 def _as_image(item: Any) -> Image.Image:
     """A PIL image as RGB, or a path decoded by ``images.open_image`` (raises ImageSkip)."""
     if isinstance(item, Image.Image):
-        return item if item.mode == "RGB" else item.convert("RGB")
+        return as_rgb(item)  # same conversion as a file: EXIF, alpha on white, 16-bit scaled
     if isinstance(item, (str, Path)):
         # Quality is scored on images as given: no size floor (the view resizes anything) and grey
         # images are kept (a desaturated photo is a distortion, not a photo to exclude).
@@ -300,7 +308,8 @@ class QualityModel:
         """Train the ``n_models`` heads on precomputed features and scores; returns self.
 
         embeddings: (N, D) or (N, P, D) float features from ``embed`` (or, for
-            ``features="pooled"`` and P = 1, from ``features.embed``); rows with NaN are left out.
+            ``patches == 0``, from ``features.stats`` / ``features.pooled`` of ``features.embed``);
+            P must be 1 + ``patches``; rows with NaN are left out.
         mos: (N,) scores in [0, 1], higher = better (NaN rows are left out).
         groups: (N,) content ids (e.g. ``ref_id``). None: every head sees all rows. Given: head k
             sees only the training part of content-disjoint split k (see the module docstring);
@@ -347,7 +356,7 @@ class QualityModel:
         head = _Head(d, self.hidden, self.bins)
         with torch.no_grad():
             head.mu.copy_(rows.mean(0))
-            head.sd.copy_(rows.std(0, correction=0) + 1e-6)
+            head.sd.copy_(rows.std(0, correction=0).clamp_min(_MIN_FEATURE_STD))
             for layer in (head.fc1, head.fc2, head.out):  # PyTorch's default init, from our generator
                 nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=g)
                 bound = 1.0 / math.sqrt(layer.in_features)
@@ -387,6 +396,12 @@ class QualityModel:
             x = x[:, None, :]
         if x.ndim != 3:
             raise ValueError(f"embeddings must be (N, D) or (N, P, D), got shape {x.shape}")
+        if x.shape[1] != 1 + self.patches:
+            # Heads trained on one patch layout and scored on another would quietly disagree
+            # with predict(images); the layout is part of the model.
+            raise ValueError(f"embeddings have {x.shape[1]} patch(es) per image; this model uses 1 + patches = "
+                             f"{1 + self.patches} (the view{f' + {self.patches} crops' if self.patches else ''}; "
+                             "QualityModel.embed computes them)")
         return x
 
     def _check_dim(self, dim: int) -> None:
@@ -627,4 +642,6 @@ def cross_dataset(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, 
     model = QualityModel(**model_kwargs).fit(*train)
     pred = model.predict_embeddings(test[0])
     srocc, plcc = _correlations(pred, np.asarray(test[1], dtype=np.float64))
-    return {"srocc": srocc, "plcc": plcc, "n_train": int(len(train[1])), "n_test": int(np.sum(~np.isnan(pred)))}
+    x_train, y_train = model._as_3d(train[0]), np.asarray(train[1], dtype=np.float64)
+    n_train = int(np.sum(~np.isnan(x_train).any(axis=(1, 2)) & ~np.isnan(y_train)))
+    return {"srocc": srocc, "plcc": plcc, "n_train": n_train, "n_test": int(np.sum(~np.isnan(pred)))}

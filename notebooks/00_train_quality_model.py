@@ -32,7 +32,7 @@
 #   backbone's *early* feature maps in that pass (`multilevel`): the final pooled embedding of an
 #   ImageNet classifier is trained to ignore blur, noise and blocking; `pooled` is kept for comparison.
 # * Training target: a discretised Gaussian over the 70 bins centred on the score (σ = `label_sigma`).
-# * The paper's "ten models" are ten heads, each trained on one content-disjoint 80/20 split
+# * The paper's "ten models" are ten heads, each trained on one content-disjoint ~80/20 split
 #   (by reference image); each is tested on its own held-out references, and together they are
 #   the deployed ensemble (mean score).
 #
@@ -74,7 +74,8 @@ for name, table in iqa.items():
 
 # %% [markdown]
 # ## Train and test on content-disjoint splits
-# `n_models` random 80/20 splits of the training sets' *reference images*; SROCC and PLCC (scipy)
+# `n_models` random splits of the training sets' *reference images* (`test_size` of them held out,
+# rounded up by scikit-learn's `GroupShuffleSplit`: 3 of 11 in the default); SROCC and PLCC (scipy)
 # of each head on its held-out references.
 
 # %%
@@ -129,7 +130,7 @@ held = pd.concat(held, ignore_index=True)
 # sets — the paper's cross-dataset test.
 
 # %%
-rows = [{"dataset": "+".join(Q.train_sets), "split": f"held-out references ({Q.n_models}x {1 - Q.test_size:.0%}/{Q.test_size:.0%})",
+rows = [{"dataset": "+".join(Q.train_sets), "split": f"held-out references ({Q.n_models} splits, {len(model.heldout_groups_[0])} of {len(set(groups))} held out)",
          "target": label, "n": int(per_split["n_test"].mean()),
          "srocc": per_split["srocc"].mean(), "srocc_std": per_split["srocc"].std(ddof=1),
          "plcc": per_split["plcc"].mean(), "plcc_std": per_split["plcc"].std(ddof=1)}]
@@ -202,11 +203,11 @@ print(f"saved {len(model.heads)} heads to {folder}")
 # ## Reading the numbers
 # * The paper reports DTNIQ-f on TID2013 with ResNet-152 (its values are not transcribed here; see
 #   `iqalib/data/paper_values.yaml`); our default trains on a pseudo-MOS over 11 reference photos,
-#   so each split trains on 8–9 photos and tests on 2–3 unseen ones: the ± is wide, and a single
+#   so each split trains on 8 photos and tests on 3 unseen ones: the ± is wide, and a single
 #   photo with unusual content moves the mean.
 # * The oracle table says how much of the score the distortion type and level alone explain. When
 #   the oracle is high and the heads are well below it, the limit is not the pseudo-MOS but how well
-#   features learnt from 8–9 photos carry over to new content; more reference content (real IQA
+#   features learnt from 8 photos carry over to new content; more reference content (real IQA
 #   sets have 25–30 references and thousands of images) is the remedy.
 # * The per-type table shows whether the *ordering* within one image is right — what the detector
 #   needs most — separately from how scores of different images compare.

@@ -28,6 +28,8 @@ def test_params_are_frozen():
     ({"iqa_sets": [{"name": "kadid"}]}, ["iqa_sets", "kadid"]),
     ({"device": "tpu"}, ["device"]),
     ({"originals": "embedded"}, ["must be a mapping"]),
+    ({"quality": {"patches": 2}}, ["quality.patches", "view only"]),
+    ({"quality": {"train_sets": ["tid2013"]}}, ["quality.train_sets", "tid2013"]),
 ])
 def test_wrong_params_fail_with_one_clear_message(raw, words):
     with pytest.raises(params.ParamsError) as info:

@@ -144,3 +144,36 @@ def test_evaluate_splits_holds_out_whole_references(iqa, clf):
         assert row.n_test == table["ref_id"].isin(held).sum()
         assert row.n_train == (~table["ref_id"].isin(held)).sum() and 0 < len(held) < 6
         assert -1 <= row.srocc <= 1
+
+
+def test_pil_inputs_are_converted_like_files(tmp_path, model, clf):
+    sixteen = Image.fromarray((np.linspace(0, 65535, 160 * 120).reshape(120, 160)).astype(np.uint16))
+    rgba = colourful((160, 120)).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.r_[np.zeros(80), np.full(80, 255)], (120, 1)).astype(np.uint8)))
+    for k, image in enumerate((sixteen, rgba)):
+        image.save(tmp_path / f"{k}.png")
+        from_file, in_memory = model.predict([tmp_path / f"{k}.png", Image.open(tmp_path / f"{k}.png")], classifier=clf)
+        assert from_file == pytest.approx(in_memory, abs=1e-6)
+
+
+def test_fit_leaves_the_global_rng_alone(iqa, clf):
+    table, x = iqa
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    quality.QualityModel(clf, n_models=1, epochs=1, hidden=16, device="cpu").fit(x[:20], table["mos"][:20])
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_thin_images_with_patches_stay_small(clf):
+    m = quality.QualityModel(clf, n_models=1, epochs=1, hidden=16, patches=2, device="cpu")
+    x = m.embed([colourful((3, 900)), colourful((900, 3))], classifier=clf)
+    assert x.shape == (2, 3, 384) and np.isfinite(x).all()
+
+
+def test_patch_layout_must_match_the_model(iqa, model, clf):
+    table, x = iqa
+    with pytest.raises(ValueError, match="patch"):
+        quality.QualityModel(clf, n_models=1, epochs=1, patches=2, device="cpu").fit(x, table["mos"])
+    with pytest.raises(ValueError, match="patch"):
+        model.predict_embeddings(np.stack([x, x], 1))
