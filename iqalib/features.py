@@ -133,6 +133,12 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | 
 def quality_input(quality, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
     """The part of ``embed``'s rows a quality model reads: early-layer statistics for
     ``features == "multilevel"`` models, else the pooled embedding."""
+    trained_on = getattr(quality, "weights_id", None)
+    if trained_on is not None and trained_on != classifier.weights_id:
+        # Same-width features from another backbone (e.g. ResNet-50 vs ResNet-152) would be scored
+        # without complaint by the heads; only the weights' identity tells them apart.
+        raise ValueError(f"the quality model was trained on backbone weights {trained_on}; these embeddings come "
+                         f"from {classifier.name} ({classifier.weights_id})")
     kind = getattr(quality, "features", "pooled")
     return stats(classifier, embedded) if kind == "multilevel" else pooled(classifier, embedded)
 

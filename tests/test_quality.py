@@ -177,3 +177,10 @@ def test_patch_layout_must_match_the_model(iqa, model, clf):
         quality.QualityModel(clf, n_models=1, epochs=1, patches=2, device="cpu").fit(x, table["mos"])
     with pytest.raises(ValueError, match="patch"):
         model.predict_embeddings(np.stack([x, x], 1))
+
+
+def test_cached_features_of_another_backbone_are_refused(model, clf):
+    embedded = clf.embed_with_stats([colourful()])
+    assert features.quality_input(model, clf, embedded).shape == (1, 384)
+    with pytest.raises(ValueError, match="trained on backbone weights"):
+        features.quality_input(model, dataclasses.replace(clf, weights_id="resnet-like"), embedded)
