@@ -139,7 +139,11 @@ def quality_input(quality, classifier: Classifier, embedded: np.ndarray) -> np.n
         # without complaint by the heads; only the weights' identity tells them apart.
         raise ValueError(f"the quality model was trained on backbone weights {trained_on}; these embeddings come "
                          f"from {classifier.name} ({classifier.weights_id})")
-    kind = getattr(quality, "features", "pooled")
+    return quality_features(classifier, embedded, getattr(quality, "features", "pooled"))
+
+
+def quality_features(classifier: Classifier, embedded: np.ndarray, kind: str) -> np.ndarray:
+    """The part of ``embed``'s rows that quality features of ``kind`` (``multilevel`` | ``pooled``) are."""
     return stats(classifier, embedded) if kind == "multilevel" else pooled(classifier, embedded)
 
 

@@ -95,7 +95,8 @@ from iqalib.cache import atomic_write_bytes, atomic_write_text
 from iqalib.classifiers import Classifier, load_classifier, resolve_device
 from iqalib.images import ImageSkip, as_rgb, open_image
 
-__all__ = ["QualityModel", "evaluate_splits", "cross_dataset"]
+__all__ = ["QualityModel", "evaluate_splits", "cross_dataset", "correlations", "heldout_predictions",
+           "type_level_oracle", "per_distortion"]
 
 FEATURE_KINDS = ("multilevel", "pooled")
 CARD_FORMAT = "iqalib.quality/1"
@@ -187,11 +188,6 @@ def _native_crops(image: Image.Image, count: int, size: int, seed: int) -> list[
         crop = image.crop((left, top, left + side, top + side))
         crops.append(crop if side == size else crop.resize((size, size), Image.BILINEAR))
     return crops
-
-
-def _pixels(images: Sequence[Image.Image], device: torch.device) -> torch.Tensor:
-    x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images]))
-    return x.permute(0, 3, 1, 2).float().to(device)
 
 
 def _as_image(item: Any) -> Image.Image:
@@ -452,7 +448,7 @@ class QualityModel:
                 parts = [q0.float().cpu().numpy()[:, None]]
                 if self.patches:
                     crops = [crop for im in loaded for crop in _native_crops(im, self.patches, c.input_size, self.seed)]
-                    _, qp = _forward(c, c.normalize(_pixels(crops, c.device)), self.features)
+                    _, qp = _forward(c, c.normalize(c.pixels(crops)), self.features)  # view = identity on S×S crops
                     parts.append(qp.float().cpu().numpy().reshape(len(loaded), self.patches, -1))
                 q = np.concatenate(parts, 1)
                 proba = c.head(pooled).softmax(1).float().cpu().numpy() if want_proba else None
@@ -592,7 +588,8 @@ def _json_default(value: Any) -> Any:
 # ----------------------------------------------------------------------------------------
 
 
-def _correlations(pred: np.ndarray, mos: np.ndarray) -> tuple[float, float]:
+def correlations(pred: np.ndarray, mos: np.ndarray) -> tuple[float, float]:
+    """(SROCC, PLCC) over rows where both are finite; NaN when fewer than 3 rows or no spread."""
     from scipy.stats import pearsonr, spearmanr
 
     ok = ~np.isnan(pred) & ~np.isnan(mos)
@@ -611,8 +608,6 @@ def evaluate_splits(embeddings: np.ndarray, mos: np.ndarray, groups: np.ndarray,
     and ``test_groups``) and the fitted ``QualityModel`` with ``n_models = n_splits``: the very
     heads evaluated, i.e. the paper's ensemble of models trained on different splits.
     """
-    from sklearn.model_selection import GroupShuffleSplit
-
     model_kwargs.pop("n_models", None)
     model = QualityModel(n_models=n_splits, holdout=test_size, seed=seed, **model_kwargs)
     model.fit(embeddings, mos, groups)
@@ -620,15 +615,13 @@ def evaluate_splits(embeddings: np.ndarray, mos: np.ndarray, groups: np.ndarray,
     y = np.asarray(mos, dtype=np.float64).reshape(-1)
     g = np.asarray(groups).astype(str).reshape(-1)
     ok = ~np.isnan(x).any(axis=(1, 2)) & ~np.isnan(y)
-    idx = np.flatnonzero(ok)
-    splits = list(GroupShuffleSplit(n_splits, test_size=test_size, random_state=seed).split(idx, groups=g[idx]))
     rows = []
-    for k, (tr, te) in enumerate(splits):
-        test = idx[te]
+    for k, held_out in enumerate(model.heldout_groups_):
+        test = ok & np.isin(g, held_out)
         pred = model.member_scores(x[test])[k]
-        srocc, plcc = _correlations(pred, y[test])
-        rows.append({"split": k, "n_train": len(tr), "n_test": len(te), "srocc": srocc, "plcc": plcc,
-                     "test_groups": ",".join(model.heldout_groups_[k])})
+        srocc, plcc = correlations(pred, y[test])
+        rows.append({"split": k, "n_train": int((ok & ~test).sum()), "n_test": int(test.sum()), "srocc": srocc,
+                     "plcc": plcc, "test_groups": ",".join(held_out)})
     return pd.DataFrame(rows), model
 
 
@@ -641,7 +634,54 @@ def cross_dataset(train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, 
     """
     model = QualityModel(**model_kwargs).fit(*train)
     pred = model.predict_embeddings(test[0])
-    srocc, plcc = _correlations(pred, np.asarray(test[1], dtype=np.float64))
+    srocc, plcc = correlations(pred, np.asarray(test[1], dtype=np.float64))
     x_train, y_train = model._as_3d(train[0]), np.asarray(train[1], dtype=np.float64)
     n_train = int(np.sum(~np.isnan(x_train).any(axis=(1, 2)) & ~np.isnan(y_train)))
     return {"srocc": srocc, "plcc": plcc, "n_train": n_train, "n_test": int(np.sum(~np.isnan(pred)))}
+
+
+def heldout_predictions(model: QualityModel, embeddings: np.ndarray, table: pd.DataFrame,
+                        groups: np.ndarray) -> pd.DataFrame:
+    """Rows of ``table`` scored by the head that did NOT see them: for each split k of a model
+    from ``evaluate_splits`` (or ``fit`` with groups), the rows of its held-out groups with
+    ``pred`` (head k's score) and ``split`` = k. A row appears once per split holding it out."""
+    if model.heldout_groups_ is None:
+        raise ValueError("the model was fitted without groups: it has no held-out content")
+    scores = model.member_scores(embeddings)
+    g = np.asarray(groups).astype(str)
+    parts = []
+    for k, held_out in enumerate(model.heldout_groups_):
+        rows = np.isin(g, held_out)
+        parts.append(table[rows].assign(pred=scores[k][rows], split=k))
+    return pd.concat(parts, ignore_index=True)
+
+
+def type_level_oracle(table: pd.DataFrame, groups: np.ndarray, heldout_groups: list[list[str]]) -> np.ndarray:
+    """Held-out SROCC per split of a content-blind reference predictor: the mean training ``mos``
+    of each held-out row's (``distortion``, ``level``). Not a quality model: it shows how much of
+    the score the distortion alone explains, i.e. what a model that cannot see content could reach."""
+    g = np.asarray(groups).astype(str)
+    out = []
+    for held_out in heldout_groups:
+        test = np.isin(g, held_out)
+        means = table[~test].groupby(["distortion", "level"])["mos"].mean()
+        keys = pd.MultiIndex.from_frame(table.loc[test, ["distortion", "level"]])
+        guess = means.reindex(keys).to_numpy(float)  # NaN where a (type, level) never occurs in training
+        out.append(correlations(guess, table.loc[test, "mos"].to_numpy(float))[0])
+    return np.asarray(out)
+
+
+def per_distortion(held: pd.DataFrame) -> pd.DataFrame:
+    """Per distortion type of ``heldout_predictions`` rows: ``srocc`` (pred vs mos); the Spearman
+    between level and pred within one image (per split and ``ref_id``, then averaged: −1 = a stronger
+    distortion always scores lower); and level-vs-pred / level-vs-mos Spearman pooled over images."""
+    from scipy.stats import spearmanr
+
+    within = held.groupby(["split", "distortion", "ref_id"]).apply(
+        lambda g: spearmanr(g["level"], g["pred"]).statistic, include_groups=False)
+    within = within.groupby(level="distortion").mean()
+    return held.groupby("distortion").apply(lambda g: pd.Series({
+        "n": len(g), "srocc": correlations(g["pred"].to_numpy(float), g["mos"].to_numpy(float))[0],
+        "spearman_level_pred_within_image": within[g.name],
+        "spearman_level_pred_pooled": spearmanr(g["level"], g["pred"]).statistic,
+        "spearman_level_mos_pooled": spearmanr(g["level"], g["mos"]).statistic}), include_groups=False).reset_index()

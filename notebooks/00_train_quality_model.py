@@ -46,7 +46,6 @@ params_path = "../params/default.yaml"
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
-from scipy.stats import pearsonr, spearmanr
 
 from iqalib import classifiers, features, iqa_datasets, params, quality, report
 
@@ -67,7 +66,7 @@ for name, table in iqa.items():
     jobs = [features.ImageJob(p, min_side=1, allow_grey=True) for p in table["path"]]
     embedded, reasons = features.embed(clf, jobs, features.cache_for(RUN), P.batch_size, desc=name)
     report.save_counts(f"00_{name}", features.skip_counts(reasons), P)
-    part = features.stats(clf, embedded) if Q.features == "multilevel" else features.pooled(clf, embedded)
+    part = features.quality_features(clf, embedded, Q.features)
     ok = ~np.isnan(part).any(axis=1)
     X[name], kept[name] = part[ok], table[ok].reset_index(drop=True)
 {name: X[name].shape for name in X}
@@ -97,13 +96,7 @@ per_split
 # score the distortion alone explains, so the gap between it and the heads is what the heads miss.
 
 # %%
-oracle = []
-for test_groups in model.heldout_groups_:
-    test = np.isin(groups, test_groups)
-    means = train[~test].groupby(["distortion", "level"])["mos"].mean()
-    guess = pd.MultiIndex.from_frame(train.loc[test, ["distortion", "level"]]).map(means.to_dict().get).to_numpy(float)
-    ok = ~np.isnan(guess)
-    oracle.append(spearmanr(guess[ok], train.loc[test, "mos"].to_numpy()[ok]).statistic)
+oracle = quality.type_level_oracle(train, groups, model.heldout_groups_)
 ceiling = pd.DataFrame([{"predictor": "DTNIQ-f heads (no reference)", "srocc": per_split["srocc"].mean(),
                          "srocc_std": per_split["srocc"].std(ddof=1)},
                         {"predictor": "content-blind oracle: mean training score per (type, level)",
@@ -116,12 +109,7 @@ ceiling
 # Held-out predictions of each head (the basis of the scatter plot and the per-level check below):
 
 # %%
-held = []
-scores = model.member_scores(X_train)
-for k, test_groups in enumerate(model.heldout_groups_):
-    rows = np.isin(groups, test_groups)
-    held.append(train[rows].assign(pred=scores[k][rows], split=k))
-held = pd.concat(held, ignore_index=True)
+held = quality.heldout_predictions(model, X_train, train, groups)
 
 # %% [markdown]
 # ## IQA performance
@@ -137,9 +125,9 @@ rows = [{"dataset": "+".join(Q.train_sets), "split": f"held-out references ({Q.n
 for name in iqa:
     if name not in Q.train_sets:
         pred = model.predict_embeddings(X[name])
+        srocc, plcc = quality.correlations(pred, kept[name]["mos"].to_numpy(float))
         rows.append({"dataset": name, "split": f"cross-dataset (trained on {'+'.join(Q.train_sets)})", "target": "MOS",
-                     "n": len(pred), "srocc": spearmanr(pred, kept[name]["mos"]).statistic, "srocc_std": np.nan,
-                     "plcc": pearsonr(pred, kept[name]["mos"]).statistic, "plcc_std": np.nan})
+                     "n": len(pred), "srocc": srocc, "srocc_std": np.nan, "plcc": plcc, "plcc_std": np.nan})
 performance = pd.DataFrame(rows)
 report.save_table(performance, "iqa_performance", P,
                   f"DTNIQ-f ({clf.name} backbone, {Q.features} features): SROCC/PLCC against {label} on unseen content.")
@@ -152,13 +140,7 @@ performance
 # Spearman pooled over all held-out images, where differences in content also enter.
 
 # %%
-within = held.groupby(["split", "distortion", "ref_id"]).apply(
-    lambda g: spearmanr(g["level"], g["pred"]).statistic, include_groups=False).rename("rho").reset_index()
-per_type = held.groupby("distortion").apply(lambda g: pd.Series({
-    "n": len(g), "srocc": spearmanr(g["pred"], g["mos"]).statistic,
-    "spearman_level_pred_within_image": within.loc[within["distortion"] == g.name, "rho"].mean(),
-    "spearman_level_pred_pooled": spearmanr(g["level"], g["pred"]).statistic,
-    "spearman_level_mos_pooled": spearmanr(g["level"], g["mos"]).statistic}), include_groups=False).reset_index()
+per_type = quality.per_distortion(held)
 report.save_table(per_type, "iqa_by_distortion", P, f"Held-out content, per distortion type ({label}).")
 per_type
 

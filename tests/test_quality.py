@@ -184,3 +184,20 @@ def test_cached_features_of_another_backbone_are_refused(model, clf):
     assert features.quality_input(model, clf, embedded).shape == (1, 384)
     with pytest.raises(ValueError, match="trained on backbone weights"):
         features.quality_input(model, dataclasses.replace(clf, weights_id="resnet-like"), embedded)
+
+
+def test_heldout_analysis_uses_only_unseen_content(iqa, clf):
+    table, x = iqa
+    groups = table["ref_id"].to_numpy()
+    per_split, fitted = quality.evaluate_splits(x, table["mos"].to_numpy(), groups, n_splits=2, test_size=0.34,
+                                                seed=0, classifier=clf, epochs=3, hidden=64, device="cpu")
+    held = quality.heldout_predictions(fitted, x, table, groups)
+    for k, held_out in enumerate(fitted.heldout_groups_):
+        part = held[held["split"] == k]
+        assert set(part["ref_id"]) == set(held_out) and len(part) == per_split.loc[k, "n_test"]
+        np.testing.assert_allclose(part["pred"], fitted.member_scores(x[np.isin(groups, held_out)])[k])
+    oracle = quality.type_level_oracle(table, groups, fitted.heldout_groups_)
+    assert oracle.shape == (2,) and (oracle > 0.5).all()  # the pseudo-MOS falls with the level on every photo
+    by_type = quality.per_distortion(held)
+    assert set(by_type["distortion"]) == set(PAPER_TYPES)
+    assert (by_type["spearman_level_mos_pooled"] < 0).all() and by_type["srocc"].between(-1, 1).all()
