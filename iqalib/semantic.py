@@ -4,11 +4,13 @@ matrix ``iqalib/data/wup_imagenet1k.npz`` (built by ``scripts/build_wup_matrix.p
 
 Neither nltk nor the WordNet corpus is needed at run time.
 
-Note: NLTK's default (``use_min_depth``) Wu-Palmer is *not* 1 for a synset with
-itself when that synset has several hypernym paths of different lengths (e.g.
-most dog breeds: ``wup(chihuahua, chihuahua) == 0.8125``).  This module
-reproduces NLTK faithfully, so 107 of the 1000 diagonal entries are below 1.
-The matrix is symmetric.
+Rule for a class with itself: similarity 1. NLTK's default (``use_min_depth``)
+Wu-Palmer is *not* 1 for a synset with itself when it has several hypernym paths of
+different lengths (107 ImageNet classes, mostly dog breeds: NLTK gives
+``wup(chihuahua, chihuahua) == 0.8125``). An unchanged top-1 must score 1 (the
+paper's Fig. 5 speaks of distorted images whose similarity "equals 1"), so the
+diagonal is set to 1; every other pair is NLTK's value exactly. The matrix is
+symmetric.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class _Table:
         if index.shape != (n, n):
             raise ValueError(f"{path}: index shape {index.shape} does not match {n} wnids")
         matrix = values[index]
+        # A class is identical to itself: 1, whatever NLTK's min-depth rule gives (module docstring).
+        np.fill_diagonal(matrix, 1.0)
         matrix.setflags(write=False)
         self.matrix: np.ndarray = matrix
         self.wnids: tuple[str, ...] = tuple(str(w) for w in wnids)
@@ -71,7 +75,7 @@ def imagenet_wnids() -> list[str]:
 def wup_matrix() -> np.ndarray:
     """The full read-only 1000x1000 float64 Wu-Palmer matrix in class-index order.
 
-    ``wup_matrix()[i, j]`` equals NLTK's ``s_i.wup_similarity(s_j)``.
+    ``wup_matrix()[i, j]`` equals NLTK's ``s_i.wup_similarity(s_j)`` for ``i != j``, and 1 for ``i == j``.
     """
     return _table().matrix
 
@@ -133,7 +137,8 @@ def wup_similarity(a: WnidLike, b: WnidLike) -> Union[float, np.ndarray]:
     Returns:
         ``float`` for two strings, else a float64 ``np.ndarray`` of the common
         shape; equal to NLTK's ``wn.synset_from_pos_and_offset('n', off_a)
-        .wup_similarity(...)`` on WordNet 3.0.
+        .wup_similarity(...)`` on WordNet 3.0 for two different classes, and 1 for a
+        class with itself.
     Raises:
         KeyError: a wnid is not one of the 1000 ImageNet-1k classes (named in the message).
         ValueError: shapes differ (including a string paired with a sequence).

@@ -71,14 +71,14 @@ def test_symmetry_and_diagonal():
     assert m.shape == (1000, 1000) and m.dtype == np.float64
     assert np.array_equal(m, m.T)
     assert np.all(m > 0) and np.all(m <= 1)
-    d = np.diag(m)
-    # The diagonal is 1 except where NLTK's default (use_min_depth=True) picks a
-    # shallower common hypernym for a synset with several hypernym paths of
-    # different lengths (107 classes, mostly dog breeds). Reproduced as NLTK has it.
-    assert np.count_nonzero(d == 1.0) == 893
+    # A class with itself is 1 for all 1000 classes, although NLTK's default
+    # (use_min_depth=True) gives less for 107 of them (mostly dog breeds).
+    assert np.all(np.diag(m) == 1.0)
     assert wup_similarity(CATAMARAN, CATAMARAN) == 1.0
-    assert wup_similarity(CHIHUAHUA, CHIHUAHUA) == 0.8125  # NLTK quirk, reproduced
-    assert np.all(d[d < 1] >= 0.7)
+    assert wup_similarity(CHIHUAHUA, CHIHUAHUA) == 1.0  # NLTK: 0.8125
+    assert all(wup_by_index(i, i) == 1.0 for i in range(1000))
+    off = m[~np.eye(1000, dtype=bool)]
+    assert np.all(off < 1.0)  # two different classes never reach 1
 
 
 def test_matrix_is_read_only():
@@ -242,9 +242,9 @@ def test_matches_nltk_exactly():
     assert wn.get_version() == "3.0", f"shipped matrix is for WordNet 3.0, NLTK has {wn.get_version()}"
     w = imagenet_wnids()
     rng = np.random.default_rng(20200101)
-    pairs = [(w[a], w[b]) for a, b in rng.integers(0, 1000, size=(300, 2))]
+    pairs = [(w[a], w[b]) for a, b in rng.integers(0, 1000, size=(300, 2)) if a != b]  # a == b: 1 by rule
     pairs += [(a, b) for a, b, _ in PAPER_PAIRS]
-    pairs += [(CHIHUAHUA, CHIHUAHUA), (CATAMARAN, CATAMARAN), ("n02085782", "n02085620")]
+    pairs += [("n02085782", "n02085620")]
 
     def synset(wnid):
         return wn.synset_from_pos_and_offset("n", int(wnid[1:]))
@@ -252,7 +252,7 @@ def test_matches_nltk_exactly():
     expected = np.array([synset(a).wup_similarity(synset(b)) for a, b in pairs], dtype=np.float64)
     got = wup_similarity([a for a, _ in pairs], [b for _, b in pairs])
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
-    for (a, b), e in zip(pairs[-6:], expected[-6:]):
+    for (a, b), e in zip(pairs[-4:], expected[-4:]):
         assert wup_similarity(a, b) == pytest.approx(e, abs=1e-12)
     assert synset(CATAMARAN).name() == "catamaran.n.01"
     assert synset(SAFETY_PIN).name() == "safety_pin.n.01"
