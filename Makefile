@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export NLTK_DATA ?= $(CURDIR)/.nltk_data
 
-.PHONY: setup reproduce smoke test sync check-sync lab clean-smoke
+.PHONY: setup reproduce smoke test sync lab
 
 setup: $(VENV)/.installed
 
@@ -28,5 +28,5 @@ test: setup                 ## the whole test suite (includes rendering every no
 sync: setup                 ## regenerate each notebook's .ipynb twin from its .py (the reviewed source)
 	$(VENV)/bin/jupytext --sync notebooks/*.py
 
-lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+lab: setup                  ## JupyterLab on notebooks/ (as root, e.g. in a container, with --allow-root)
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_quality.py [--images 64] [--batch-size 16] [--repeats 3] [--device auto]
 
 Images: the embedded originals (foolbox ImageNet samples, decoded once, outside the timing).
-Classify-only: ``Classifier.predict_proba``. Classify + quality: ``QualityModel.classify_and_score``
-(one backbone pass feeds both heads). The quality model is an untrained-but-initialised ensemble of
+Classify-only: ``features.predict(classifier, images)``. Classify + quality: the same call with the
+quality model (one backbone pass feeds both heads). The quality model is an untrained-but-initialised ensemble of
 the default size: its cost does not depend on the weights' values. Reports the best of
 ``--repeats`` runs (images/second) after one warm-up, and the ratio.
 """
@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from iqalib import quality
+from iqalib import features, quality
 from iqalib.classifiers import load_classifier
 from iqalib.images import embedded_folder, open_image
 
@@ -39,7 +39,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-models", type=int, default=10, help="heads in the quality ensemble (default run: 10)")
-    parser.add_argument("--patches", type=int, default=0)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -47,19 +46,19 @@ def main() -> None:
     photos = [open_image(p) for p in sorted(embedded_folder().glob("imagenet_*.jpg"))]
     images = [photos[i % len(photos)] for i in range(args.images)]
 
-    model = quality.QualityModel(clf, n_models=args.n_models, patches=args.patches, epochs=1, device=args.device)
+    model = quality.QualityModel(clf, n_models=args.n_models, epochs=1, device=args.device)
     dim = clf.stats_dim
     rng = np.random.default_rng(0)  # initialise the heads: a tiny fit on random features and scores
-    model.fit(rng.normal(size=(8, 1 + args.patches, dim)).astype(np.float32), rng.uniform(size=8))
+    model.fit(rng.normal(size=(8, dim)).astype(np.float32), rng.uniform(size=8), progress=False)
 
-    classify = _best_rate(lambda: clf.predict_proba(images, args.batch_size), len(images), args.repeats)
-    both = _best_rate(lambda: model.classify_and_score(images, clf, args.batch_size), len(images), args.repeats)
+    classify = _best_rate(lambda: features.predict(clf, images, batch_size=args.batch_size), len(images), args.repeats)
+    both = _best_rate(lambda: features.predict(clf, images, model, args.batch_size), len(images), args.repeats)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {clf.device}")
     print(f"images: {len(images)} (foolbox ImageNet samples), batch {args.batch_size}, best of {args.repeats}")
     print(f"classify only            : {classify:7.1f} images/s")
-    print(f"classify + quality ({args.n_models:2d} heads, {args.patches} extra patches): {both:7.1f} images/s")
+    print(f"classify + quality ({args.n_models:2d} heads): {both:7.1f} images/s")
     print(f"ratio (classify+quality / classify): {both / classify:.2f}")
 
 

@@ -15,9 +15,8 @@ import time
 
 import numpy as np
 
-from iqalib import attacks, features, images, params
-from iqalib.classifiers import load_classifier
-from iqalib.iqa_datasets import EMBEDDED_PHOTOS, embedded_photo_path
+from iqalib import attacks, experiment, images
+from iqalib.embedded_iqa import EMBEDDED_PHOTOS, embedded_photo_path
 
 
 def main() -> None:
@@ -29,11 +28,11 @@ def main() -> None:
     parser.add_argument("--xi", type=float, default=10.0)
     args = parser.parse_args()
 
-    P = params.load(args.params)
-    clf = load_classifier(P.classifier, P.device, P.classifier_weights)
+    run = experiment.open_run(args.params, progress=False)
+    P, clf = run.params, run.classifier
     pool = [images.apply_view(images.open_image(embedded_photo_path(name)), view)
             for name in EMBEDDED_PHOTOS for view in images.VIEWS[: args.views]]
-    held_out = [images.load(r) for r in features.load_originals(P, progress=False).records]
+    held_out = [images.load(r) for r in experiment.originals(run).records]
 
     start = time.perf_counter()
     uap = attacks.UniversalPerturbation(clf, xi=args.xi, delta=args.delta, max_passes=args.passes, seed=P.seed,

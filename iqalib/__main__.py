@@ -1,9 +1,53 @@
-"""Command line: ``python -m iqalib run PARAMS [--only NN ...]`` and ``python -m iqalib check-images DIR [--json]``."""
+"""Command line: ``python -m iqalib run PARAMS [--only NN ...]`` and
+``python -m iqalib check-images DIR [--json | --verbose]``."""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+
+
+def _check_images(args: argparse.Namespace) -> int:
+    from iqalib.images import check_images
+
+    progress = not args.json
+    try:
+        counts = check_images(args.folder, progress=progress)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if progress:
+        print(file=sys.stderr, flush=True)  # the summary starts on its own line, below the progress bar
+    if args.json:
+        print(json.dumps({"used": counts["used"], "skipped": counts["skipped"]}, sort_keys=True))
+        return 0
+    print(f"{args.folder}: {counts['used']} usable image(s)")
+    for reason, n in counts["skipped"].items():
+        print(f"  skipped {n:6d}  {reason}")
+    if args.verbose and counts.get("skipped_files"):
+        print("skipped files:")
+        for path, reason in counts["skipped_files"]:
+            print(f"  {reason:14s}  {path}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from iqalib.params import ParamsError
+    from iqalib.runner import NotebookFailed, notebooks, run
+
+    logging.basicConfig(level=logging.INFO, format="[iqalib] %(message)s", stream=sys.stderr)
+    logging.getLogger("papermill").setLevel(logging.INFO if args.log_output else logging.WARNING)
+    try:
+        ran = [p.stem for p in notebooks(args.only)]
+        manifest = run(args.params, only=args.only, log_output=args.log_output)
+    except (ParamsError, FileNotFoundError, ValueError, NotebookFailed) as exc:  # PreflightError is a FileNotFoundError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    seconds = sum(manifest["wall_time_s"].get(stem, 0.0) for stem in ran)
+    print(f"[iqalib] {manifest['run_name']}: ran {len(ran)} notebook(s) in {seconds:.0f} s "
+          f"-> {manifest['params']['outputs_dir']}/{manifest['run_name']}/index.html")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,36 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
     check = sub.add_parser("check-images", help="how many images in a folder are usable, and why others are skipped")
     check.add_argument("folder")
-    check.add_argument("--json", action="store_true", help='print {"used": N, "skipped": {reason: n}}')
+    mode = check.add_mutually_exclusive_group()
+    mode.add_argument("--json", action="store_true", help='print {"used": N, "skipped": {reason: n}}')
+    mode.add_argument("--verbose", "-v", action="store_true", help="also list every skipped file with its reason")
     args = parser.parse_args(argv)
-
-    if args.command == "check-images":
-        from iqalib.images import check_images
-
-        try:
-            counts = check_images(args.folder, progress=not args.json)
-        except FileNotFoundError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if args.json:
-            print(json.dumps(counts, sort_keys=True))
-        else:
-            print(f"{args.folder}: {counts['used']} usable image(s)")
-            for reason, n in counts["skipped"].items():
-                print(f"  skipped {n:6d}  {reason}")
-        return 0
-
-    from iqalib.params import ParamsError
-    from iqalib.runner import NotebookFailed, run as run_notebooks
-
-    try:
-        manifest = run_notebooks(args.params, only=args.only, log_output=args.log_output)
-    except (ParamsError, FileNotFoundError, ValueError, NotebookFailed) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"[iqalib] {manifest['run_name']}: {len(manifest['wall_time_s'])} notebook(s) in "
-          f"{sum(manifest['wall_time_s'].values()):.0f} s -> outputs/{manifest['run_name']}/manifest.json")
-    return 0
+    return _check_images(args) if args.command == "check-images" else _run(args)
 
 
 if __name__ == "__main__":

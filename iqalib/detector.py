@@ -1,5 +1,10 @@
-"""Fit-for-task detection (paper Sections IV–V): quality-threshold baselines, an SVM on [top-5 softmax,
-predicted quality], leakage-free paired evaluation (Table V), and ROC / ablation / feature squeezing."""
+"""The fit-for-task detector (paper Sections IV–V): the paper's two quality baselines, an SVM on
+[top-5 softmax, predicted quality] as a scikit-learn estimator (with image-level inference and safe
+persistence), paired leakage-free splits, one detector per split, and ROC curves per group.
+
+Tables built from the per-split scores (Table V, fixed false-alarm rates, ablation) live in
+``tables``; other detectors (Feature Squeezing) in ``peers``; plotting in ``report``.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +12,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
 from iqalib.cache import atomic_write_bytes, atomic_write_text
 
@@ -312,7 +318,9 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
         self._classifier = classifier
         return classifier
 
-    def _resolve_quality(self, quality: Any, classifier: Any) -> Any:
+    def _resolve_quality(self, quality: Any) -> Any:
+        """The quality model given, kept, or loaded from ``quality_folder``. Whether it belongs to the
+        classifier's backbone is checked where its features are read (``features.quality_input``)."""
         if quality is None:
             quality = getattr(self, "_quality", None)
         if quality is None:
@@ -321,10 +329,6 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
             from iqalib.quality import QualityModel  # imported late: the detector runs without it
 
             quality = QualityModel.load(self.quality_folder)
-        backbone = _quality_backbone(quality)
-        if backbone is not None and backbone not in (classifier.name, classifier.weights_id):
-            # the quality head reads the classifier's embedding: another backbone's is meaningless
-            raise ValueError(f"quality model reads '{backbone}' embeddings, classifier is '{classifier.name}'")
         self._quality = quality
         return quality
 
@@ -338,30 +342,23 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
         under ``min_side`` px (the paper's 90 px rule; the detector never saw smaller inputs), and
         ``"no_quality"`` when the quality model returns NaN. The last two are not fit.
         """
+        from iqalib import features  # the one backbone pass; the detector itself reads six numbers
+
         check_is_fitted(self, "pipeline_")
         classifier = self._resolve_classifier(classifier)
         needs_quality = "quality" in self.columns
         if needs_quality:
-            quality = self._resolve_quality(quality, classifier)
-        loaded, reasons = _load_images(images, min_side)
-        frame = pd.DataFrame(np.nan, index=range(len(loaded)), columns=list(FEATURES))
-        ok = [i for i, im in enumerate(loaded) if im is not None]
-        if ok:
-            from iqalib.features import pooled, quality_input
-
-            # One pass gives the pooled embedding (classifier head) and the early-layer statistics
-            # a multilevel quality head reads.
-            emb = classifier.embed_with_stats([loaded[i] for i in ok], batch_size=batch_size)
-            proba = classifier.proba_from_embeddings(pooled(classifier, emb))
-            frame.loc[ok, list(TOP5)] = -np.sort(-proba, axis=1)[:, :5]
-            if needs_quality:
-                x = quality_input(quality, classifier, emb)
-                frame.loc[ok, "quality"] = np.asarray(quality.predict_embeddings(x), float).reshape(-1)
+            quality = self._resolve_quality(quality)
+        seen = features.predict(classifier, images, quality if needs_quality else None, batch_size, min_side)
+        frame = pd.DataFrame(np.nan, index=range(len(seen.reasons)), columns=list(FEATURES))
+        frame[list(TOP5)] = -np.sort(-seen.proba, axis=1)[:, :5]
+        frame["quality"] = seen.quality.astype(float)
         score = self.decision_function(frame)
         not_fit = self.predict(frame).astype(bool)
-        for i in range(len(loaded)):
-            if reasons[i] is not None:
-                reasons[i] = f"unusable: {reasons[i]}"
+        reasons = list(seen.reasons)
+        for i, reason in enumerate(reasons):
+            if reason is not None:
+                reasons[i] = f"unusable: {reason}"
             elif needs_quality and np.isnan(frame.at[i, "quality"]):
                 reasons[i] = "no_quality"
             elif not_fit[i]:
@@ -455,45 +452,6 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
         return det
 
 
-def _quality_backbone(quality: Any) -> str | None:
-    """The backbone a quality model reads, if it says (attribute or card entry); None if unknown."""
-    for attr in ("backbone", "classifier_name", "classifier"):
-        value = getattr(quality, attr, None)
-        if isinstance(value, str):
-            return value
-    card = getattr(quality, "card", None)
-    if isinstance(card, Mapping):
-        for key in ("backbone", "classifier", "classifier_name"):
-            if isinstance(card.get(key), str):
-                return card[key]
-    return None
-
-
-def _load_images(images: Sequence[Any], min_side: int) -> tuple[list[Any], list[str | None]]:
-    """PIL images or paths -> (image or None, skip reason or None) per input."""
-    from PIL import Image
-
-    from iqalib.images import ImageSkip, open_image
-
-    loaded: list[Any] = []
-    reasons: list[str | None] = []
-    for item in images:
-        try:
-            if isinstance(item, Image.Image):
-                image = item
-                if min(image.size) < min_side:
-                    raise ImageSkip("too_small", f"{image.size}")
-            else:
-                # grey inputs are valid classifier inputs; the paper's grey rule curates data sets
-                image = open_image(item, min_side=min_side, allow_grey=True)
-            loaded.append(image)
-            reasons.append(None)
-        except ImageSkip as skip:
-            loaded.append(None)
-            reasons.append(skip.reason)
-    return loaded, reasons
-
-
 # --------------------------------------------------------------------------------------------------
 # paired splits and per-split scores
 
@@ -512,7 +470,7 @@ def paired_splits(features: pd.DataFrame, n_splits: int = 10, train_size: float 
 
 
 def split_scores(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, *,
-                 n_splits: int = 10, seed: int = 0, columns: Sequence[str] = FEATURES,
+                 n_splits: int = 10, seed: int = 0, columns: Sequence[str] = FEATURES, progress: bool = True,
                  **detector_kw: Any) -> pd.DataFrame:
     """Train one detector per split and score the rows it trained on and the rows it is judged on.
 
@@ -521,7 +479,7 @@ def split_scores(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.n
     have none, so they are always evaluated); thus held-out originals include those without a
     successful attack. Returns one row per (split, role, image): ``split, role ('train'|'eval'),
     row (position in features), group, source_id, score (decision_function, +inf = unusable),
-    flagged (bool, not fit), correct, labelled, best_params (JSON)``.
+    flagged (bool, not fit), correct, labelled, best_params (JSON)``. ``progress``: a tqdm bar over splits.
     """
     if splits is None:
         splits = paired_splits(features, n_splits=n_splits, seed=seed)
@@ -529,7 +487,8 @@ def split_scores(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.n
     correct, labelled = _correct(features), _labelled(features)
     X = features[list(columns)]
     frames = []
-    for k, (train_ids, _test_ids) in enumerate(splits):
+    bar = tqdm(splits, desc="detector splits", disable=not progress, leave=False)
+    for k, (train_ids, _test_ids) in enumerate(bar):
         in_train = src.isin(set(train_ids)).to_numpy()
         train = in_train & np.isin(group, ("original", "adversarial"))
         det = FitForTaskDetector(columns=tuple(columns), **{"random_state": seed, **detector_kw})
@@ -547,126 +506,8 @@ def split_scores(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.n
 def _eval_rows(scores: pd.DataFrame) -> pd.DataFrame:
     return scores[scores["role"] == "eval"]
 
-
 # --------------------------------------------------------------------------------------------------
-# bootstrap
-
-
-def bootstrap_ci(data: Any, statistic: Callable[..., float] | None = None, *, paired: bool = True,
-                 n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval at level 1 − ``alpha`` (seeded, so reproducible).
-
-    ``data``: a 1-d array (``statistic`` defaults to the mean) or a tuple of 1-d arrays passed to
-    ``statistic(*samples)``; with ``paired`` (default) one index resample is shared by all of them
-    (e.g. the fit weight and the correctness of one image), else each is resampled on its own.
-    Resamples whose statistic is NaN (e.g. no image judged fit) are left out. Returns (low, high);
-    (NaN, NaN) with fewer than two observations.
-    """
-    samples = tuple(np.asarray(d, float) for d in data) if isinstance(data, tuple) else (np.asarray(data, float),)
-    sizes = [len(x) for x in samples]
-    if paired and len(set(sizes)) > 1:
-        raise ValueError(f"paired samples must have one length; got {sizes}")
-    if min(sizes) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    stats = []
-    for start in range(0, n_boot, 100):  # batches keep the index matrix small for large samples
-        b = min(100, n_boot - start)
-        if paired:
-            idx = rng.integers(0, sizes[0], (b, sizes[0]))
-            draws = [x[idx] for x in samples]
-        else:
-            draws = [x[rng.integers(0, len(x), (b, len(x)))] for x in samples]
-        if statistic is None:
-            stats.append(draws[0].mean(axis=1))
-        else:
-            stats.append(np.array([statistic(*(d[i] for d in draws)) for i in range(b)], float))
-    stats = np.concatenate(stats)
-    stats = stats[~np.isnan(stats)]
-    if not len(stats):
-        return float("nan"), float("nan")
-    low, high = np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
-
-
-def _ratio(w: np.ndarray, c: np.ndarray) -> float:
-    total = np.sum(w)
-    return float(np.sum(w * c) / total) if total > 0 else float("nan")
-
-
-def _image_level_ci(ev: pd.DataFrame, flag: str, n_boot: int, seed: int, alpha: float = 0.05) -> dict[str, float]:
-    """CIs that resample images (the independent unit); each image's outcome is averaged over the
-    splits that held it out, thresholds/models held fixed."""
-    per_image = ev.assign(_flag=ev[flag].astype(float)).groupby("row").agg(
-        flag=("_flag", "mean"), correct=("correct", "first"), labelled=("labelled", "first"))
-    out = dict(zip(("detection_rate_ci_low", "detection_rate_ci_high"),
-                   bootstrap_ci(per_image["flag"].to_numpy(), n_boot=n_boot, alpha=alpha, seed=seed)))
-    lab = per_image[per_image["labelled"]]
-    fit_weight, corr = 1.0 - lab["flag"].to_numpy(), lab["correct"].to_numpy(float)
-    ci = (bootstrap_ci((fit_weight, corr), _ratio, paired=True, n_boot=n_boot, alpha=alpha, seed=seed)
-          if fit_weight.sum() > 0 else (float("nan"), float("nan")))
-    out.update(fit_accuracy_ci_low=ci[0], fit_accuracy_ci_high=ci[1])
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
-# Table V
-
-
-def _split_rates(ev: pd.DataFrame, flag: str = "flagged") -> pd.DataFrame:
-    rows = []
-    for (k, group), g in ev.groupby(["split", "group"], sort=False):
-        flagged = g[flag].to_numpy(bool)
-        fit_lab = ~flagged & g["labelled"].to_numpy(bool)
-        rows.append({"split": k, "group": group, "n": len(g), "n_flagged": int(flagged.sum()),
-                     "detection_rate": float(flagged.mean()), "n_fit": int((~flagged).sum()),
-                     "fit_accuracy": _mean_or_nan(g["correct"].to_numpy(bool)[fit_lab])})
-    out = pd.DataFrame(rows)
-    order = {g: i for i, g in enumerate(_ordered_groups(out["group"]))}
-    return out.sort_values(["split", "group"], key=lambda s: s.map(order) if s.name == "group" else s,
-                           ignore_index=True)
-
-
-def _summarise(per_split: pd.DataFrame, ev: pd.DataFrame, flag: str, ci: bool, n_boot: int,
-               seed: int) -> pd.DataFrame:
-    rows = []
-    for group in _ordered_groups(per_split["group"]):
-        g = per_split[per_split["group"] == group]
-        row = {"group": group, "detection_rate": float(g["detection_rate"].mean()),
-               "detection_rate_std": _std(g["detection_rate"]),
-               "fit_accuracy": float(g["fit_accuracy"].mean()) if g["fit_accuracy"].notna().any() else float("nan"),
-               "fit_accuracy_std": _std(g["fit_accuracy"]), "n": int(round(g["n"].mean()))}
-        if ci:
-            row.update(_image_level_ci(ev[ev["group"] == group], flag, n_boot, seed))
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def evaluate(features: pd.DataFrame, n_splits: int = 10, seed: int = 0, columns: Sequence[str] = FEATURES, *,
-             splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, scores: pd.DataFrame | None = None,
-             ci: bool = True, n_boot: int = 1000, **detector_kw: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Paper Table V over ``n_splits`` paired 50/50 splits (see ``split_scores`` for who is evaluated).
-
-    Returns ``per_split`` (``split, group, n, n_flagged, detection_rate, n_fit, fit_accuracy,
-    best_params``) and ``table5`` (one row per group: ``group, detection_rate, detection_rate_std,
-    fit_accuracy, fit_accuracy_std, n`` and, with ``ci``, ``detection_rate_ci_low/_high,
-    fit_accuracy_ci_low/_high``). Rates are fractions in [0, 1], mean and sample std over splits;
-    for ``original`` the detection rate is the false-alarm rate (1 − share judged fit);
-    ``fit_accuracy`` is the classifier's accuracy on images judged fit (NaN for fooling images:
-    no true class); ``n`` is the mean number of images evaluated per split. CIs resample images.
-    Pass ``scores`` (from ``split_scores``) to reuse trained detectors.
-    """
-    if scores is None:
-        scores = split_scores(features, splits, n_splits=n_splits, seed=seed, columns=columns, **detector_kw)
-    ev = _eval_rows(scores)
-    per_split = _split_rates(ev)
-    params = ev.groupby("split")["best_params"].first()
-    per_split["best_params"] = per_split["split"].map(params)
-    return per_split, _summarise(per_split, ev, "flagged", ci, n_boot, seed)
-
-
-# --------------------------------------------------------------------------------------------------
-# beyond the paper: ROC, fixed false-alarm rates, ablation, feature squeezing
+# beyond the paper: ROC per group
 
 
 def _finite(scores: np.ndarray) -> np.ndarray:
@@ -722,162 +563,3 @@ def roc_per_group(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.
                       "n_splits": len(a), "n_pos": int(round(a[:, 1].mean())), "n_neg": int(round(a[:, 2].mean()))})
     points_df = pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=["group", "fpr", "tpr", "tpr_std"])
     return points_df, pd.DataFrame(table, columns=["group", "auc", "auc_std", "n_splits", "n_pos", "n_neg"])
-
-
-def _threshold_at_fpr(negatives: np.ndarray, target_fpr: float) -> float:
-    """Smallest sample threshold t with share(negatives > t) <= target_fpr."""
-    return float(np.quantile(negatives, 1.0 - target_fpr, method="higher"))
-
-
-def _rates_at_fpr(ev: pd.DataFrame, target_fpr: float, n_boot: int, seed: int, method: str,
-                  ci: bool = True) -> pd.DataFrame:
-    """Per split: threshold on that split's evaluated originals, then detection rates per group."""
-    parts = []
-    thresholds = {}
-    for k, e in ev.groupby("split", sort=True):
-        s = e["score"].to_numpy(float)
-        neg = (e["group"] == "original").to_numpy()
-        if not neg.any():
-            raise ValueError(f"split {k}: no evaluated originals to set the false-alarm threshold on")
-        finite = _finite(s)
-        t = _threshold_at_fpr(finite[neg], target_fpr)
-        thresholds[k] = t
-        parts.append(e.assign(at_fpr=(finite > t) | ~np.isfinite(s)))
-    ev = pd.concat(parts)
-    per_split = _split_rates(ev, "at_fpr")
-    table = _summarise(per_split, ev, "at_fpr", ci, n_boot, seed)
-    if not ci:
-        table = table.assign(detection_rate_ci_low=np.nan, detection_rate_ci_high=np.nan)
-    table = table[["group", "detection_rate", "detection_rate_std", "detection_rate_ci_low",
-                   "detection_rate_ci_high", "n"]]
-    table.insert(1, "method", method)
-    table.insert(2, "target_fpr", float(target_fpr))
-    table.insert(3, "threshold", float(np.mean(list(thresholds.values()))))
-    return table
-
-
-def rates_at_false_alarm(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-                         *, target_fpr: float = 0.05, columns: Sequence[str] = FEATURES, seed: int = 0,
-                         scores: pd.DataFrame | None = None, n_boot: int = 1000, ci: bool = True,
-                         **detector_kw: Any) -> pd.DataFrame:
-    """Detection rate per group when each split's threshold gives ``target_fpr`` false alarms on its
-    held-out originals (so ``original``'s detection_rate is the realised false-alarm rate <= target).
-
-    Columns: ``group, method ('fit_for_task'), target_fpr, threshold (mean over splits),
-    detection_rate, detection_rate_std, detection_rate_ci_low, detection_rate_ci_high, n`` —
-    the same as ``feature_squeezing_rates``, so ``pd.concat`` of both is one comparison table.
-    """
-    if scores is None:
-        scores = split_scores(features, splits, seed=seed, columns=columns, **detector_kw)
-    return _rates_at_fpr(_eval_rows(scores), target_fpr, n_boot, seed, "fit_for_task", ci)
-
-
-def ablation(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, *,
-             n_splits: int = 10, seed: int = 0, column_sets: Mapping[str, Sequence[str]] | None = None,
-             target_fpr: float = 0.05, scores: Mapping[str, pd.DataFrame] | None = None,
-             **detector_kw: Any) -> pd.DataFrame:
-    """Which inputs carry the signal: the detector trained on each column set (default: quality
-    only, top-5 only, both) on the same splits.
-
-    One row per (feature set, group): ``features, group, auc, auc_std, detection_rate,
-    detection_rate_std, detection_rate_at_fpr, detection_rate_at_fpr_std`` (AUC against held-out
-    originals, NaN for ``original`` itself; rates in [0, 1]). ``scores`` may hold precomputed
-    ``split_scores`` per set name.
-    """
-    column_sets = dict(COLUMN_SETS if column_sets is None else column_sets)
-    if splits is None:
-        splits = paired_splits(features, n_splits=n_splits, seed=seed)
-    scores = dict(scores or {})
-    out = []
-    for name, columns in column_sets.items():
-        sc = scores.get(name)
-        if sc is None:
-            sc = split_scores(features, splits, seed=seed, columns=columns, **detector_kw)
-        _, table5 = evaluate(features, scores=sc, ci=False)
-        _, auc = roc_per_group(features, scores=sc)
-        at = rates_at_false_alarm(features, scores=sc, target_fpr=target_fpr, ci=False)
-        t = table5[["group", "detection_rate", "detection_rate_std"]].merge(auc[["group", "auc", "auc_std"]],
-                                                                          on="group", how="left")
-        t = t.merge(at[["group", "detection_rate", "detection_rate_std"]].rename(columns={
-            "detection_rate": "detection_rate_at_fpr", "detection_rate_std": "detection_rate_at_fpr_std"}),
-            on="group", how="left")
-        t.insert(0, "features", name)
-        out.append(t[["features", "group", "auc", "auc_std", "detection_rate", "detection_rate_std",
-                      "detection_rate_at_fpr", "detection_rate_at_fpr_std"]])
-    return pd.concat(out, ignore_index=True)
-
-
-def feature_squeezing_scores(classifier: Any, images: Sequence[Any], *, bit_depth: int = 5,
-                             median_size: int = 2, batch_size: int = 32, min_side: int = 1) -> np.ndarray:
-    """Feature squeezing (Xu et al., NDSS 2018) score per image, in [0, 2]; NaN for unusable inputs.
-
-    max over squeezers of the L1 distance between the classifier's softmax on its view of the
-    image and on the squeezed view: colour depth reduced to ``bit_depth`` bits, and a
-    ``median_size``×``median_size`` median filter (scipy, reflect padding as in Xu et al.; Pillow's
-    MedianFilter only takes odd sizes). Squeezing acts on the network's input pixels.
-    """
-    import torch
-    from scipy.ndimage import median_filter
-
-    loaded, _ = _load_images(images, min_side)
-    out = np.full(len(loaded), np.nan)
-    ok = [i for i, im in enumerate(loaded) if im is not None]
-    levels = 2 ** bit_depth - 1
-    for start in range(0, len(ok), batch_size):
-        idx = ok[start : start + batch_size]
-        with torch.inference_mode():
-            x = classifier.pixels([loaded[i] for i in idx])  # (N, 3, S, S), 0-255
-            depth = torch.round(x / 255.0 * levels) / levels * 255.0
-            arr = x.to(torch.uint8).cpu().numpy()
-            median = torch.from_numpy(median_filter(arr, size=(1, 1, median_size, median_size), mode="reflect"))
-            median = median.float().to(x.device)
-            p = [classifier.logits_from_pixels(v).softmax(1).float().cpu().numpy() for v in (x, depth, median)]
-        out[idx] = np.maximum(np.abs(p[0] - p[1]).sum(1), np.abs(p[0] - p[2]).sum(1))
-    return out
-
-
-def feature_squeezing_rates(scores_df: pd.DataFrame, target_fpr: float = 0.05, *,
-                            splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-                            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Detection rate per group of feature squeezing at ``target_fpr`` false alarms on originals.
-
-    ``scores_df``: ``group`` and ``score`` (NaN = unusable = flagged), plus ``source_id`` when
-    ``splits`` is given: then, exactly like ``rates_at_false_alarm``, each split sets its threshold
-    on the originals not in its training half and is judged on the rows not in it (feature squeezing
-    trains nothing; this only makes the two methods see the same images). Without ``splits`` all
-    originals set one threshold. Columns as ``rates_at_false_alarm`` with method 'feature_squeezing'.
-    """
-    base = pd.DataFrame({"group": scores_df["group"].to_numpy(), "score": scores_df["score"].to_numpy(float),
-                         "row": np.arange(len(scores_df)),
-                         "correct": _correct(scores_df) if "correct" in scores_df or {"pred", "label"} <= set(scores_df)
-                         else False,
-                         "labelled": _labelled(scores_df) if "label" in scores_df else False})
-    base["score"] = base["score"].fillna(np.inf)
-    if splits is None:
-        ev = base.assign(split=0)
-    else:
-        src = _sources(scores_df)
-        ev = pd.concat([base[~src.isin(set(tr)).to_numpy()].assign(split=k) for k, (tr, _) in enumerate(splits)])
-    return _rates_at_fpr(ev, target_fpr, n_boot, seed, "feature_squeezing")
-
-
-def plot_roc(roc_points: pd.DataFrame, ax: Any = None, auc: pd.DataFrame | None = None) -> Any:
-    """One ROC curve per group (from ``roc_per_group``) plus the chance diagonal; returns the figure."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    else:
-        fig = ax.figure
-    aucs = {} if auc is None else dict(zip(auc["group"], auc["auc"]))
-    for group in _ordered_groups(roc_points["group"]):
-        g = roc_points[roc_points["group"] == group]
-        label = f"{group} (AUC {aucs[group]:.3f})" if group in aucs else group
-        ax.plot(g["fpr"], g["tpr"], label=label)
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    ax.set_xlabel("false-alarm rate (held-out originals)")
-    ax.set_ylabel("detection rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(loc="lower right")
-    return fig

@@ -107,7 +107,6 @@ DISTORTIONS: dict[str, Callable[[Image.Image, float, np.random.Generator], Image
     "color_quantization": color_quantization,
     "darken": darken,
 }
-PAPER_DISTORTIONS = ("gaussian_blur", "white_noise", "jpeg", "jpeg2000")  # the paper's "Distorted" group
 
 
 def distort(image: Image.Image, name: str, level: int, seed: int = 0, image_id: str = "") -> Image.Image:

@@ -1,67 +1,77 @@
-"""ONE backbone pass per image, cached: the classifier's pooled embedding of every image a run
-touches, from which class probabilities (classifier head) and predicted quality (quality head)
-are both derived. Also the per-image tables later steps read (Table I's pairs, features.csv).
+"""The ONE place a classifier's backbone runs for inference: each image is decoded once, distorted
+if its job says so, put through ONE backbone pass, and turned into class probabilities (classifier
+head), early-layer statistics and the pooled embedding (what quality heads read) and, given a
+quality model, predicted quality. Passes over image jobs are cached on disk; the per-image table
+every later step reads (``features.csv``) is built here.
 
-Owns ``ImageJob`` (how to produce one image: file, view, distortion) and the embedding cache
-keys; never trains anything.
+Owns ``ImageJob`` (how to produce one image: file, view, distortion, seed) and the cache keys. It
+trains nothing and reads no params: ``experiment`` lists the jobs, ``quality``/``detector`` call
+``predict`` for images given directly.
 """
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from iqalib import distortions as _distortions
 from iqalib.cache import ArrayCache, key_of
 from iqalib.classifiers import Classifier
-from iqalib.images import ImageSkip, apply_view, file_digest, open_image
+from iqalib.images import ImageSkip, apply_view, as_rgb, file_digest, open_image
 
 EMBEDDING_VERSION = 1  # bump when what is cached for the same key changes
+
+# Changing a level table changes the pixels, so it is part of every distorted image's key.
+_DISTORTION_VERSION = key_of({k: v[0] for k, v in _distortions.LEVEL_PARAMS.items()})[:12]
 
 
 @dataclass(frozen=True)
 class ImageJob:
-    """One image to embed: a file, optionally a view of it and a distortion at a level."""
+    """One image to put through the backbone: a file, a view of it, optionally a distortion.
+
+    ``noise_id`` seeds the distortion's noise together with ``seed`` (the parent image's id, so a
+    re-run draws the same noise). ``min_side``/``allow_grey`` are the skip rules for the file (the
+    paper's 90 px and grey rules for originals; generated and IQA images are taken as they are).
+    ``distort_in_view``: distort the classifier's view (e.g. 224×224) rather than the native image,
+    because ImageNet-C's level parameters are calibrated on network-sized inputs and a later resize
+    would hide the damage.
+    """
 
     path: str
     view: str = "full"
     distortion: str | None = None
     level: int | None = None
     seed: int = 0
-    image_id: str = ""
+    noise_id: str = ""
     min_side: int = 90
     allow_grey: bool = False
-    # Distort in the classifier's view (e.g. 224×224) rather than at native size: ImageNet-C's level
-    # parameters are calibrated on network-sized inputs, and a later resize would hide the damage.
-    # Part of the key as a flag; which view it is, is in the cache key's preprocessing id.
-    classifier_view: object = field(default=None, compare=False, hash=False)
+    distort_in_view: bool = False
 
-    def load(self) -> Image.Image:
+    def load(self, classifier: Classifier | None = None) -> Image.Image:
+        """Decode the file once and apply view and distortion; raises ``ImageSkip``."""
         image = open_image(self.path, min_side=self.min_side, allow_grey=self.allow_grey)
         if self.view != "full":
             image = apply_view(image, self.view)
-        if self.classifier_view is not None:
-            image = self.classifier_view(image)
         if self.distortion is not None:
-            image = _distortions.distort(image, self.distortion, int(self.level), self.seed, self.image_id or self.path)
+            if self.distort_in_view:
+                if classifier is None:
+                    raise ValueError("a job distorted in the classifier's view needs the classifier")
+                image = classifier.view(image)
+            image = _distortions.distort(image, self.distortion, int(self.level), self.seed, self.noise_id or self.path)
         return image
 
     def key_fields(self, digest: str) -> dict:
         fields = {"file": digest, "view": self.view, "distortion": self.distortion, "level": self.level}
-        if self.classifier_view is not None:
-            fields["in_classifier_view"] = True
         if self.distortion is not None:
-            fields.update(seed=self.seed, image_id=self.image_id, distortions_version=_DISTORTION_VERSION)
+            fields.update(seed=self.seed, image_id=self.noise_id, distortions_version=_DISTORTION_VERSION,
+                          in_classifier_view=self.distort_in_view)
         return fields
-
-
-# Changing a level table changes the pixels, so it is part of every distorted image's key.
-_DISTORTION_VERSION = key_of({k: v[0] for k, v in _distortions.LEVEL_PARAMS.items()})[:12]
 
 
 def cache_for(run_folder: str | Path) -> ArrayCache:
@@ -69,18 +79,29 @@ def cache_for(run_folder: str | Path) -> ArrayCache:
     return ArrayCache(Path(run_folder) / "cache" / "embeddings")
 
 
+def backbone_rows(classifier: Classifier, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+    """(N, D + S) float32: pooled embedding then early-layer statistics, ONE backbone pass per
+    image (``Classifier.forward_with_stats``), in batches. Every inference pass of iqalib ends here."""
+    dim = classifier.embedding_dim + classifier.stats_dim
+    out = [np.zeros((0, dim), np.float32)]
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            x = classifier.normalize(classifier.pixels(images[start : start + batch_size]))
+            pooled_part, stats_part = classifier.forward_with_stats(x)
+            out.append(torch.cat([pooled_part, stats_part], 1).float().cpu().numpy())
+    return np.concatenate(out)
+
+
 def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | None = None,
           batch_size: int = 16, progress: bool = True, desc: str = "backbone") -> tuple[np.ndarray, list[str | None]]:
-    """(N, D + S) float32 for ``jobs`` — pooled embedding then early-layer statistics (see
-    ``pooled``/``stats``) — one backbone pass per uncached image.
+    """``backbone_rows`` for image jobs, one pass per image not yet in ``cache``.
 
-    Returns the array (rows of skipped images are NaN) and, per job, None or the skip reason.
+    Returns the (N, D + S) array (rows of skipped images are NaN) and, per job, None or the skip
+    reason. Each entry holds the pooled embedding AND the early-layer statistics of the same pass,
+    so neither the classifier head nor a quality head ever needs a second pass over an image.
     """
     from tqdm.auto import tqdm
 
-    # Each entry holds the pooled embedding AND the early-layer statistics of the same pass
-    # (``Classifier.embed_with_stats``): the classifier head reads the first, the quality head
-    # either, so no image ever needs a second backbone pass.
     model_fields = {"model": classifier.weights_id, "prep": classifier.preprocessing_id, "v": EMBEDDING_VERSION,
                     "with_stats": True}
     digests: dict[str, str] = {}
@@ -115,13 +136,12 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | 
         chunk, images = [], []
         for i in todo[start : start + batch_size]:
             try:
-                images.append(jobs[i].load())
+                images.append(jobs[i].load(classifier))
                 chunk.append(i)
             except ImageSkip as skip:
                 reasons[i] = skip.reason
         if images:
-            vectors = classifier.embed_with_stats(images, batch_size=len(images))
-            for i, vector in zip(chunk, vectors):
+            for i, vector in zip(chunk, backbone_rows(classifier, images, batch_size=len(images))):
                 out[i] = vector
                 if cache is not None:
                     cache.put(keys[i], vector)
@@ -130,21 +150,8 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ArrayCache | 
     return out, reasons
 
 
-def quality_input(quality, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
-    """The part of ``embed``'s rows a quality model reads: early-layer statistics for
-    ``features == "multilevel"`` models, else the pooled embedding."""
-    trained_on = getattr(quality, "weights_id", None)
-    if trained_on is not None and trained_on != classifier.weights_id:
-        # Same-width features from another backbone (e.g. ResNet-50 vs ResNet-152) would be scored
-        # without complaint by the heads; only the weights' identity tells them apart.
-        raise ValueError(f"the quality model was trained on backbone weights {trained_on}; these embeddings come "
-                         f"from {classifier.name} ({classifier.weights_id})")
-    return quality_features(classifier, embedded, getattr(quality, "features", "pooled"))
-
-
-def quality_features(classifier: Classifier, embedded: np.ndarray, kind: str) -> np.ndarray:
-    """The part of ``embed``'s rows that quality features of ``kind`` (``multilevel`` | ``pooled``) are."""
-    return stats(classifier, embedded) if kind == "multilevel" else pooled(classifier, embedded)
+# ------------------------------------------------------------------------------------------------
+# Reading the rows: classifier head and quality heads on the same pass
 
 
 def pooled(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
@@ -157,21 +164,123 @@ def stats(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
     return embedded[:, classifier.embedding_dim :]
 
 
+def quality_features(classifier: Classifier, embedded: np.ndarray, kind: str) -> np.ndarray:
+    """The part of ``embed``'s rows that quality features of ``kind`` (``multilevel`` | ``pooled``) are."""
+    if kind == "multilevel":
+        if classifier.stats_dim == 0:
+            raise ValueError(f"features='multilevel' needs the early layers of the backbone (known for timm "
+                             f"EfficientNet and torchvision ResNet), which {classifier.name!r} does not expose; "
+                             "use features='pooled' for it.")
+        return stats(classifier, embedded)
+    if kind == "pooled":
+        return pooled(classifier, embedded)
+    raise ValueError(f"unknown quality feature kind {kind!r}; choose multilevel or pooled")
+
+
+def quality_input(quality: Any, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
+    """The part of ``embed``'s rows a quality model reads — after checking that the model was
+    trained on this backbone (the ONE backbone-compatibility check: same-width features of another
+    backbone, e.g. ResNet-50 vs ResNet-152, would otherwise be scored without complaint)."""
+    trained_on = (getattr(quality, "weights_id", None), getattr(quality, "preprocessing_id", None))
+    here = (classifier.weights_id, classifier.preprocessing_id)
+    if trained_on[0] is not None and trained_on != here:
+        raise ValueError(f"the quality model was trained on backbone weights {trained_on[0]} with preprocessing "
+                         f"{trained_on[1]}; these features come from {classifier.name} ({here[0]}, {here[1]}). "
+                         "Pass the classifier the quality model was trained on.")
+    return quality_features(classifier, embedded, getattr(quality, "features", "pooled"))
+
+
 def skip_counts(reasons: Sequence[str | None]) -> dict:
     """``{"used": n, "skipped": {reason: count}}`` for the manifest."""
     counted = Counter(r for r in reasons if r is not None)
     return {"used": sum(r is None for r in reasons), "skipped": dict(sorted(counted.items()))}
 
 
-def top1_from_embeddings(classifier: Classifier, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Top-1 class index (−1 where the row is NaN) and its probability."""
-    ok = ~np.isnan(embeddings).any(axis=1)
-    top1 = np.full(len(embeddings), -1, dtype=np.int64)
-    conf = np.full(len(embeddings), np.nan, dtype=np.float32)
+def probabilities(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
+    """(N, 1000) softmax from ``embed``'s rows; NaN rows stay NaN."""
+    ok = ~np.isnan(embedded).any(axis=1)
+    out = np.full((len(embedded), len(classifier.wnids)), np.nan, dtype=np.float32)
     if ok.any():
-        proba = classifier.proba_from_embeddings(pooled(classifier, embeddings[ok]))
-        top1[ok], conf[ok] = proba.argmax(1), proba.max(1)
+        out[ok] = classifier.proba_from_embeddings(pooled(classifier, embedded[ok]))
+    return out
+
+
+def scores(quality: Any, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
+    """(N,) predicted quality from ``embed``'s rows (NaN rows stay NaN)."""
+    if not len(embedded):
+        return np.zeros(0, np.float32)
+    return np.asarray(quality.predict_embeddings(quality_input(quality, classifier, embedded)), np.float32)
+
+
+def top1_from_embeddings(classifier: Classifier, embedded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 class index (−1 where the row is NaN) and its probability."""
+    proba = probabilities(classifier, embedded)
+    ok = ~np.isnan(proba).any(axis=1)
+    top1 = np.full(len(embedded), -1, dtype=np.int64)
+    conf = np.full(len(embedded), np.nan, dtype=np.float32)
+    top1[ok], conf[ok] = proba[ok].argmax(1), proba[ok].max(1)
     return top1, conf
+
+
+# ------------------------------------------------------------------------------------------------
+# Images given directly (PIL images or paths): what QualityModel.predict and the detector use
+
+
+class Prediction(NamedTuple):
+    """What one pass over images gives: (N, 1000) probabilities, (N,) quality (NaN without a quality
+    model), the raw (N, D + S) rows, and per input None or the skip reason (rows NaN)."""
+
+    proba: np.ndarray
+    quality: np.ndarray
+    embedded: np.ndarray
+    reasons: list[str | None]
+
+
+def _as_image(item: Any, min_side: int) -> Image.Image:
+    if isinstance(item, Image.Image):
+        image = as_rgb(item)  # same conversion as a decoded file: EXIF, alpha on white, 16-bit scaled
+        if min(image.size) < min_side:
+            raise ImageSkip("too_small", f"{image.size}")
+        return image
+    if isinstance(item, (str, Path)):
+        # Inputs are scored as given: grey images kept (a desaturated photo is a distortion, not a
+        # photo to exclude); the size floor is the caller's (1 = none: the view resizes anything).
+        return open_image(item, min_side=min_side, allow_grey=True)
+    raise TypeError(f"expected PIL images or paths, got {type(item).__name__}")
+
+
+def load_inputs(images: Sequence[Any], min_side: int = 1) -> tuple[list[Image.Image | None], list[str | None]]:
+    """PIL images or paths -> (RGB image or None, None or the skip reason) per input, each file
+    decoded once (``images.open_image`` rules, a side under ``min_side`` skipped, grey kept)."""
+    loaded: list[Image.Image | None] = []
+    reasons: list[str | None] = []
+    for item in images:
+        try:
+            loaded.append(_as_image(item, min_side))
+            reasons.append(None)
+        except ImageSkip as skip:
+            loaded.append(None)
+            reasons.append(skip.reason)
+    return loaded, reasons
+
+
+def predict(classifier: Classifier, images: Sequence[Any], quality: Any = None, batch_size: int = 32,
+            min_side: int = 1) -> Prediction:
+    """Probabilities and (with ``quality``) predicted quality of PIL images or image paths, from
+    ONE backbone pass per image, each decoded once. Unusable inputs (``images.open_image`` rules,
+    a side under ``min_side``) are NaN rows with their reason; nothing raises for a bad image."""
+    loaded, reasons = load_inputs(images, min_side)
+    idx = [i for i, image in enumerate(loaded) if image is not None]
+    embedded = np.full((len(loaded), classifier.embedding_dim + classifier.stats_dim), np.nan, np.float32)
+    if idx:
+        embedded[idx] = backbone_rows(classifier, [loaded[i] for i in idx], batch_size)
+    proba = probabilities(classifier, embedded)
+    q = scores(quality, classifier, embedded) if quality is not None else np.full(len(loaded), np.nan, np.float32)
+    return Prediction(proba, q, embedded, reasons)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables: Table I's pairs and the per-image features table
 
 
 def iqa_predictions(classifier: Classifier, table: pd.DataFrame, cache: ArrayCache | None = None,
@@ -203,110 +312,45 @@ def iqa_predictions(classifier: Classifier, table: pd.DataFrame, cache: ArrayCac
     return out, skip_counts(reasons)
 
 
-def table1(pairs: pd.DataFrame) -> pd.DataFrame:
-    """Paper Table I: per dataset and classifier, subjective MOS and Wu-Palmer similarity between
-    the top-1 on the reference and on each distorted image (median / mean / std / count)."""
-    rows = []
-    for (dataset, classifier), g in pairs.groupby(["dataset", "classifier"], sort=False):
-        rows.append({
-            "dataset": dataset, "classifier": classifier, "n_images": len(g),
-            "mos_median": g["mos"].median(), "mos_mean": g["mos"].mean(), "mos_std": g["mos"].std(ddof=1),
-            "wup_median": g["wup"].median(), "wup_mean": g["wup"].mean(), "wup_std": g["wup"].std(ddof=1),
-            "top1_changed": float((g["top1"] != g["top1_ref"]).mean()),
-        })
-    return pd.DataFrame(rows)
+#: Columns of ``features.csv``: what each image is (enough to rebuild it without parsing ids), then
+#: what the classifier and the quality model say about it.
+TABLE_COLUMNS = ("group", "image_id", "parent_id", "source_id", "view", "distortion", "level", "attack", "seed",
+                 "label", "path", "top1", "top2", "top3", "top4", "top5", "pred", "quality", "correct",
+                 "correct_vs_clean")
 
 
-def load_originals(params, progress: bool = True):
-    """The run's original images (``params.originals``) as an ``images.ImageSet``, skips counted.
+def table(classifier: Classifier, jobs: Sequence[ImageJob], meta: pd.DataFrame, quality: Any = None,
+          cache: ArrayCache | None = None, batch_size: int = 16, progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The per-image table every later step reads: ``meta`` (one row per job: ``group``,
+    ``image_id``, ``parent_id``, ``source_id``, ``view``, ``distortion``, ``level``, ``attack``,
+    ``seed``, ``label``) plus ``path``, the top-5 sorted class probabilities, ``pred`` (top-1
+    index), predicted ``quality``, ``correct`` (top-1 = true label) and ``correct_vs_clean`` (top-1 =
+    the top-1 of the row's parent original; for images without a parent: NaN).
 
-    Real folders come from ``originals.path`` or the environment variable the error names.
-    """
-    from iqalib.images import originals
-    from iqalib.params import data_path
-
-    o = params.originals
-    path = None if o.source == "embedded" else data_path(o.source, o.path, "originals.path")
-    return originals(o.source, path, o.limit, o.views, progress)
-
-
-def original_predictions(classifier: Classifier, image_set, cache: ArrayCache | None = None,
-                         batch_size: int = 16, progress: bool = True) -> pd.DataFrame:
-    """Top-1 of the classifier on each original: one row per record with ``correct``."""
-    records = image_set.records
-    jobs = [ImageJob(r.path, view=r.view) for r in records]
-    emb, reasons = embed(classifier, jobs, cache, batch_size, progress, desc=f"{classifier.name} originals")
-    top1, conf = top1_from_embeddings(classifier, emb)
-    frame = pd.DataFrame({"image_id": [r.image_id for r in records], "source_id": [r.source_id for r in records],
-                          "view": [r.view for r in records], "label": [r.label for r in records],
-                          "top1": top1, "conf": conf, "skipped": reasons})
-    frame = frame[frame["skipped"].isna()].drop(columns="skipped").reset_index(drop=True)
-    frame["correct"] = frame["label"].notna() & (frame["top1"] == frame["label"])
-    return frame
-
-
-GROUP_COLUMNS = ("group", "image_id", "source_id", "view", "distortion", "level", "label", "path",
-                 "top1", "top2", "top3", "top4", "top5", "pred", "quality", "correct")
-
-
-def original_jobs(records, distortion_types: Sequence[str] = (), levels: Sequence[int] = (),
-                  seed: int = 0, classifier_view=None) -> tuple[list[ImageJob], pd.DataFrame]:
-    """Jobs + metadata for the Original group and, when types/levels are given, the Distorted group
-    (every original under every type at every level; the noise seed includes the image id).
-    With ``classifier_view`` the distortion is applied to the classifier's view of the image."""
-    jobs, meta = [], []
-    for r in records:
-        jobs.append(ImageJob(r.path, view=r.view))
-        meta.append({"group": "original", "image_id": r.image_id, "source_id": r.source_id, "view": r.view, "distortion": None,
-                     "level": None, "label": r.label})
-        for name in distortion_types:
-            for level in levels:
-                jobs.append(ImageJob(r.path, view=r.view, distortion=name, level=int(level), seed=seed,
-                                     image_id=r.image_id, classifier_view=classifier_view))
-                meta.append({"group": "distorted", "image_id": f"{r.image_id}|{name}|{level}", "source_id": r.source_id, "view": r.view,
-                             "distortion": name, "level": int(level), "label": r.label})
-    return jobs, pd.DataFrame(meta)
-
-
-def file_jobs(group: str, paths: Sequence[str | Path], meta: pd.DataFrame | None = None) -> tuple[list[ImageJob], pd.DataFrame]:
-    """Jobs + metadata for generated images saved as files (adversarial and fooling groups).
-
-    ``meta`` may carry ``image_id``, ``source_id`` and ``label`` per file (NaN for fooling images).
-    """
-    frame = pd.DataFrame(index=range(len(paths))) if meta is None else meta.reset_index(drop=True).copy()
-    out = pd.DataFrame({"group": group,
-                        "image_id": frame["image_id"] if "image_id" in frame else [Path(p).stem for p in paths],
-                        "source_id": frame["source_id"] if "source_id" in frame else None,
-                        "view": "full", "distortion": None, "level": None,
-                        "label": frame["label"] if "label" in frame else None})
-    # Generated images are 8-bit RGB at the network's input size; the grey/size rules are for photos.
-    return [ImageJob(str(p), min_side=1, allow_grey=True) for p in paths], out
-
-
-def features_table(classifier: Classifier, jobs: Sequence[ImageJob], meta: pd.DataFrame, quality=None,
-                   cache: ArrayCache | None = None, batch_size: int = 16, progress: bool = True) -> tuple[pd.DataFrame, dict]:
-    """The per-image table every later step reads (``features.csv``): for each job, the top-5
-    sorted class probabilities, the top-1 index, predicted quality and whether top-1 is right.
-
-    One backbone pass per image (cached): the classifier head and the quality head
-    (``quality.predict_embeddings``) both read the same embedding. Skipped images are dropped and
-    counted per group in the returned ``{group: {"used", "skipped"}}``.
+    One backbone pass per image (cached). Skipped images are dropped and counted per group in the
+    returned ``{group: {"used", "skipped"}}``.
     """
     emb, reasons = embed(classifier, jobs, cache, batch_size, progress, desc="features")
     ok = np.array([r is None for r in reasons], dtype=bool)
-    table = meta.reset_index(drop=True).copy()
-    table["path"] = [j.path for j in jobs]
-    counts = {g: skip_counts([reasons[i] for i in np.flatnonzero(table["group"].to_numpy() == g)])
-              for g in dict.fromkeys(table["group"])}
-    table, emb = table[ok].reset_index(drop=True), emb[ok]
-    proba = classifier.proba_from_embeddings(pooled(classifier, emb)) if len(emb) else np.zeros((0, 1000), np.float32)
+    out = meta.reset_index(drop=True).copy()
+    out["path"] = [j.path for j in jobs]
+    counts = {g: skip_counts([reasons[i] for i in np.flatnonzero(out["group"].to_numpy() == g)])
+              for g in dict.fromkeys(out["group"])}
+    out, emb = out[ok].reset_index(drop=True), emb[ok]
+    proba = probabilities(classifier, emb)
     order = np.argsort(-proba, axis=1)[:, :5]
     top5 = np.take_along_axis(proba, order, axis=1)
     for k in range(5):
-        table[f"top{k + 1}"] = top5[:, k] if len(top5) else []
-    table["pred"] = order[:, 0] if len(order) else []
-    table["quality"] = quality.predict_embeddings(quality_input(quality, classifier, emb)) \
-        if quality is not None and len(emb) else np.nan
-    label = pd.to_numeric(table["label"], errors="coerce")
-    table["correct"] = label.notna() & (label == table["pred"])
-    return table[list(GROUP_COLUMNS)], counts
+        out[f"top{k + 1}"] = top5[:, k]
+    out["pred"] = order[:, 0]
+    out["quality"] = scores(quality, classifier, emb) if quality is not None else np.nan
+    label = pd.to_numeric(out["label"], errors="coerce")
+    out["correct"] = label.notna() & (label == out["pred"])
+    originals = out["group"] == "original"
+    parent_pred = out["parent_id"].map(dict(zip(out.loc[originals, "image_id"], out.loc[originals, "pred"])))
+    vs_clean = pd.Series(pd.NA, index=out.index, dtype="boolean")
+    has_parent = parent_pred.notna()
+    vs_clean[has_parent] = parent_pred[has_parent] == out.loc[has_parent, "pred"]
+    vs_clean[originals] = True
+    out["correct_vs_clean"] = vs_clean
+    return out[list(TABLE_COLUMNS)], counts

@@ -31,7 +31,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MIN_SIDE = 90  # paper, Section V-A: images under 90 px on a side are excluded
 MAX_PIXELS = 89_478_485  # Pillow's default decompression-bomb limit (2x raises an error)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif", ".jp2"}
 
 # Deterministic views of an embedded photo (all keep the photo's source_id): full image, mirror,
 # and 80 % crops. More views give more samples, never more independent content.
@@ -177,28 +176,64 @@ def _val_labels() -> dict[str, int]:
     return {Path(k).stem: int(v) for k, v in json.loads(text).items()}
 
 
-def embedded_folder() -> Path:
-    """The 20 labelled ImageNet photos shipped in the foolbox wheel (found, never copied)."""
+def package_folder(package: str) -> Path:
+    """Where an installed package lies, found without importing it (ai-benchmark's ``__init__``
+    imports TensorFlow; foolbox's needs eagerpy and GitPython)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("foolbox")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "The embedded originals are the ImageNet samples inside the 'foolbox' pip package; "
-            "install it (pip install foolbox==3.3.4)."
-        )
-    return Path(spec.origin).parent / "data"
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise FileNotFoundError(f"The embedded photos ship inside the pip package {package!r}; install it "
+                                f"(pip install -e . installs every pinned dependency).")
+    return Path(locations[0])
 
 
-def embedded_candidates(views: int = 1) -> list[tuple[ImageRecord, None]]:
-    """Embedded pool: ``foolbox/data/imagenet_XX_<label>.jpg`` with up to ``views`` views each."""
-    records = []
+def embedded_folder() -> Path:
+    """The 20 labelled ImageNet photos shipped in the foolbox wheel (found, never copied)."""
+    return package_folder("foolbox") / "data"
+
+
+def ai_benchmark_folder() -> Path:
+    """The 100 one-object photos of the ai-benchmark wheel (``classification/0..99.jpg``)."""
+    return package_folder("ai_benchmark") / "data" / "classification"
+
+
+def embedded_roots() -> dict[str, Path]:
+    """The folders the embedded originals come from, by name (for portable paths)."""
+    return {"foolbox": embedded_folder(), "ai_benchmark": ai_benchmark_folder()}
+
+
+@cache
+def ai_benchmark_labels() -> list[tuple[str, int | None, str]]:
+    """(file, ImageNet-1k index or None, how it was decided) per ai-benchmark photo, from the shipped
+    ``iqalib/data/ai_benchmark_labels.csv`` (labels decided by eye, cross-checked against the top-5 of
+    EfficientNet-Lite0/1/2; see ``scripts/label_ai_benchmark.py``); None = excluded, ambiguous."""
+    import csv
+
+    text = resources.files("iqalib").joinpath("data/ai_benchmark_labels.csv").read_text()
+    return [(row["file"], int(row["label"]) if row["label"] else None, row["decided_by"])
+            for row in csv.DictReader(text.splitlines())]
+
+
+def embedded_candidates(views: int = 1) -> list[tuple[ImageRecord | None, str | None]]:
+    """Embedded pool: foolbox's ``imagenet_XX_<label>.jpg`` (20) and the labelled ai-benchmark photos
+    (89 of 100; the ambiguous ones are counted as ``ambiguous_label``), up to ``views`` views each."""
+    photos = []
     for path in sorted(embedded_folder().glob("imagenet_*_*.jpg")):
         number, label = re.fullmatch(r"imagenet_(\d+)_(\d+)", path.stem).groups()
-        source_id = f"foolbox_{number}"
+        photos.append((f"foolbox_{number}", path, int(label)))
+    out: list[tuple[ImageRecord | None, str | None]] = []
+    folder = ai_benchmark_folder()
+    for name, label, _ in sorted(ai_benchmark_labels(), key=lambda r: int(Path(r[0]).stem)):
+        if label is None:
+            out.append((None, "ambiguous_label"))
+        else:
+            photos.append((f"aib_{Path(name).stem}", folder / name, label))
+    for source_id, path, label in photos:
         for view in VIEWS[: max(1, min(views, len(VIEWS)))]:
-            records.append((ImageRecord(f"{source_id}:{view}", source_id, str(path), int(label), view), None))
-    return records
+            out.append((ImageRecord(f"{source_id}:{view}", source_id, str(path), label, view), None))
+    return out
 
 
 def _image_files(folder: Path) -> Iterable[Path]:
@@ -284,11 +319,14 @@ def originals(source: str, path: str | os.PathLike | None = None, limit: int | N
 
 
 def check_images(folder: str | os.PathLike, progress: bool = False) -> dict:
-    """How many files under ``folder`` are usable and how many are skipped per reason.
+    """How many files under ``folder`` are usable and how many are skipped per reason:
+    ``{"used": N, "skipped": {reason: n}, "skipped_files": [(path relative to folder, reason), ...]}``.
 
     Labels are not required here: the images themselves are vetted.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder")
-    return collect(unlabelled_candidates(folder), progress=progress).counts()
+    result = collect(unlabelled_candidates(folder), progress=progress)
+    files = sorted((Path(path).relative_to(folder).as_posix(), reason) for path, reason in result.skipped_files)
+    return {**result.counts(), "skipped_files": files}

@@ -1,12 +1,12 @@
-"""Readers for subjective IQA datasets (TID2013, CSIQ, LIVE R2) and the embedded pseudo-MOS set.
+"""Readers for subjective IQA datasets (TID2013, CSIQ, LIVE R2) in their official layouts.
 
 Every reader takes a dataset root in its official distribution layout and returns one
 ``pandas.DataFrame`` with the columns of :data:`IQA_COLUMNS` (see :func:`read_iqa_dataset`).
+The embedded pseudo-MOS set, built from shipped photos, lives in ``embedded_iqa``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -184,6 +184,32 @@ _TID_LAYOUT = (
 _TID_NAME = re.compile(r"^i(\d{2})_(\d{2})_(\d)\.bmp$", re.IGNORECASE)
 
 
+def _parse_tid_line(line: str, where: str, seen: set[str]) -> tuple[str, int, int, int, float]:
+    """One ``<MOS> <file>`` line -> (file, image no., type no., level, MOS); ``seen`` catches repeats."""
+    parts = line.split()
+    if len(parts) != 2:
+        raise ValueError(f"{where}: expected '<MOS> <file>', got {line!r}")
+    mos_txt, fname = parts
+    m = _TID_NAME.match(fname)
+    if m is None:
+        raise ValueError(f"{where}: file name {fname!r} does not match 'iNN_TT_L.bmp'")
+    img_no, type_no, level = (int(g) for g in m.groups())
+    if type_no not in TID2013_DISTORTIONS:
+        raise ValueError(f"{where}: unknown distortion type {type_no:02d} in {fname!r} (expected 01..24)")
+    if not 1 <= level <= 5:
+        raise ValueError(f"{where}: level {level} not in 1..5")
+    if fname.lower() in seen:
+        raise ValueError(f"{where}: {fname!r} listed twice")
+    seen.add(fname.lower())
+    try:
+        mos_raw = float(mos_txt)
+    except ValueError:
+        raise ValueError(f"{where}: MOS {mos_txt!r} is not a number") from None
+    if not 0.0 <= mos_raw <= 9.0:
+        raise ValueError(f"{where}: MOS {mos_raw} outside 0..9")
+    return fname, img_no, type_no, level, mos_raw
+
+
 def read_tid2013(root: str | Path) -> pd.DataFrame:
     """Read TID2013 (25 references x 24 distortions x 5 levels = 3000 images).
 
@@ -224,38 +250,7 @@ def read_tid2013(root: str | Path) -> pd.DataFrame:
         line = line.strip()
         if not line:
             continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise ValueError(
-                f"TID2013: {score_file}:{lineno}: expected '<MOS> <file>', got {line!r}"
-            )
-        mos_txt, fname = parts
-        m = _TID_NAME.match(fname)
-        if m is None:
-            raise ValueError(
-                f"TID2013: {score_file}:{lineno}: file name {fname!r} does not match "
-                "'iNN_TT_L.bmp'"
-            )
-        img_no, type_no, level = (int(g) for g in m.groups())
-        if type_no not in TID2013_DISTORTIONS:
-            raise ValueError(
-                f"TID2013: {score_file}:{lineno}: unknown distortion type {type_no:02d} "
-                f"in {fname!r} (expected 01..24)"
-            )
-        if not 1 <= level <= 5:
-            raise ValueError(f"TID2013: {score_file}:{lineno}: level {level} not in 1..5")
-        if fname.lower() in seen:
-            raise ValueError(f"TID2013: {score_file}:{lineno}: {fname!r} listed twice")
-        seen.add(fname.lower())
-        try:
-            mos_raw = float(mos_txt)
-        except ValueError:
-            raise ValueError(
-                f"TID2013: {score_file}:{lineno}: MOS {mos_txt!r} is not a number"
-            ) from None
-        if not 0.0 <= mos_raw <= 9.0:
-            raise ValueError(f"TID2013: {score_file}:{lineno}: MOS {mos_raw} outside 0..9")
-
+        fname, img_no, type_no, level, mos_raw = _parse_tid_line(line, f"TID2013: {score_file}:{lineno}", seen)
         ref_id = f"I{img_no:02d}"
         ref_path = refs.find(f"{ref_id}.bmp")
         if ref_path is None:
@@ -381,6 +376,32 @@ def _read_csiq_sheet(xlsx: Path) -> pd.DataFrame:
     return body.reset_index(drop=True)
 
 
+def _csiq_entry(rec, where: str, seen: set[tuple[str, str, int]]) -> tuple[str, str, int, float]:
+    """One spreadsheet row -> (image, distortion, level, dmos), validated; ``seen`` catches repeats."""
+    image = _csiq_image_name(rec.image)
+    dst_type = re.sub(r"\s+", " ", str(rec.dst_type).strip().lower())
+    if dst_type not in _CSIQ_TYPES:
+        raise ValueError(f"{where}: unknown dst_type {rec.dst_type!r} (known: {sorted(set(_CSIQ_TYPES))})")
+    distortion = _CSIQ_TYPES[dst_type]
+    try:
+        level_f = float(rec.dst_lev)
+        dmos = float(rec.dmos)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: non-numeric dst_lev {rec.dst_lev!r} or dmos {rec.dmos!r}") from None
+    if math.isnan(level_f) or not level_f.is_integer() or not 1 <= level_f <= 5:
+        raise ValueError(f"{where}: dst_lev {rec.dst_lev!r} is not an integer in 1..5")
+    # DMOS is documented as 0..1; a value far outside suggests a wrong column or a
+    # 0..100 scale, so fail instead of clipping it away. Small excursions are clipped.
+    if math.isnan(dmos) or not -0.1 <= dmos <= 1.1:
+        raise ValueError(f"{where}: dmos {rec.dmos!r} is not in the expected 0..1 range")
+    level = int(level_f)
+    key = (image.lower(), distortion, level)
+    if key in seen:
+        raise ValueError(f"{where}: duplicate entry {image}/{distortion}/level {level}")
+    seen.add(key)
+    return image, distortion, level, dmos
+
+
 def read_csiq(root: str | Path) -> pd.DataFrame:
     """Read CSIQ (30 references, 6 distortions, 4-5 levels; 866 images officially).
 
@@ -420,32 +441,7 @@ def read_csiq(root: str | Path) -> pd.DataFrame:
     seen: set[tuple[str, str, int]] = set()
     for i, rec in enumerate(sheet.itertuples(index=False)):
         where = f"CSIQ: {xlsx} sheet {_CSIQ_SHEET!r} data row {i + 1}"
-        image = _csiq_image_name(rec.image)
-        dst_type = re.sub(r"\s+", " ", str(rec.dst_type).strip().lower())
-        if dst_type not in _CSIQ_TYPES:
-            raise ValueError(
-                f"{where}: unknown dst_type {rec.dst_type!r} "
-                f"(known: {sorted(set(_CSIQ_TYPES))})"
-            )
-        distortion = _CSIQ_TYPES[dst_type]
-        try:
-            level_f = float(rec.dst_lev)
-            dmos = float(rec.dmos)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{where}: non-numeric dst_lev {rec.dst_lev!r} or dmos {rec.dmos!r}"
-            ) from None
-        if math.isnan(level_f) or not level_f.is_integer() or not 1 <= level_f <= 5:
-            raise ValueError(f"{where}: dst_lev {rec.dst_lev!r} is not an integer in 1..5")
-        # DMOS is documented as 0..1; a value far outside suggests a wrong column or a
-        # 0..100 scale, so fail instead of clipping it away. Small excursions are clipped.
-        if math.isnan(dmos) or not -0.1 <= dmos <= 1.1:
-            raise ValueError(f"{where}: dmos {rec.dmos!r} is not in the expected 0..1 range")
-        level = int(level_f)
-        key = (image.lower(), distortion, level)
-        if key in seen:
-            raise ValueError(f"{where}: duplicate entry {image}/{distortion}/level {level}")
-        seen.add(key)
+        image, distortion, level, dmos = _csiq_entry(rec, where, seen)
 
         ref_path = srcs.find(f"{image}.png")
         if ref_path is None:
@@ -599,20 +595,60 @@ def read_live(root: str | Path) -> pd.DataFrame:
     with info.txt, every info.txt listing img1..img<n>, and the assumed parameter direction
     agreeing with the DMOS. Missing files raise FileNotFoundError.
     """
-    from scipy.io import loadmat  # local import: scipy is only needed for LIVE
-
     root = _check_root("live", root, _LIVE_LAYOUT)
     dmos_file = _require_file("live", root / "dmos.mat", "score file dmos.mat", _LIVE_LAYOUT)
-    names_file = _require_file(
-        "live", root / "refnames_all.mat", "reference-name file refnames_all.mat", _LIVE_LAYOUT
-    )
+    names_file = _require_file("live", root / "refnames_all.mat", "reference-name file refnames_all.mat", _LIVE_LAYOUT)
     ref_dir = _require_dir("live", root / "refimgs", "reference image folder", _LIVE_LAYOUT)
-    infos = {
-        folder: _require_file(
-            "live", root / folder / "info.txt", f"{folder}/info.txt", _LIVE_LAYOUT
-        )
-        for folder, _ in LIVE_FOLDERS
-    }
+    infos = {f: _require_file("live", root / f / "info.txt", f"{f}/info.txt", _LIVE_LAYOUT) for f, _ in LIVE_FOLDERS}
+    dmos, orgs, refnames = _read_live_scores(dmos_file, names_file)
+
+    refs = _CaseInsensitiveDir(ref_dir)
+    rows: list[dict] = []
+    missing: list[Path] = []
+    level_source: dict[str, str] = {}
+    offset = 0
+    for folder, n in LIVE_FOLDERS:
+        info_refs, info_params = _read_live_info(infos[folder], n)
+        imgs = _CaseInsensitiveDir(root / folder)
+        folder_rows = []
+        for k in range(1, n + 1):
+            idx = offset + k - 1
+            if refnames[idx].lower() != info_refs[k].lower():
+                raise ValueError(
+                    f"LIVE Release 2: entry {idx + 1} ({folder}/img{k}.bmp): refnames_all.mat "
+                    f"says {refnames[idx]!r} but {infos[folder]} says {info_refs[k]!r}; the "
+                    "assumed entry order (jp2k, jpeg, wn, gblur, fastfading) may be wrong"
+                )
+            if orgs[idx] == 1:
+                continue  # reference copy: not a distorted image
+            d = float(dmos[idx])
+            folder_rows.append(
+                dict(
+                    **_live_paths(refs, imgs, refnames[idx], f"img{k}.bmp", missing),
+                    distortion=_LIVE_DISTORTIONS[folder],
+                    level=0,  # filled below
+                    mos_raw=d,
+                    # Some DMOS values in dmos.mat are slightly negative or above 100; they
+                    # are clipped to the 0..100 scale before normalising.
+                    mos=1.0 - min(max(d / 100.0, 0.0), 1.0),
+                    _param=np.nan if info_params is None else info_params[k],
+                )
+            )
+        offset += n
+        if folder_rows:
+            part = pd.DataFrame(folder_rows)
+            level_source[folder] = _live_levels(part, folder, infos[folder], info_params is not None)
+            rows.extend(part.drop(columns="_param").to_dict("records"))
+
+    _raise_if_missing("live", "image file", sorted(set(missing)))
+    df = _finish(rows, "live")
+    df.attrs["level_source"] = level_source
+    return df
+
+
+def _read_live_scores(dmos_file: Path, names_file: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(dmos, orgs, reference names) of the 982 entries, each checked for length and values."""
+    from scipy.io import loadmat  # local import: scipy is only needed for LIVE
 
     # dmos.mat from the official release is the un-realigned DMOS; dmos_realigned.mat
     # (dmos_new) is a different file and is not read here.
@@ -633,83 +669,45 @@ def read_live(root: str | Path) -> pd.DataFrame:
         raise ValueError(f"LIVE Release 2: {dmos_file} 'orgs' must contain only 0/1")
     if np.isnan(dmos).any():
         raise ValueError(f"LIVE Release 2: {dmos_file} 'dmos' contains NaN")
+    return dmos, orgs, refnames
 
-    refs = _CaseInsensitiveDir(ref_dir)
-    rows: list[dict] = []
-    missing: list[Path] = []
-    level_source: dict[str, str] = {}
-    offset = 0
-    for folder, n in LIVE_FOLDERS:
-        info_refs, info_params = _read_live_info(infos[folder], n)
-        imgs = _CaseInsensitiveDir(root / folder)
-        folder_rows: list[dict] = []
-        for k in range(1, n + 1):
-            idx = offset + k - 1
-            if refnames[idx].lower() != info_refs[k].lower():
+
+def _live_paths(refs: _CaseInsensitiveDir, imgs: _CaseInsensitiveDir, ref_name: str, name: str,
+                missing: list[Path]) -> dict:
+    """``ref_id``, ``ref_path``, ``path`` of one entry; files that are absent go to ``missing``."""
+    ref_path = refs.find(ref_name)
+    if ref_path is None:
+        ref_path = refs.directory / ref_name
+        missing.append(ref_path)
+    path = imgs.find(name)
+    if path is None:
+        path = imgs.directory / name
+        missing.append(path)
+    return {"ref_id": Path(ref_name).stem, "ref_path": str(ref_path), "path": str(path)}
+
+
+def _live_levels(part: pd.DataFrame, folder: str, info: Path, has_param: bool) -> str:
+    """Fill ``part["level"]`` (1..5) for one folder; returns the source used ("parameter" or "dmos")."""
+    if has_param:
+        severity = _LIVE_SEVERITY_SIGN[folder] * part["_param"]
+        if len(part) >= 10 and severity.nunique() > 1:
+            rho = severity.corr(part["mos_raw"], method="spearman")
+            if not rho > 0:
                 raise ValueError(
-                    f"LIVE Release 2: entry {idx + 1} ({folder}/img{k}.bmp): refnames_all.mat "
-                    f"says {refnames[idx]!r} but {infos[folder]} says {info_refs[k]!r}; the "
-                    "assumed entry order (jp2k, jpeg, wn, gblur, fastfading) may be wrong"
+                    f"LIVE Release 2: {info}: the assumed direction of the "
+                    f"distortion parameter (sign {_LIVE_SEVERITY_SIGN[folder]:+.0f}, larger "
+                    f"severity = worse) contradicts the DMOS (Spearman {rho:.2f}); "
+                    "check what the parameter means"
                 )
-            if orgs[idx] == 1:
-                continue  # reference copy: not a distorted image
-            ref_name = refnames[idx]
-            ref_path = refs.find(ref_name)
-            if ref_path is None:
-                ref_path = ref_dir / ref_name
-                missing.append(ref_path)
-            path = imgs.find(f"img{k}.bmp")
-            if path is None:
-                path = root / folder / f"img{k}.bmp"
-                missing.append(path)
-            d = float(dmos[idx])
-            folder_rows.append(
-                dict(
-                    ref_id=Path(ref_name).stem,
-                    ref_path=str(ref_path),
-                    path=str(path),
-                    distortion=_LIVE_DISTORTIONS[folder],
-                    level=0,  # filled below
-                    mos_raw=d,
-                    # Some DMOS values in dmos.mat are slightly negative or above 100; they
-                    # are clipped to the 0..100 scale before normalising.
-                    mos=1.0 - min(max(d / 100.0, 0.0), 1.0),
-                    _param=np.nan if info_params is None else info_params[k],
-                )
-            )
-        offset += n
-        if not folder_rows:
-            continue
-        part = pd.DataFrame(folder_rows)
-        if info_params is not None:
-            severity = _LIVE_SEVERITY_SIGN[folder] * part["_param"]
-            if len(part) >= 10 and severity.nunique() > 1:
-                rho = severity.corr(part["mos_raw"], method="spearman")
-                if not rho > 0:
-                    raise ValueError(
-                        f"LIVE Release 2: {infos[folder]}: the assumed direction of the "
-                        f"distortion parameter (sign {_LIVE_SEVERITY_SIGN[folder]:+.0f}, larger "
-                        f"severity = worse) contradicts the DMOS (Spearman {rho:.2f}); "
-                        "check what the parameter means"
-                    )
-            part["level"] = _quintile_levels(severity)
-            level_source[folder] = "parameter"
-        else:
-            warnings.warn(
-                f"LIVE Release 2: {infos[folder]} has no parameter column; deriving level "
-                "from DMOS quintiles within (reference, type)",
-                stacklevel=2,
-            )
-            part["level"] = part.groupby("ref_id", sort=False)["mos_raw"].transform(
-                _quintile_levels
-            )
-            level_source[folder] = "dmos"
-        rows.extend(part.drop(columns="_param").to_dict("records"))
-
-    _raise_if_missing("live", "image file", sorted(set(missing)))
-    df = _finish(rows, "live")
-    df.attrs["level_source"] = level_source
-    return df
+        part["level"] = _quintile_levels(severity)
+        return "parameter"
+    warnings.warn(
+        f"LIVE Release 2: {info} has no parameter column; deriving level "
+        "from DMOS quintiles within (reference, type)",
+        stacklevel=3,
+    )
+    part["level"] = part.groupby("ref_id", sort=False)["mos_raw"].transform(_quintile_levels)
+    return "dmos"
 
 
 # ----------------------------------------------------------------------------------------
@@ -733,149 +731,3 @@ def read_iqa_dataset(name: str, root: str | Path) -> pd.DataFrame:
     if key not in READERS:
         raise ValueError(f"unknown IQA dataset {name!r}; valid names: {sorted(READERS)}")
     return READERS[key](root)
-
-
-# ----------------------------------------------------------------------------------------
-# Embedded pseudo-MOS set (no download: photos that ship inside installed packages)
-# ----------------------------------------------------------------------------------------
-
-#: Natural colour photos shipped in installed wheels: name -> (package, path inside it).
-#: Content-disjoint from the embedded originals (foolbox's ImageNet samples).
-EMBEDDED_PHOTOS: dict[str, tuple[str, str]] = {
-    "astronaut": ("skimage", "data/astronaut.png"),
-    "chelsea": ("skimage", "data/chelsea.png"),
-    "coffee": ("skimage", "data/coffee.png"),
-    "rocket": ("skimage", "data/rocket.jpg"),
-    "motorcycle": ("skimage", "data/motorcycle_left.png"),
-    "hubble_deep_field": ("skimage", "data/hubble_deep_field.jpg"),
-    "retina": ("skimage", "data/retina.jpg"),
-    "ihc": ("skimage", "data/ihc.png"),
-    "china": ("sklearn", "datasets/images/china.jpg"),
-    "flower": ("sklearn", "datasets/images/flower.jpg"),
-    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
-}
-
-#: Full-reference metrics (piq) that can stand in for subjective scores; all lie in [0, 1].
-PSEUDO_MOS_METRICS = ("haarpsi", "fsim", "ms_ssim")
-EMBEDDED_VERSION = 1  # bump when the builder's output for the same params changes
-
-
-def embedded_photo_path(name: str) -> Path:
-    """Where an embedded reference photo lies in its installed package."""
-    import importlib.util
-
-    if name not in EMBEDDED_PHOTOS:
-        raise ValueError(f"unknown embedded photo {name!r}; choose from {', '.join(EMBEDDED_PHOTOS)}")
-    package, rel = EMBEDDED_PHOTOS[name]
-    spec = importlib.util.find_spec(package)
-    path = Path(spec.origin).parent / rel if spec and spec.origin else None
-    if path is None or not path.exists():
-        raise FileNotFoundError(f"embedded photo {name!r}: {rel} not found in the installed package {package!r}")
-    return path
-
-
-def _pseudo_mos(metric: str, reference: "Image.Image", distorted: list) -> np.ndarray:
-    """Full-reference scores of every distorted version of one reference, in one batched call."""
-    import piq
-    import torch
-
-    def tensor(images):
-        return torch.from_numpy(np.stack([np.asarray(i, dtype=np.float32) for i in images])).permute(0, 3, 1, 2) / 255.0
-
-    fn = {"haarpsi": piq.haarpsi, "fsim": piq.fsim, "ms_ssim": piq.multi_scale_ssim}[metric]
-    with torch.inference_mode():
-        return fn(tensor([reference] * len(distorted)), tensor(distorted), data_range=1.0, reduction="none").clamp(0, 1).numpy()
-
-
-def build_embedded_iqa(folder: str | Path, photos: list[str] | None = None, distortions: list[str] | None = None,
-                       levels: list[int] | None = None, short_side: int = 288, metric: str = "haarpsi",
-                       seed: int = 0, progress: bool = True) -> pd.DataFrame:
-    """Build (or reuse) the embedded IQA set under ``folder``; returns the reader table.
-
-    Each shipped photo is resized so its short side is ``short_side`` px (the reference), then
-    distorted with every type at every level and written losslessly as PNG. ``mos`` is a
-    **pseudo-MOS**: the full-reference ``metric`` (piq, data range [0, 1]) between reference and
-    distorted image, clipped to [0, 1]; ``mos_raw`` holds the same value. It is not a human score.
-    Re-running with the same arguments reuses the files (``key.json`` records the arguments).
-    """
-    from PIL import Image
-    from tqdm.auto import tqdm
-
-    from iqalib.cache import atomic_write_bytes, atomic_write_text, key_of
-    from iqalib.distortions import DISTORTIONS, LEVELS, distort
-
-    photos = list(photos or EMBEDDED_PHOTOS)
-    distortions = list(distortions or DISTORTIONS)
-    levels = list(levels or LEVELS)
-    if metric not in PSEUDO_MOS_METRICS:
-        raise ValueError(f"unknown pseudo-MOS metric {metric!r}; choose from {', '.join(PSEUDO_MOS_METRICS)}")
-    folder = Path(folder)
-    key = {"photos": photos, "distortions": distortions, "levels": levels, "short_side": short_side,
-           "metric": metric, "seed": seed, "version": EMBEDDED_VERSION}
-    table_path, key_path = folder / "table.csv", folder / "key.json"
-    if key_path.exists() and table_path.exists() and json.loads(key_path.read_text()) == key:
-        table = pd.read_csv(table_path)
-        table["path"] = [str(folder / p) for p in table["path"]]
-        table["ref_path"] = [str(folder / p) for p in table["ref_path"]]
-        if all(Path(p).exists() for p in table["path"]):
-            return table
-
-    rows = []
-    jobs = [(p, d, lv) for p in photos for d in distortions for lv in levels]
-    bar = tqdm(total=len(jobs), desc="embedded IQA set", disable=not progress, leave=False)
-    for photo in photos:
-        with Image.open(embedded_photo_path(photo)) as raw:
-            image = raw.convert("RGB")
-        scale = short_side / min(image.size)
-        reference = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.LANCZOS)
-        ref_rel = f"reference/{photo}.png"
-        _save_png(atomic_write_bytes, folder / ref_rel, reference)
-        versions = []
-        for name in distortions:
-            for level in levels:
-                distorted = distort(reference, name, level, seed=seed, image_id=photo)
-                rel = f"distorted/{photo}_{name}_{level}.png"
-                _save_png(atomic_write_bytes, folder / rel, distorted)
-                versions.append((name, level, rel, distorted))
-                bar.update()
-        scores = _pseudo_mos(metric, reference, [v[3] for v in versions])
-        for (name, level, rel, _), score in zip(versions, scores):
-            rows.append({"dataset": "embedded", "ref_id": photo, "ref_path": ref_rel, "path": rel,
-                         "distortion": name, "level": int(level), "mos_raw": float(score), "mos": float(score)})
-    bar.close()
-    table = pd.DataFrame(rows, columns=list(IQA_COLUMNS))
-    atomic_write_text(table_path, table.to_csv(index=False))
-    atomic_write_text(key_path, json.dumps(key))  # last: its presence marks a complete set
-    table["path"] = [str(folder / p) for p in table["path"]]
-    table["ref_path"] = [str(folder / p) for p in table["ref_path"]]
-    return table
-
-
-def _save_png(write: Callable[[Path, bytes], None], path: Path, image: "Image.Image") -> None:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)  # lossless; low effort keeps the build fast
-    write(path, buffer.getvalue())
-
-
-def from_params(params, run_folder: str | Path, progress: bool = True) -> dict[str, pd.DataFrame]:
-    """Every IQA set a run names (``params.iqa_sets``), as reader tables keyed by name.
-
-    Real sets come from their folder (``path`` or the environment variable the error names); the
-    embedded set is built under ``<run_folder>/cache/embedded_iqa``.
-    """
-    from iqalib.params import data_path
-
-    tables = {}
-    for entry in params.iqa_sets:
-        name = entry["name"]
-        if name == "embedded":
-            e = params.embedded_iqa
-            tables[name] = build_embedded_iqa(
-                Path(run_folder) / "cache" / "embedded_iqa", photos=list(e.photos) if e.photos else None,
-                distortions=list(e.distortions), levels=list(e.levels), short_side=e.short_side,
-                metric=e.metric, seed=params.seed, progress=progress)
-        else:
-            tables[name] = read_iqa_dataset(name, data_path(name, entry["path"], f"iqa_sets[{name}].path"))
-    return tables

@@ -1,22 +1,50 @@
 """Run parameters: the one schema every params/*.yaml follows, loaded, validated and frozen.
 
-Owns the defaults and the checks; a wrong key or value fails here with one clear message that
-names it, never deep inside a notebook. Relative paths resolve against the repository root.
+Owns the defaults (``DEFAULTS``), the rule for every key (``SCHEMA``) and the checks across keys;
+a wrong key or value fails here, before any notebook starts, with one line per problem naming the
+field, the bad value and what is expected. Does not look at data folders or weights (that is
+``iqalib.preflight``) and imports no torch.
+
+Paths
+    A relative params FILE path (``load("../params/default.yaml")``) is taken from the current
+    working directory when the file exists there (a notebook in ``notebooks/``, which papermill and
+    JupyterLab run with that folder as cwd), else from the repository root (the CLI from anywhere).
+    Relative paths INSIDE a params file (``outputs_dir``, ``classifier_weights``, ``originals.path``,
+    ``iqa_sets[].path``) are always taken from the repository root: callers pass them through
+    ``resolve_path``. ``~`` and ``$VARS`` are expanded in both.
+
+Adding a parameter
+    Two lines: its default in ``DEFAULTS`` and its rule in ``SCHEMA`` under its dotted path, e.g.
+    ``"num_workers": 0,`` in ``DEFAULTS["features"]`` and ``"features.num_workers": integer(min=0),``.
+    Rules: ``integer(min, max)``, ``number(gt=, ge=, lt=, le=)`` (ints and floats, stored as float),
+    ``choice(options, noun=None)``, ``text(pattern, expected)``, ``boolean()``, ``list_of(rule)``, and
+    ``rule.or_null()`` for keys that may be null. A rule that spans keys goes in ``CROSS_CHECKS``.
+    Every key in ``DEFAULTS`` must have exactly one rule; ``validate`` refuses to run otherwise.
 """
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import yaml
+
+from iqalib.distortions import DISTORTIONS, LEVELS  # names only; distortions imports no torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 IQA_DATASETS = ("embedded", "tid2013", "csiq", "live")
 ORIGINAL_SOURCES = ("embedded", "imagenet_val", "folder")
+# Copies of registries whose modules import torch or are heavy; tests/test_params.py checks they agree.
+CLASSIFIER_NAMES = ("efficientnet_lite0", "resnet152", "resnet50", "vgg16", "alexnet")  # iqalib.classifiers.CLASSIFIERS
+EMBEDDED_PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "hubble_deep_field", "retina",
+                        "ihc", "china", "flower", "grace_hopper", *(f"street_{k:02d}" for k in range(100)),
+                        *(f"cat_{k:02d}" for k in range(30)))  # EMBEDDED_PHOTOS of the embedded IQA set
+PSEUDO_MOS_METRICS = ("haarpsi", "fsim", "ms_ssim")  # PSEUDO_MOS_METRICS of the embedded IQA set
 # Where the real data comes from, for error messages: (environment variable, origin).
 DATA_ENV = {
     "tid2013": ("IQALIB_TID2013", "http://www.ponomarenko.info/tid2013.htm"),
@@ -70,7 +98,6 @@ DEFAULTS: dict[str, Any] = {
         "features": "multilevel",  # multilevel: early-layer statistics of the shared pass | pooled
         "label_sigma": 0.03,  # width of the Gaussian soft label over the bins, [0, 1] scale
         "dropout": 0.0,
-        "patches": 0,  # extra native-resolution crops per image at prediction, one backbone pass each
     },
     "attacks": {
         "uap": {
@@ -95,9 +122,261 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-
 class ParamsError(ValueError):
-    """A params file that does not follow the schema."""
+    """A params file that does not follow the schema (one line per problem)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules: each completes the sentence "<field> must be <expected>, got <value>".
+# ---------------------------------------------------------------------------------------------
+
+
+class Rule:
+    """One key's rule: ``expected`` (singular) and ``plural`` texts, a test, and a conversion."""
+
+    def __init__(self, expected: str, ok: Callable[[Any], bool], plural: str | None = None,
+                 convert: Callable[[Any], Any] | None = None, hint: Callable[[Any], str] | None = None):
+        self.expected, self.ok, self.plural = expected, ok, plural or expected
+        self.convert, self.hint = convert, hint
+
+    def __call__(self, field: str, value: Any) -> Any:
+        """``value`` (converted) if it follows the rule, else ParamsError naming field and value."""
+        if not self.ok(value):
+            raise ParamsError(self.message(field, value))
+        return self.convert(value) if self.convert else value
+
+    def message(self, field: str, value: Any) -> str:
+        return f"{field} must be {self.expected}, got {value!r}{self.hint(value) if self.hint else ''}"
+
+    def or_null(self) -> Rule:
+        """The same rule, and null (YAML ``null`` / ``~``) allowed too."""
+        return _OrNull(self)
+
+
+class _OrNull(Rule):
+    def __init__(self, inner: Rule):
+        super().__init__(f"{inner.expected} or null", inner.ok, f"{inner.plural} or null", hint=inner.hint)
+        self.inner = inner
+
+    def __call__(self, field: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if not self.inner.ok(value):
+            raise ParamsError(self.message(field, value))
+        return self.inner(field, value)  # items of a list are checked (and named) here
+
+
+class _Choice(Rule):
+    def __init__(self, options: Sequence[Any], noun: str | None):
+        shown = ", ".join(map(str, options))
+        super().__init__(f"one of {shown}", lambda v: _in(v, options),
+                         f"{noun} names ({shown})" if noun else f"values from {shown}")
+        self.noun, self.shown = noun, shown
+
+    def message(self, field: str, value: Any) -> str:
+        if self.noun:  # the wording users know: "unknown distortion 'blurr'; choose from ..."
+            return f"{field}: unknown {self.noun} {value!r}; choose from {self.shown}"
+        return super().message(field, value)
+
+
+class _ListOf(Rule):
+    def __init__(self, item: Rule, min_len: int):
+        what = "a non-empty list" if min_len == 1 else (f"a list of at least {min_len}" if min_len else "a list")
+        super().__init__(f"{what} of {item.plural}", lambda v: isinstance(v, (list, tuple)) and len(v) >= min_len)
+        self.item = item
+
+    def __call__(self, field: str, value: Any) -> Any:
+        super().__call__(field, value)
+        return [self.item(f"{field}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML true is a bool, and bool is an int
+
+
+def _is_number(v: Any) -> bool:
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _in(v: Any, options: Sequence[Any]) -> bool:
+    return not isinstance(v, bool) and v in options  # True == 1 would pass as level 1
+
+
+def _numeric_text_hint(v: Any) -> str:
+    if not isinstance(v, str):
+        return ""
+    if re.fullmatch(r"\s*[+-]?\d+[eE][+-]?\d+\s*", v):  # YAML 1.1 reads 1e-4 as text
+        return f" (YAML reads {v.strip()} as text: write it with a dot, e.g. 1.0e-4)"
+    try:
+        float(v)
+    except ValueError:
+        return ""
+    return " (text, not a number: drop the quotes)"
+
+
+def _bounds(lo: float | None, lo_open: bool, hi: float | None, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f" {'<' if hi_open else '<='} {hi}"
+    return ""
+
+
+def integer(min: int | None = None, max: int | None = None, why: str = "") -> Rule:
+    """An int (not a bool) in ``[min, max]``."""
+    bounds = _bounds(min, False, max, False) + (f" ({why})" if why else "")
+    return Rule(f"an integer{bounds}",
+                lambda v: _is_int(v) and (min is None or v >= min) and (max is None or v <= max),
+                f"integers{bounds}", hint=_numeric_text_hint)
+
+
+def number(gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None,
+           why: str = "") -> Rule:
+    """An int or float (not a bool, finite) within the bounds given; stored as float."""
+    lo, hi = (gt if gt is not None else ge), (lt if lt is not None else le)
+    bounds = _bounds(lo, gt is not None, hi, lt is not None) + (f" ({why})" if why else "")
+
+    def ok(v: Any) -> bool:
+        return _is_number(v) and (gt is None or v > gt) and (ge is None or v >= ge) and \
+            (lt is None or v < lt) and (le is None or v <= le)
+
+    return Rule(f"a number{bounds}", ok, f"numbers{bounds}", convert=float, hint=_numeric_text_hint)
+
+
+def choice(options: Sequence[Any], noun: str | None = None) -> Rule:
+    """One of ``options``; with ``noun`` the message reads "unknown <noun> 'x'; choose from ..."."""
+    return _Choice(tuple(options), noun)
+
+
+def text(pattern: str | None = None, expected: str = "a non-empty string", plural: str = "non-empty strings") -> Rule:
+    """A non-empty string (matching ``pattern`` in full, when given)."""
+    def ok(v: Any) -> bool:
+        return isinstance(v, str) and v != "" and (pattern is None or re.fullmatch(pattern, v) is not None)
+
+    return Rule(expected, ok, plural)
+
+
+def boolean() -> Rule:
+    """true or false (not 0/1, not "yes" in quotes)."""
+    return Rule("true or false", lambda v: isinstance(v, bool), "booleans")
+
+
+def list_of(item: Rule, min_len: int = 1) -> Rule:
+    """A list (at least ``min_len`` long, default non-empty) whose every item follows ``item``."""
+    return _ListOf(item, min_len)
+
+
+class _IqaSet(Rule):
+    """An ``iqa_sets`` entry: a name, or ``{name: ..., path: ...}``; normalised to the mapping."""
+
+    def __init__(self):
+        super().__init__("", lambda v: True, f"names from {', '.join(IQA_DATASETS)} or {{name, path}} mappings")
+
+    def __call__(self, field: str, value: Any) -> Any:
+        entry = {"name": value, "path": None} if isinstance(value, str) else value
+        if not isinstance(entry, Mapping) or not set(entry) <= {"name", "path"}:
+            shown = sorted(entry) if isinstance(entry, Mapping) else repr(value)
+            raise ParamsError(f"{field}: iqa_sets entries take 'name' and 'path', got {shown}")
+        if not _in(entry.get("name"), IQA_DATASETS):
+            raise ParamsError(f"{field}: iqa_sets name must be one of {', '.join(IQA_DATASETS)}, "
+                              f"got {entry.get('name')!r}")
+        path = text(expected="a folder path").or_null()(f"{field}.path", entry.get("path"))
+        return {"name": entry["name"], "path": path}
+
+
+_CLASSIFIER = choice(CLASSIFIER_NAMES, noun="classifier")
+_FRACTION = number(gt=0, lt=1)
+_POSITIVE = integer(min=1)
+
+# The rule of every key in DEFAULTS, by dotted path (checked in this order).
+SCHEMA: dict[str, Rule] = {
+    "run_name": text(r"[A-Za-z0-9_-]+", "letters, digits, '-' or '_'"),
+    "seed": integer(min=0),
+    "device": choice(("auto", "cpu", "cuda")),
+    "batch_size": _POSITIVE,
+    "classifier": _CLASSIFIER,
+    "classifier_weights": text(expected="a file path").or_null(),
+    "classifiers_table1": list_of(_CLASSIFIER),
+    "outputs_dir": text(expected="a folder path"),
+    "originals.source": choice(ORIGINAL_SOURCES),
+    "originals.path": text(expected="a folder path").or_null(),
+    "originals.limit": _POSITIVE.or_null(),
+    "originals.views": _POSITIVE,
+    "iqa_sets": list_of(_IqaSet()),
+    "embedded_iqa.photos": list_of(choice(EMBEDDED_PHOTO_NAMES, noun="embedded photo")).or_null(),
+    "embedded_iqa.distortions": list_of(choice(DISTORTIONS, noun="distortion")),
+    "embedded_iqa.levels": list_of(choice(LEVELS, noun="level")),
+    "embedded_iqa.short_side": integer(min=224, why="the classifiers' input size"),
+    "embedded_iqa.metric": choice(PSEUDO_MOS_METRICS),
+    "distortions.types": list_of(choice(DISTORTIONS, noun="distortion")),
+    "distortions.levels": list_of(choice(LEVELS, noun="level")),
+    "quality.train_sets": list_of(choice(IQA_DATASETS)),
+    "quality.n_models": _POSITIVE,
+    "quality.test_size": _FRACTION,
+    "quality.epochs": _POSITIVE,
+    "quality.lr": number(gt=0),
+    "quality.weight_decay": number(ge=0),
+    "quality.batch_size": _POSITIVE,
+    "quality.hidden": _POSITIVE,
+    "quality.bins": _POSITIVE,
+    "quality.features": choice(("multilevel", "pooled")),
+    "quality.label_sigma": number(ge=0),
+    "quality.dropout": number(ge=0, lt=1),
+    "attacks.uap.xi": number(gt=0, le=255, why="0–255 pixel units"),
+    "attacks.uap.delta": number(ge=0, lt=1),
+    "attacks.uap.max_passes": _POSITIVE,
+    "attacks.uap.num_candidates": _POSITIVE,
+    "attacks.uap.pool": choice(("iqa_references", "originals_rest")),
+    "attacks.uap.pool_size": _POSITIVE.or_null(),
+    "attacks.uap.pool_views": _POSITIVE,
+    "attacks.fool_gd.n": _POSITIVE,
+    "attacks.fool_gd.steps": _POSITIVE,
+    "attacks.fool_gd.lr": number(gt=0),
+    "attacks.fool_gd.l2_decay": number(ge=0, lt=1),
+    "attacks.fool_ev.population": _POSITIVE,
+    "attacks.fool_ev.generations": _POSITIVE,
+    "attacks.fool_ev.encoding": choice(("cppn", "direct")),
+    "attacks.fool_ev.keep": _POSITIVE,
+    "detector.n_splits": _POSITIVE,
+    "detector.train_size": _FRACTION,
+    "detector.thresholds": list_of(_FRACTION),
+    "detector.target_fpr": _FRACTION,
+    "detector.n_boot": _POSITIVE,
+}
+
+
+def _train_sets_in_iqa_sets(p: dict[str, Any]) -> str | None:
+    names = [e["name"] for e in p["iqa_sets"]]
+    for name in p["quality"]["train_sets"]:
+        if name not in names:
+            return f"quality.train_sets names {name!r}, which is not in iqa_sets ({', '.join(names)})"
+    return None
+
+
+def _iqa_sets_unique(p: dict[str, Any]) -> str | None:
+    names = [e["name"] for e in p["iqa_sets"]]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    return f"iqa_sets must name each data set once, got {', '.join(twice)} more than once" if twice else None
+
+
+def _pool_size_when_needed(p: dict[str, Any]) -> str | None:
+    uap = p["attacks"]["uap"]
+    if uap["pool"] == "originals_rest" and uap["pool_size"] is None:
+        return "attacks.uap.pool_size must be an integer >= 1 when attacks.uap.pool is originals_rest, got None"
+    return None
+
+
+# Rules across keys: each takes the merged, field-checked params and returns a message or None.
+CROSS_CHECKS: tuple[Callable[[dict[str, Any]], str | None], ...] = (
+    _iqa_sets_unique, _train_sets_in_iqa_sets, _pool_size_when_needed,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen params
+# ---------------------------------------------------------------------------------------------
 
 
 class Frozen(Mapping):
@@ -148,32 +427,138 @@ def _thaw(value: Any) -> Any:
     return value
 
 
-def _merge(defaults: dict[str, Any], given: Mapping[str, Any], where: str) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------
+# Merge, validate, load
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_section(default: Any) -> bool:
+    return isinstance(default, dict) and bool(default)
+
+
+def _merge(defaults: dict[str, Any], given: Mapping[str, Any], where: str, errors: list[str]) -> dict[str, Any]:
     merged = copy.deepcopy(defaults)
     for key, value in given.items():
         if key not in defaults:
             valid = ", ".join(sorted(defaults))
-            raise ParamsError(f"unknown parameter '{where}{key}'. Valid keys here: {valid}")
-        if isinstance(defaults[key], dict) and defaults[key]:
-            if not isinstance(value, Mapping):
-                raise ParamsError(f"parameter '{where}{key}' must be a mapping, got {value!r}")
-            merged[key] = _merge(defaults[key], value, f"{where}{key}.")
+            errors.append(f"unknown parameter '{where}{key}'. Valid keys here: {valid}")
+        elif _is_section(defaults[key]):
+            if isinstance(value, Mapping):
+                merged[key] = _merge(defaults[key], value, f"{where}{key}.", errors)
+            else:
+                errors.append(f"parameter '{where}{key}' must be a mapping, got {value!r}")
         else:
             merged[key] = value
     return merged
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ParamsError(message)
+def _leaves(tree: Mapping[str, Any], where: str = "") -> Iterator[str]:
+    """The dotted path of every key that is not a section."""
+    for key, value in tree.items():
+        if _is_section(value):
+            yield from _leaves(value, f"{where}{key}.")
+        else:
+            yield f"{where}{key}"
+
+
+def _schema_gaps() -> str | None:
+    keys, ruled = list(_leaves(DEFAULTS)), set(SCHEMA)
+    no_rule = [k for k in keys if k not in ruled]
+    no_key = sorted(ruled - set(keys))
+    if not (no_rule or no_key):
+        return None
+    return (f"iqalib.params: every key in DEFAULTS needs one rule in SCHEMA and vice versa; "
+            f"no rule for {no_rule or 'none'}, no key for {no_key or 'none'}")
+
+
+def validate(raw: Mapping[str, Any], source_name: str = "params") -> Frozen:
+    """Merge ``raw`` onto the defaults, check every value against ``SCHEMA``, and freeze the result.
+
+    Raises one ParamsError whose message has one line per problem.
+    """
+    gaps = _schema_gaps()
+    if gaps:  # a programming error, not a user's: say where to fix it
+        raise RuntimeError(gaps)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{source_name}: the top level must be a mapping of parameters")
+    errors: list[str] = []
+    p = _merge(DEFAULTS, raw, "", errors)
+    if p["run_name"] is None:
+        p["run_name"] = source_name
+    for path, rule in SCHEMA.items():
+        *sections, key = path.split(".")
+        holder = p
+        for section in sections:
+            holder = holder[section]
+        try:
+            holder[key] = rule(path, holder[key])
+        except ParamsError as exc:
+            errors.append(str(exc))
+    if not errors:
+        errors = [message for check in CROSS_CHECKS if (message := check(p))]
+    if errors:
+        raise ParamsError("\n".join(errors))
+    return Frozen(p)
 
 
 def resolve_path(path: str | os.PathLike | None) -> Path | None:
-    """Expand ``~`` and ``$VARS``; relative paths are taken from the repository root."""
+    """Expand ``~`` and ``$VARS``; relative paths are taken from the repository root.
+
+    For paths inside a params file (``outputs_dir``, data folders, ``classifier_weights``).
+    """
     if path is None:
         return None
     p = Path(os.path.expandvars(os.path.expanduser(str(path))))
     return p if p.is_absolute() else REPO_ROOT / p
+
+
+def params_file(path: str | os.PathLike) -> Path:
+    """Where the params file ``path`` is: a relative path from the current working directory when
+    the file exists there, else from the repository root (absolute either way; may not exist)."""
+    p = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    if p.is_absolute():
+        return p
+    here = Path.cwd() / p
+    return here.resolve() if here.exists() else (REPO_ROOT / p).resolve()
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter messages)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def load(path: str | os.PathLike) -> Frozen:
+    """Read a params YAML file (``yaml.safe_load``), validate it and return frozen params.
+
+    A relative ``path`` is looked up in the working directory, then the repository root (see the
+    module docstring). Every problem is one line of the ParamsError, prefixed with the file.
+    """
+    file = params_file(path)
+    if not file.is_file():
+        where = "" if Path(path).is_absolute() else f" (looked in {Path.cwd()} and {REPO_ROOT})"
+        raise FileNotFoundError(f"params file {path} does not exist{where}; see params/ for examples")
+    with open(file) as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as exc:
+            first = " ".join(str(exc).split())
+            raise ParamsError(f"{_shown(file)}: not valid YAML: {first}") from None
+    try:
+        return validate(raw or {}, source_name=file.stem)
+    except ParamsError as exc:
+        raise ParamsError("\n".join(f"{_shown(file)}: {line}" for line in str(exc).splitlines())) from None
+
+
+def run_dir(params: Frozen) -> Path:
+    """``outputs/<run_name>/`` for these params (created if missing)."""
+    folder = resolve_path(params.outputs_dir) / params.run_name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def data_path(kind: str, given: str | None, param_name: str) -> Path:
@@ -194,102 +579,11 @@ def data_path(kind: str, given: str | None, param_name: str) -> Path:
 
 
 def check_data(params: Frozen) -> None:
-    """Fail fast, before any notebook runs, when a real data folder the params name is missing."""
-    for entry in params.iqa_sets:
-        if entry["name"] != "embedded":
-            data_path(entry["name"], entry["path"], f"iqa_sets[{entry['name']}].path")
-    if params.originals.source != "embedded":
-        data_path(params.originals.source, params.originals.path, "originals.path")
+    """Deprecated: use ``iqalib.preflight.check`` (this delegates to it).
 
+    Fails before any notebook runs when a data folder or classifier weights the params name are
+    missing or unusable.
+    """
+    from iqalib.preflight import check  # upper floor, imported only when called
 
-def validate(raw: Mapping[str, Any], source_name: str = "params") -> Frozen:
-    """Merge ``raw`` onto the defaults, check every value, and freeze the result."""
-    if raw is None:
-        raw = {}
-    _check(isinstance(raw, Mapping), f"{source_name}: the top level must be a mapping of parameters")
-    p = _merge(DEFAULTS, raw, "")
-
-    if p["run_name"] is None:
-        p["run_name"] = source_name
-    _check(isinstance(p["run_name"], str) and p["run_name"].replace("-", "").replace("_", "").isalnum(),
-           f"run_name must be letters, digits, '-' or '_', got {p['run_name']!r}")
-    _check(isinstance(p["seed"], int), f"seed must be an integer, got {p['seed']!r}")
-    _check(p["device"] in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {p['device']!r}")
-    _check(isinstance(p["batch_size"], int) and p["batch_size"] > 0, "batch_size must be a positive integer")
-
-    from iqalib.classifiers import CLASSIFIERS  # ground floor to ground floor: names only
-    from iqalib.distortions import DISTORTIONS, LEVELS
-
-    for name in [p["classifier"], *p["classifiers_table1"]]:
-        _check(name in CLASSIFIERS, f"unknown classifier {name!r}; choose from {', '.join(CLASSIFIERS)}")
-
-    o = p["originals"]
-    _check(o["source"] in ORIGINAL_SOURCES,
-           f"originals.source must be one of {', '.join(ORIGINAL_SOURCES)}, got {o['source']!r}")
-    _check(o["limit"] is None or (isinstance(o["limit"], int) and o["limit"] > 0), "originals.limit must be a positive integer or null")
-    _check(isinstance(o["views"], int) and o["views"] >= 1, "originals.views must be an integer >= 1")
-
-    sets = p["iqa_sets"]
-    _check(isinstance(sets, list) and sets, "iqa_sets must be a non-empty list")
-    normalised = []
-    for entry in sets:
-        entry = {"name": entry, "path": None} if isinstance(entry, str) else dict(entry)
-        _check(set(entry) <= {"name", "path"}, f"iqa_sets entries take 'name' and 'path', got {sorted(entry)}")
-        _check(entry.get("name") in IQA_DATASETS,
-               f"iqa_sets name must be one of {', '.join(IQA_DATASETS)}, got {entry.get('name')!r}")
-        entry.setdefault("path", None)
-        normalised.append(entry)
-    p["iqa_sets"] = normalised
-
-    for section, types_key in (("embedded_iqa", "distortions"), ("distortions", "types")):
-        for name in p[section][types_key]:
-            _check(name in DISTORTIONS, f"{section}.{types_key}: unknown distortion {name!r}; choose from {', '.join(DISTORTIONS)}")
-        for level in p[section]["levels"]:
-            _check(level in LEVELS, f"{section}.levels: levels are {list(LEVELS)}, got {level!r}")
-    q = p["quality"]
-    for key in ("n_models", "epochs", "batch_size", "hidden", "bins"):
-        _check(isinstance(q[key], int) and q[key] >= 1, f"quality.{key} must be a positive integer")
-    _check(q["patches"] == 0, "quality.patches must be 0 in notebook runs: the cached pipeline scores the classifier's "
-           "view only (QualityModel(patches=p) in Python scores the view + p native-resolution crops)")
-    _check(0 < q["test_size"] < 1, "quality.test_size must be in (0, 1)")
-    _check(q["features"] in ("multilevel", "pooled"), "quality.features must be multilevel or pooled")
-    set_names = [e["name"] for e in p["iqa_sets"]]
-    for name in q["train_sets"]:
-        _check(name in set_names, f"quality.train_sets names {name!r}, which is not in iqa_sets ({', '.join(set_names)})")
-    uap = p["attacks"]["uap"]
-    _check(uap["pool"] in ("iqa_references", "originals_rest"), "attacks.uap.pool must be iqa_references or originals_rest")
-    _check(uap["pool"] != "originals_rest" or (isinstance(uap["pool_size"], int) and uap["pool_size"] > 0),
-           "attacks.uap.pool_size must be a positive integer when attacks.uap.pool is originals_rest")
-    _check(0 < uap["xi"] <= 255 and 0 <= uap["delta"] < 1, "attacks.uap: xi must be in (0, 255] and delta in [0, 1)")
-    _check(p["attacks"]["fool_ev"]["encoding"] in ("cppn", "direct"), "attacks.fool_ev.encoding must be cppn or direct")
-    d = p["detector"]
-    _check(isinstance(d["n_splits"], int) and d["n_splits"] >= 1 and 0 < d["train_size"] < 1,
-           "detector.n_splits must be >= 1 and detector.train_size in (0, 1)")
-    _check(0 < d["target_fpr"] < 1, "detector.target_fpr must be in (0, 1)")
-    _check(isinstance(p["embedded_iqa"]["short_side"], int) and p["embedded_iqa"]["short_side"] >= 224,
-           "embedded_iqa.short_side must be an integer >= 224 (the classifiers' input size)")
-    return Frozen(p)
-
-
-def load(path: str | os.PathLike) -> Frozen:
-    """Read a params YAML file (``yaml.safe_load``), validate it and return frozen params."""
-    path = resolve_path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"params file {path} does not exist (see params/ for examples)")
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            raise ParamsError(f"{path}: not valid YAML: {exc}") from None
-    try:
-        params = validate(raw or {}, source_name=path.stem)
-    except ParamsError as exc:
-        raise ParamsError(f"{path}: {exc}") from None
-    return params
-
-
-def run_dir(params: Frozen) -> Path:
-    """``outputs/<run_name>/`` for these params (created if missing)."""
-    folder = resolve_path(params.outputs_dir) / params.run_name
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    check(params)

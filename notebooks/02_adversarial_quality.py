@@ -41,18 +41,14 @@ params_path = "../params/default.yaml"
 # %%
 import json
 
-import pandas as pd
 from IPython.display import Image as ShowImage, Markdown, display
 
-from iqalib import classifiers, groups, params, report, semantic
+from iqalib import experiment, report, semantic, tables, verdicts
 from iqalib.classifiers import imagenet_names
-from iqalib.quality import QualityModel
 
-P = params.load(params_path)
-RUN = params.run_dir(P)
+run = experiment.open_run(params_path)
+P = run.params
 report.use_style()
-clf = classifiers.load_classifier(P.classifier, P.device, P.classifier_weights)
-quality = QualityModel.load(RUN / "models" / "quality")
 
 # %% [markdown]
 # ## Generate the groups and score every image
@@ -60,14 +56,14 @@ quality = QualityModel.load(RUN / "models" / "quality")
 # re-classifying a saved file gives the numbers below) and reused while the params are unchanged.
 
 # %%
-features, counts = groups.build(P, clf, quality)
+features, counts = experiment.build_groups(run, run.quality)
 for name, c in counts.items():
     report.save_counts(f"02_{name}", c, P)
-uap = json.loads((RUN / "attacks" / "uap" / "uap.json").read_text())
-display(Markdown(f"UAP: ξ = {uap['xi']:g}, fooling rate **{uap['fooling_rate']:.2f}** on {uap['n_eval']} held-out "
-                 f"originals (pool of {uap['pool_size']} images; pool fooling rate per pass {uap['pool_fooling_rate_per_pass']})."))
-display(ShowImage(filename=str(RUN / "attacks" / "uap" / "uap.png"), width=224))
-features.groupby("group").size().rename("images").to_frame().T
+uap = json.loads((run.folder / "attacks" / "uap" / "uap.json").read_text())
+display(Markdown(f"UAP ({uap['variant']}): ξ = {uap['xi']:g}, fooling rate **{uap['fooling_rate']:.2f}** on "
+                 f"{uap['n_eval']} held-out originals (pool of {uap['pool_size']} images)."))
+display(ShowImage(filename=str(run.folder / "attacks" / "uap" / "uap.png"), width=224))
+features.groupby("group", sort=False).size().rename("images").to_frame().T
 
 # %% [markdown]
 # ## Table II: predicted quality per group
@@ -76,23 +72,19 @@ features.groupby("group").size().rename("images").to_frame().T
 
 # %%
 ORDER = ["original", "adversarial", "fool_ev", "fool_gd"]
-paper2, transcribed = report.paper_values("table2")
-table2 = report.paper_vs_ours(report.group_summary(features, "quality", ORDER), paper2, on=["group"])
-caption2 = ("Table II. Predicted quality (DTNIQ-f ensemble) per group. "
-            + ("Quality model trained on the embedded pseudo-MOS set. " if "embedded" in P.quality.train_sets else "")
-            + ("" if transcribed else "Paper columns empty: paper values not transcribed."))
-report.save_table(table2, "table2", P, caption2)
-table2
+source = ("Quality model trained on the embedded pseudo-MOS set; originals: embedded labelled photos. "
+          if "embedded" in P.quality.train_sets else "")
+table2 = report.paper_vs_ours(tables.group_summary(features, "quality", ORDER), report.paper_values("table2")[0],
+                              on=["group"])
+report.save_table(table2, "table2", P, "Table II. Predicted quality (DTNIQ-f ensemble) per group. " + source)
 
 # %% [markdown]
 # ## Table III: top-1 confidence per group
 
 # %%
-paper3, transcribed3 = report.paper_values("table3")
-table3 = report.paper_vs_ours(report.group_summary(features, "top1", ORDER), paper3, on=["group"])
-report.save_table(table3, "table3", P, "Table III. Top-1 softmax confidence per group."
-                  + ("" if transcribed3 else " Paper columns empty: paper values not transcribed."))
-table3
+table3 = report.paper_vs_ours(tables.group_summary(features, "top1", ORDER), report.paper_values("table3")[0],
+                              on=["group"])
+report.save_table(table3, "table3", P, "Table III. Top-1 softmax confidence per group. " + source)
 
 # %% [markdown]
 # ## Fig. 3 (left): how far does the UAP move the top-1, against the quality of the UAP image?
@@ -102,7 +94,7 @@ table3
 # %%
 orig = features[features["group"] == "original"].set_index("image_id")
 adv = features[features["group"] == "adversarial"].copy()
-adv["pred_original"] = adv["image_id"].str.removesuffix("|uap").map(orig["pred"])
+adv["pred_original"] = adv["parent_id"].map(orig["pred"])
 adv["wup"] = semantic.wup_by_index(adv["pred_original"].astype(int).to_numpy(), adv["pred"].astype(int).to_numpy())
 adv["panel"] = "UAP vs original"
 fig = report.kde_grid(adv, x="quality", y="wup", by="panel", xlabel="predicted quality of the UAP image",
@@ -121,33 +113,24 @@ def caption(r):
     return f"{NAMES[int(r.pred)][:18]} ({r.top1:.2f})\nq={r.quality:.2f}"
 
 pick = orig.head(5)
-rows = [[(r.path, caption(r)) for r in pick.itertuples()]]
-adv_by_id = adv.set_index("image_id")
-rows.append([(adv_by_id.loc[f"{i}|uap", "path"], caption(adv_by_id.loc[f"{i}|uap"])) for i in pick.index])
+adv_by_parent = adv.set_index("parent_id")
+rows = [[(run.resolve(r.path), caption(r)) for r in pick.itertuples()],
+        [(run.resolve(adv_by_parent.loc[i, "path"]), caption(adv_by_parent.loc[i])) for i in pick.index]]
 for g in ("fool_ev", "fool_gd"):
     top = features[features["group"] == g].nlargest(5, "top1")
-    rows.append([(r.path, caption(r)) for r in top.itertuples()])
+    rows.append([(run.resolve(r.path), caption(r)) for r in top.itertuples()])
 fig = report.gallery(rows, ["original", "UAP", "Fool_EV", "Fool_GD"], "Top-1 class (confidence) and predicted quality q")
 report.save_figure(fig, "fig1_gallery", P)
 
 # %% [markdown]
-# ## What agrees with the paper and what does not
-# * The paper finds UAP images of *lower* predicted quality than their originals, and fooling images
-#   lower still; Table II shows whether our quality model sees the same ordering.
-# * Our UAP is untargeted and computed against EfficientNet-Lite0 on a small pool; its fooling rate
-#   (above) sets how many UAP images actually change class. Our fooling images come from small
-#   CPU budgets, so Fool_EV confidences (Table III) stay far from the near-certain ones that large
-#   evolutionary budgets reach.
-# * At the embedded default the UAP pool is the 11 IQA reference photos (2 views each): the map
-#   fools its pool but hardly any held-out original (`benchmarks/uap_pool_transfer.py`, 2 CPU
-#   cores: a 66-image pool reached 5 %, while random ±ξ sign noise of the same ℓ∞ size changed
-#   18 % of the labels). A UAP that transfers needs hundreds of pool images (the UAP paper used
-#   10 000), i.e. `paper.yaml` with ImageNet. So at this scale the UAP row is close to the originals'.
+# ## Ours vs the paper
+# * The paper's UAP is targeted (a random target class per image); ours is untargeted, computed
+#   against the run's classifier on a pool disjoint from the evaluated originals. Its fooling rate
+#   (above) decides whether the adversarial rows differ from the originals at all.
+# * Our fooling images come from small CPU budgets, so Fool_EV confidences (Table III) stay far from
+#   the near-certain ones that large evolutionary budgets reach.
 # * The originals in the gallery are shown as stored; the classifier and quality model see them
 #   through the classifier's 224×224 view, the same view the UAP was added in.
 
 # %%
-shift = (orig["quality"].mean(), adv["quality"].mean())
-display(Markdown(f"**This run:** mean predicted quality {shift[0]:.3f} on originals vs {shift[1]:.3f} on their UAP versions "
-                 f"({len(adv)} pairs); Fool_EV {features.loc[features.group == 'fool_ev', 'quality'].mean():.3f}, "
-                 f"Fool_GD {features.loc[features.group == 'fool_gd', 'quality'].mean():.3f}."))
+report.verdicts(verdicts.adversarial_quality(features, table2, table3, uap["fooling_rate"]), "02", P);

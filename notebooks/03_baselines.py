@@ -35,16 +35,13 @@
 params_path = "../params/default.yaml"
 
 # %%
-from IPython.display import Markdown, display
+import matplotlib.pyplot as plt
 
-from iqalib import classifiers, detector, groups, params, report
-from iqalib.quality import QualityModel
+from iqalib import experiment, report, tables, verdicts
 
-P = params.load(params_path)
-RUN = params.run_dir(P)
+run = experiment.open_run(params_path)
+P = run.params
 report.use_style()
-clf = classifiers.load_classifier(P.classifier, P.device, P.classifier_weights)
-quality = QualityModel.load(RUN / "models" / "quality")
 
 # %% [markdown]
 # ## The per-image features table
@@ -52,7 +49,7 @@ quality = QualityModel.load(RUN / "models" / "quality")
 # to `outputs/<run>/features.csv`. Everything is cached, so this reuses notebook 02's work.
 
 # %%
-features, counts = groups.build(P, clf, quality)
+features, counts = experiment.build_groups(run, run.quality)
 for name, c in counts.items():
     report.save_counts(f"03_{name}", c, P)
 features.groupby("group", sort=False).size().rename("images").to_frame().T
@@ -61,19 +58,13 @@ features.groupby("group", sort=False).size().rename("images").to_frame().T
 # ## Table IV
 
 # %%
-b1 = detector.baseline1(features)
-b2 = detector.baseline2(features, list(P.detector.thresholds))
-wide = b2.pivot(index="group", columns="threshold", values=["detection_rate", "fit_accuracy"])
-wide.columns = [f"{metric}_q{t:.2f}" for metric, t in wide.columns]
-table4 = b1.merge(wide.reset_index(), on="group")
-paper4, transcribed = report.paper_values("table4")
-table4 = report.paper_vs_ours(table4, paper4, on=["group"])
+table4 = report.paper_vs_ours(tables.table4(features, list(P.detector.thresholds)), report.paper_values("table4")[0],
+                              on=["group"])
 caption = ("Table IV. Baseline-1: classifier accuracy per group. Baseline-2: share rejected at predicted quality "
            "< threshold (detection_rate_qT) and accuracy on images judged fit (fit_accuracy_qT). "
-           + ("Quality model trained on the embedded pseudo-MOS set. " if "embedded" in P.quality.train_sets else "")
-           + ("" if transcribed else "Paper columns empty: paper values not transcribed."))
+           + ("Quality model trained on the embedded pseudo-MOS set; originals: embedded labelled photos."
+              if "embedded" in P.quality.train_sets else ""))
 report.save_table(table4, "table4", P, caption)
-table4
 
 # %% [markdown]
 # ## Beyond the paper: Baseline-2 per distortion type and level
@@ -81,8 +72,6 @@ table4
 # paper's threshold (first in the params), per distortion and level, next to the classifier's accuracy.
 
 # %%
-import matplotlib.pyplot as plt
-
 t0 = P.detector.thresholds[0]
 dist = features[features["group"] == "distorted"].assign(rejected=lambda d: d["quality"] < t0)
 by_level = dist.groupby(["distortion", "level"]).agg(detection_rate=("rejected", "mean"), accuracy=("correct", "mean"),
@@ -99,15 +88,10 @@ fig.tight_layout()
 report.save_figure(fig, "table4_distorted_by_level", P)
 
 # %% [markdown]
-# ## Reading Table IV
-# * Baseline-1 shows what the paper starts from: distortions and the UAP cost the classifier
-#   accuracy, and fooling images are always wrong (no true class).
-# * Baseline-2 is only as good as the quality model's calibration: a fixed threshold set on human
-#   MOS (0.3) need not mean the same on a quality model trained on a pseudo-MOS. Both thresholds
-#   are shown; the detector in notebook 04 learns its boundary instead.
+# ## Ours vs the paper
+# Baseline-2 is only as good as the quality model's calibration: a fixed threshold set on human MOS
+# (0.3) need not mean the same on a quality model trained on a pseudo-MOS. Both thresholds are shown;
+# the detector in notebook 04 learns its boundary instead.
 
 # %%
-row = table4.set_index("group")
-display(Markdown("**This run:** accuracy " + ", ".join(f"{g} {row.loc[g, 'accuracy']:.2f}" for g in row.index
-                 if row.loc[g, 'accuracy'] == row.loc[g, 'accuracy']) + f"; rejected at q < {t0}: "
-                 + ", ".join(f"{g} {row.loc[g, f'detection_rate_q{t0:.2f}']:.2f}" for g in row.index)))
+report.verdicts(verdicts.baselines(table4, t0), "03", P);

@@ -36,27 +36,23 @@ import json
 
 import matplotlib.pyplot as plt
 import pandas as pd
-from IPython.display import Markdown, display
 from sklearn.manifold import TSNE
 
-from iqalib import classifiers, detector, groups, params, report
-from iqalib.quality import QualityModel
+from iqalib import detector, experiment, peers, report, tables, verdicts
 
-P = params.load(params_path)
-RUN = params.run_dir(P)
-D = P.detector
+run = experiment.open_run(params_path)
+P, D = run.params, run.params.detector
 report.use_style()
-clf = classifiers.load_classifier(P.classifier, P.device, P.classifier_weights)
-quality = QualityModel.load(RUN / "models" / "quality")
-features, counts = groups.build(P, clf, quality)  # cached: the table of notebook 03
+features, counts = experiment.build_groups(run, run.quality)  # cached: the table of notebook 03
+fooling_rate = json.loads((run.folder / "attacks" / "uap" / "uap.json").read_text())["fooling_rate"]
 
 # %% [markdown]
 # ## Ten detectors on paired, leak-free splits
 
 # %%
 splits = detector.paired_splits(features, D.n_splits, D.train_size, P.seed)
-scores = detector.split_scores(features, splits, seed=P.seed)
-per_split, table5 = detector.evaluate(features, splits=splits, scores=scores, n_boot=D.n_boot, seed=P.seed)
+scores = detector.split_scores(features, splits, seed=P.seed, progress=run.progress)
+per_split, table5 = tables.table5(scores, n_boot=D.n_boot, seed=P.seed)
 print(f"{len(splits)} splits over {len(splits[0][0]) + len(splits[0][1])} source images with an adversarial twin")
 
 # %% [markdown]
@@ -66,15 +62,14 @@ print(f"{len(splits)} splits over {len(splits[0][0]) + len(splits[0][1])} source
 # bootstrap 95 % intervals (`_ci_low`, `_ci_high`) over images.
 
 # %%
-paper5, transcribed = report.paper_values("table5")
-table5_out = report.paper_vs_ours(table5, paper5, on=["group"])
+table5 = report.paper_vs_ours(table5, report.paper_values("table5")[0], on=["group"])
 caption = ("Table V. Detector (SVM on top-5 probabilities + predicted quality), trained on adversarial images and "
            f"their originals, {len(splits)} paired splits. "
-           + ("Quality model trained on the embedded pseudo-MOS set; embedded originals (20 photos). " if "embedded" in P.quality.train_sets else "")
-           + ("" if transcribed else "Paper columns empty: paper values not transcribed."))
-report.save_table(table5_out, "table5", P, caption)
-report.save_table(per_split, "table5_per_split", P, "Table V per split.")
-table5_out
+           + ("Quality model trained on the embedded pseudo-MOS set; originals: embedded labelled photos."
+              if "embedded" in P.quality.train_sets else ""))
+report.save_table(table5, "table5", P, caption, view_columns=["group", "n", "detection_rate", "detection_rate_std",
+                                                              "paper_detection_rate", "fit_accuracy", "paper_fit_accuracy"])
+report.save_table(per_split, "table5_per_split", P, "Table V per split.", show=False)
 
 # %% [markdown]
 # ## Beyond the paper: ROC curves and detection at a fixed false-alarm rate
@@ -83,11 +78,10 @@ table5_out
 
 # %%
 roc_points, auc = detector.roc_per_group(features, splits, scores=scores, seed=P.seed)
-fig = detector.plot_roc(roc_points, auc=auc)
-report.save_figure(fig, "roc_per_group", P)
-at_fpr = detector.rates_at_false_alarm(features, splits, target_fpr=D.target_fpr, scores=scores, n_boot=D.n_boot, seed=P.seed)
+report.save_figure(report.plot_roc(roc_points, auc=auc), "roc_per_group", P)
 report.save_table(auc, "roc_auc", P, "AUC per group (held-out originals as negatives), mean ± std over splits.")
-auc
+at_fpr = tables.rates_at_false_alarm(features, splits, target_fpr=D.target_fpr, scores=scores, n_boot=D.n_boot,
+                                     seed=P.seed)
 
 # %% [markdown]
 # ## Beyond the paper: does quality add detection power? (ablation)
@@ -95,9 +89,9 @@ auc
 # quality only, top-5 only, both.
 
 # %%
-ablation = detector.ablation(features, splits, seed=P.seed, target_fpr=D.target_fpr, scores={"top5+quality": scores})
-report.save_table(ablation, "ablation", P, f"Ablation: AUC and detection rate at {D.target_fpr:.0%} false alarms per feature set.")
-ablation.pivot(index="group", columns="features", values="auc").round(3)
+ablation = tables.ablation(features, splits, seed=P.seed, target_fpr=D.target_fpr, scores={"top5+quality": scores})
+report.save_table(ablation, "ablation", P, f"Ablation: AUC and detection rate at {D.target_fpr:.0%} false alarms per feature set.",
+                  view_columns=["features", "group", "auc", "auc_std", "detection_rate", "detection_rate_at_fpr"])
 
 # %% [markdown]
 # ## Beyond the paper: Feature Squeezing (Xu et al., NDSS 2018) as a peer detector
@@ -106,12 +100,12 @@ ablation.pivot(index="group", columns="features", values="auc").round(3)
 
 # %%
 fs = features[["group", "source_id", "label", "correct"]].assign(
-    score=detector.feature_squeezing_scores(clf, groups.row_images(P, clf, features)))
-peers = detector.feature_squeezing_rates(fs, D.target_fpr, splits=splits, n_boot=D.n_boot, seed=P.seed)
-comparison = pd.concat([at_fpr, peers], ignore_index=True)
+    score=peers.feature_squeezing_scores(run.classifier, experiment.row_images(run, features), progress=run.progress))
+comparison = pd.concat([at_fpr, peers.feature_squeezing_rates(fs, D.target_fpr, splits=splits, n_boot=D.n_boot,
+                                                              seed=P.seed)], ignore_index=True)
 report.save_table(comparison, "detectors_at_fixed_fpr", P,
-                  f"Detection rate per group at {D.target_fpr:.0%} false alarms on held-out originals: our detector vs Feature Squeezing.")
-comparison.pivot(index="group", columns="method", values="detection_rate").round(3)
+                  f"Detection rate per group at {D.target_fpr:.0%} false alarms on held-out originals: our detector vs "
+                  "Feature Squeezing.", view_columns=["group", "method", "detection_rate", "detection_rate_std", "n"])
 
 # %% [markdown]
 # ## Fig. 4: t-SNE of the six-dimensional features
@@ -145,7 +139,7 @@ rows, titles = [], []
 for kind, picked in rows_by_kind.items():
     if len(picked):
         sub = features.iloc[picked["row"].to_numpy()]
-        pics = groups.row_images(P, clf, sub)
+        pics = experiment.row_images(run, sub)
         rows.append([(im, f"{r.group}\nq={r.quality:.2f} top1={r.top1:.2f}") for im, r in zip(pics, sub.itertuples())])
         titles.append(kind)
 fig = report.gallery(rows, titles, "Appendix C: detector decisions (split 0) with predicted quality")
@@ -160,33 +154,23 @@ report.save_figure(fig, "appendixC_examples", P)
 # %%
 train = features[features["group"].isin(["original", "adversarial"]) & features["source_id"].isin(
     features.loc[features["group"] == "adversarial", "source_id"])]
-final = detector.FitForTaskDetector(random_state=P.seed, classifier_name=clf.name, classifier_weights_id=clf.weights_id,
-                                    quality_folder=str(RUN / "models" / "quality"))
+final = detector.FitForTaskDetector(random_state=P.seed, classifier_name=run.classifier.name,
+                                    classifier_weights_id=run.classifier.weights_id,
+                                    quality_folder=str(run.folder / experiment.QUALITY_FOLDER))
 final.fit(train[cols], (train["group"] == "adversarial").astype(int), groups=train["source_id"])
-folder = final.save(RUN / "models" / "detector", run_folder=RUN)
-loaded = detector.FitForTaskDetector.load(folder)
+loaded = detector.FitForTaskDetector.load(final.save(run.folder / "models" / "detector", run_folder=run.folder))
 sample = features.groupby("group").head(2)
-sample.assign(fit=loaded.predict_fit(groups.row_images(P, clf, sample), classifier=clf, quality=quality))[
+sample.assign(fit=loaded.predict_fit(experiment.row_images(run, sample), classifier=run.classifier, quality=run.quality))[
     ["group", "image_id", "top1", "quality", "fit"]]
 
 # %% [markdown]
-# ## What agrees with the paper and what does not
-# * Table V's structure follows the paper; its size does not: 20 embedded photos give few source
-#   images per split, so the ± columns are wide. The paper used thousands of ImageNet images.
-# * The ablation answers the paper's central claim on *our* data: if `top5+quality` does not beat
-#   `top5` on a group, quality added nothing there.
-# * Feature Squeezing is compared at the same false-alarm rate on the same held-out originals.
-# * The detector learns only what separates adversarial images from their originals. Where the UAP
-#   changes few top-1 labels (a pool of a few dozen images, as in the embedded default, does not
-#   give a perturbation that transfers), the two training classes are nearly the same images, the
-#   SVM has no signal, and its rates — false alarms on originals included — are not a finding
-#   about the method. The line below says which case this run is.
+# ## Ours vs the paper
+# Table V's structure follows the paper; its size does not: the embedded default has about a hundred
+# labelled photos, the paper thousands of ImageNet images, so the ± columns are wide. The detector
+# learns only what separates adversarial images from their originals: where the UAP changes few
+# top-1 labels, the two training classes are nearly the same images and its rates are not a finding
+# about the method — the verdicts below say so when that is the case.
 
 # %%
-t5 = table5.set_index("group")
-changed = json.loads((RUN / "attacks" / "uap" / "uap.json").read_text())["fooling_rate"]  # on these originals
-display(Markdown("**This run:** detection rate " + ", ".join(
-    f"{g} {t5.loc[g, 'detection_rate']:.2f} ± {t5.loc[g, 'detection_rate_std']:.2f}" for g in t5.index)
-    + f". The UAP changed the top-1 class of {changed:.0%} of the adversarial images"
-    + (" — too few for the adversarial-vs-original training to carry signal: read Table V as a run of the "
-       "pipeline, not as evidence for or against the detector." if changed < 0.5 else ".")))
+table4 = report.paper_vs_ours(tables.table4(features, list(D.thresholds)), report.paper_values("table4")[0], on=["group"])
+report.verdicts(verdicts.detector(table5, table4, ablation, D.thresholds[0], fooling_rate), "04", P);

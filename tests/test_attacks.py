@@ -1,4 +1,5 @@
-"""Tests for iqalib.attacks on a tiny seeded classifier (fast), plus one slow real-model check."""
+"""Tests for iqalib.attacks (DeepFool, UAP) on a tiny seeded classifier (fast), plus one slow real-model
+check. The tiny classifier and image helpers are shared with test_fooling."""
 from __future__ import annotations
 
 import glob
@@ -8,18 +9,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from PIL import Image
 from torch import nn
 
 from iqalib.attacks import (
-    EvolutionaryFooling,
-    GradientAscentFooling,
     UniversalPerturbation,
     apply_perturbation,
-    cached_group,
     deepfool,
     fooling_rate,
     load_uap,
@@ -211,101 +208,6 @@ def test_uap_history_is_exact_pool_rate(clf, uap):
     attack, v = uap
     pool = random_images(16, seed=3)
     assert attack.history_[-1] == pytest.approx(fooling_rate(clf, pool, v))
-
-
-# ---------------------------------------------------------------------------------------------
-# Fool_GD
-# ---------------------------------------------------------------------------------------------
-
-
-def test_fool_gd_valid_and_reclassified(clf, tmp_path):
-    targets = [0, 3, 7]
-    gen = GradientAscentFooling(
-        clf, steps=15, lr=4.0, l2_decay=0.01, blur_every=4, blur_sigma=0.5, batch_size=2, progress=False
-    )
-    images, conf = gen(targets)
-    assert len(images) == 3 and conf.shape == (3,)
-    assert_valid_8bit(images)
-    reloaded = png_roundtrip(images, tmp_path)
-    re_conf = clf.predict_proba(reloaded)[np.arange(3), targets]
-    np.testing.assert_allclose(conf, re_conf, atol=1e-6)
-    start = _to_images(gen.start_images(3))
-    start_conf = clf.predict_proba(start)[np.arange(3), targets]
-    assert (conf > start_conf).all(), (conf, start_conf)
-    # the same target list gives the same images, whatever the batch size
-    gen.batch_size = 3
-    images2, _ = gen(targets)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, images2))
-
-
-def _to_images(pixels: torch.Tensor) -> list[Image.Image]:
-    arr = pixels.round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
-    return [Image.fromarray(a, "RGB") for a in arr]
-
-
-# ---------------------------------------------------------------------------------------------
-# Fool_EV
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("encoding", ["cppn", "direct"])
-def test_fool_ev_valid_reclassified_deterministic(clf, tmp_path, encoding):
-    kwargs = dict(population=12, generations=6, mutation_rate=0.2, encoding=encoding, seed=5, progress=False)
-    images, classes, conf = EvolutionaryFooling(clf, **kwargs)([1, 4, 9])
-    assert list(classes) == [1, 4, 9] and conf.shape == (3,)
-    assert_valid_8bit(images)
-    re_conf = clf.predict_proba(png_roundtrip(images, tmp_path))[np.arange(3), classes]
-    np.testing.assert_allclose(conf, re_conf, atol=1e-6)
-    images2, classes2, conf2 = EvolutionaryFooling(clf, **kwargs)([1, 4, 9])
-    assert np.array_equal(classes, classes2) and np.array_equal(conf, conf2)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, images2))
-
-
-def test_fool_ev_all_classes_and_improves(clf):
-    ev = EvolutionaryFooling(clf, population=10, generations=1, seed=1, progress=False)
-    _, classes, conf1 = ev()
-    assert list(classes) == list(range(10))
-    ev.generations = 8
-    _, _, conf8 = ev()
-    # MAP-Elites never loses an elite: more generations, same seed prefix -> no class gets worse
-    assert (conf8 >= conf1 - 1e-6).all() and conf8.mean() > conf1.mean()
-
-
-# ---------------------------------------------------------------------------------------------
-# cached_group
-# ---------------------------------------------------------------------------------------------
-
-
-def test_cached_group(tmp_path):
-    calls = {"n": 0}
-
-    def generate():
-        calls["n"] += 1
-        ims = random_images(3, seed=calls["n"])
-        return ims, pd.DataFrame({"target": [1, 2, 3], "confidence": [0.5, 0.25, 0.125]})
-
-    folder = tmp_path / "group"
-    key = {"generator": "x", "budget": 3, "seed": 0, "weights": "tiny", "version": "1"}
-    paths, df = cached_group(folder, key, generate)
-    assert calls["n"] == 1 and [p.name for p in paths] == ["0000.png", "0001.png", "0002.png"]
-    assert list(df.columns) == ["file", "target", "confidence"] and all(p.exists() for p in paths)
-    first = [np.asarray(Image.open(p)).copy() for p in paths]
-
-    paths2, df2 = cached_group(folder, dict(key), generate)
-    assert calls["n"] == 1, "same key: nothing regenerated"
-    assert paths2 == paths
-    pd.testing.assert_frame_equal(df, df2)
-
-    cached_group(folder, {**key, "seed": 1}, generate)
-    assert calls["n"] == 2, "changed key regenerates"
-    assert not np.array_equal(np.asarray(Image.open(paths[0])), first[0])
-
-    cached_group(folder, {**key, "seed": 1}, generate)
-    assert calls["n"] == 2
-    paths[1].unlink()
-    cached_group(folder, {**key, "seed": 1}, generate)
-    assert calls["n"] == 3, "a missing image regenerates"
-    assert not any(p.name.startswith(".") for p in folder.iterdir()), "no temp files left"
 
 
 # ---------------------------------------------------------------------------------------------

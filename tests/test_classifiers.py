@@ -24,7 +24,9 @@ def test_any_size_and_mode_is_accepted(lite0):
 
 def test_head_of_cached_embedding_equals_full_pass(lite0, foolbox_images):
     images = [Image.open(p) for p, _ in foolbox_images[:3]]
-    emb = lite0.embed(images)
+    from iqalib.features import backbone_rows, pooled
+
+    emb = pooled(lite0, backbone_rows(lite0, images))
     import torch
 
     with torch.inference_mode():

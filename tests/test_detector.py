@@ -1,6 +1,7 @@
-"""Fit-for-task detector: baselines, leakage-free paired evaluation, sklearn contract, persistence,
-feature squeezing and predict_fit. All feature tables here are SYNTHETIC (built below with seeded
-noise): they test the machinery, not the paper's numbers."""
+"""Fit-for-task detector: baselines, leakage-free paired splits, sklearn contract, ROC, persistence and
+predict_fit. All feature tables here are SYNTHETIC (built below with seeded noise): they test the
+machinery, not the paper's numbers. ``synthetic_features`` and ``tiny_classifier`` are shared with
+test_tables and test_peers."""
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ from torch import nn
 
 from iqalib import detector as D
 from iqalib.classifiers import Classifier, plain_resize_view
+from iqalib.features import backbone_rows, pooled
 
 N_SPLITS = 3  # enough to exercise every code path; the notebooks use 10
 
@@ -72,7 +74,7 @@ def splits(features):
 
 @pytest.fixture(scope="module")
 def scores(features, splits) -> pd.DataFrame:
-    return D.split_scores(features, splits, seed=0)
+    return D.split_scores(features, splits, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +84,17 @@ def fitted(features) -> D.FitForTaskDetector:
                                       groups=features.loc[m, "source_id"])
 
 
-@pytest.fixture(scope="module")
-def tiny() -> Classifier:
+def tiny_classifier() -> Classifier:
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return Classifier(name="tiny", backbone=backbone, head=nn.Linear(8, 10), view=plain_resize_view(32),
                       mean=(0.5,) * 3, std=(0.5,) * 3, input_size=32, weights_id="tiny",
                       device=torch.device("cpu"), wnids=tuple(f"n{i:08d}" for i in range(10)))
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Classifier:
+    return tiny_classifier()
 
 
 class StandInQuality:
@@ -172,26 +178,6 @@ def test_no_leakage_in_rows_actually_used(features, splits, scores):
         assert ev.loc[ev["group"].isin(D.FOOLING), "row"].nunique() == 2 * 20
 
 
-# -- Table V --------------------------------------------------------------------------------------
-
-
-def test_evaluate_contract_and_determinism(features):
-    per_split, table5 = D.evaluate(features, n_splits=N_SPLITS, seed=0, n_boot=200)
-    per_split2, table5b = D.evaluate(features, n_splits=N_SPLITS, seed=0, n_boot=200)
-    pd.testing.assert_frame_equal(per_split, per_split2)
-    pd.testing.assert_frame_equal(table5, table5b)
-    assert list(table5.columns[:6]) == ["group", "detection_rate", "detection_rate_std", "fit_accuracy",
-                                        "fit_accuracy_std", "n"]
-    assert list(table5["group"]) == list(D.GROUPS)
-    t = table5.set_index("group")
-    assert t[["detection_rate"]].apply(lambda c: c.between(0, 1)).all().all()
-    assert t.loc["fool_ev", "fit_accuracy"] != t.loc["fool_ev", "fit_accuracy"]  # NaN: no labels
-    assert t.loc["fool_ev", "n"] == 20 and t.loc["adversarial", "n"] == 30 and t.loc["distorted", "n"] == 60
-    assert t.loc["adversarial", "detection_rate"] > 0.8 and t.loc["original", "detection_rate"] < 0.2
-    assert (t["detection_rate_ci_low"] <= t["detection_rate_ci_high"]).all()
-    assert set(per_split["split"]) == set(range(N_SPLITS)) and per_split["best_params"].notna().all()
-
-
 # -- the estimator --------------------------------------------------------------------------------
 
 
@@ -217,55 +203,12 @@ def test_sklearn_contract(features, fitted):
     assert fitted.predict(nan_row)[0] == 1 and fitted.decision_function(nan_row)[0] == np.inf
 
 
-def test_detector_separates_synthetic_data_and_ablation_order(features, splits, scores):
-    """SYNTHETIC data built so that both top-5 and quality carry signal."""
-    _, auc = D.roc_per_group(features, scores=scores)
-    auc = auc.set_index("group")
-    assert auc.loc["adversarial", "auc"] > 0.9
-    table = D.ablation(features, splits, seed=0, scores={"top5+quality": scores}).set_index(["features", "group"])
-    both = table.loc[("top5+quality", "adversarial"), "auc"]
-    assert both == pytest.approx(auc.loc["adversarial", "auc"])
-    assert both >= table.loc[("top5", "adversarial"), "auc"]
-    assert both >= table.loc[("quality", "adversarial"), "auc"]
-    assert np.isnan(table.loc[("quality", "original"), "auc"])
-    # fooling images are confident: only quality sees them
-    assert table.loc[("quality", "fool_gd"), "auc"] > table.loc[("top5", "fool_gd"), "auc"]
-
-
-def test_roc_rates_and_plot(features, scores):
+def test_roc_per_group(features, scores):
     points, auc = D.roc_per_group(features, scores=scores, n_points=51)
     assert set(points["group"]) == {"distorted", "adversarial", "fool_ev", "fool_gd"}
     for _, g in points.groupby("group"):
         assert len(g) == 51 and np.all(np.diff(g["tpr"]) >= -1e-12) and g["tpr"].between(0, 1).all()
-    rates = D.rates_at_false_alarm(features, scores=scores, target_fpr=0.1, n_boot=200).set_index("group")
-    assert rates.loc["original", "detection_rate"] <= 0.1 + 1e-12
-    assert (rates["detection_rate_ci_low"] <= rates["detection_rate"] + 1e-9).all()
-    fig = D.plot_roc(points, auc=auc)
-    assert len(fig.axes[0].lines) == 5  # four groups + chance diagonal
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-
-
-def test_bootstrap_ci_brackets_the_estimate():
-    values = np.random.default_rng(0).random(200) < 0.3
-    low, high = D.bootstrap_ci(values, n_boot=500, seed=1)
-    assert low < values.mean() < high and 0 <= low and high <= 1
-    assert D.bootstrap_ci(values, n_boot=500, seed=1) == (low, high)  # seeded
-    w, c = np.random.default_rng(1).random(100), np.random.default_rng(2).random(100) < 0.6
-    ratio = float((w * c).sum() / w.sum())
-    lo, hi = D.bootstrap_ci((w, c), lambda a, b: (a * b).sum() / a.sum(), paired=True, n_boot=300)
-    assert lo < ratio < hi
-    assert D.bootstrap_ci(np.ones(5)) == (1.0, 1.0)
-    assert np.isnan(D.bootstrap_ci(np.ones(1))).all()
-    # a difference of two independent rates: each sample resampled on its own
-    a, b = values[:100], values[100:]
-    lo, hi = D.bootstrap_ci((a, b), lambda x, y: x.mean() - y.mean(), paired=False, n_boot=300)
-    assert lo < a.mean() - b.mean() < hi
-    # resamples without any fit image give NaN ratios and are left out rather than poisoning the CI
-    with np.errstate(invalid="ignore"):
-        lo, hi = D.bootstrap_ci((np.r_[1.0, np.zeros(9)], np.zeros(10)), lambda w_, c_: (w_ * c_).sum() / w_.sum())
-    assert (lo, hi) == (0.0, 0.0)
+    assert auc.set_index("group").loc["adversarial", "auc"] > 0.9  # SYNTHETIC data built to separate
 
 
 # -- persistence ----------------------------------------------------------------------------------
@@ -306,32 +249,7 @@ def test_load_refuses_untrusted_types(tmp_path, fitted):
         D.FitForTaskDetector.load(folder)
 
 
-# -- images: feature squeezing and predict_fit ----------------------------------------------------
-
-
-def test_feature_squeezing_scores(tiny, tmp_path):
-    bad = tmp_path / "bad.jpg"
-    bad.write_text("not an image")
-    constant = Image.new("RGB", (64, 64), (0, 255, 0))  # exact at 5 bits, unchanged by a median
-    s = D.feature_squeezing_scores(tiny, [constant, *_images(3), str(bad)], batch_size=2)
-    assert s.shape == (5,) and np.isnan(s[4])
-    assert (s[:4] >= 0).all() and (s[:4] <= 2).all() and s[0] < 1e-6
-    assert s[1:4].max() > 1e-6
-
-
-def test_feature_squeezing_rates_compare_with_detector(features, splits, scores):
-    rng = np.random.default_rng(0)
-    fs = features[["group", "source_id", "label", "correct"]].assign(
-        score=np.where(features["group"] == "original", rng.random(len(features)) * 0.2, rng.random(len(features))))
-    fs.loc[fs.index[-1], "score"] = np.nan  # unusable -> flagged
-    one = D.feature_squeezing_rates(fs, target_fpr=0.05, n_boot=100)
-    per_split = D.feature_squeezing_rates(fs, target_fpr=0.05, splits=splits, n_boot=100)
-    ours = D.rates_at_false_alarm(features, scores=scores, target_fpr=0.05, n_boot=100)
-    assert list(one.columns) == list(ours.columns) == list(per_split.columns)
-    both = pd.concat([ours, per_split], ignore_index=True)
-    assert set(both["method"]) == {"fit_for_task", "feature_squeezing"}
-    o = one.set_index("group")
-    assert o.loc["original", "detection_rate"] <= 0.05 and o.loc["fool_gd", "detection_rate"] > 0.5
+# -- images: predict_fit ----------------------------------------------------
 
 
 def test_predict_fit_end_to_end(tiny, tmp_path, features):
@@ -349,7 +267,7 @@ def test_predict_fit_end_to_end(tiny, tmp_path, features):
     assert report.loc[4, "reason"] == "unusable: not_an_image" and report.loc[5, "reason"] == "unusable: too_small"
     assert not report.loc[4, "fit"] and not report.loc[5, "fit"]
     # the one-pass features equal those computed by hand from the classifier
-    emb = tiny.embed([*images[:3], Image.open(good)])
+    emb = pooled(tiny, backbone_rows(tiny, [*images[:3], Image.open(good)]))
     proba = tiny.proba_from_embeddings(emb)
     assert np.allclose(report.loc[:3, "top1"], proba.max(1), atol=1e-6)
     assert np.allclose(report.loc[:3, "quality"], StandInQuality().predict_embeddings(emb))
@@ -364,8 +282,8 @@ def test_predict_fit_end_to_end(tiny, tmp_path, features):
     with pytest.raises(ValueError, match="trained on features"):
         full.fit_report(images[:1], classifier=_renamed(tiny))
     wrong = StandInQuality()
-    wrong.backbone = "resnet152"
-    with pytest.raises(ValueError, match="embeddings"):
+    wrong.weights_id, wrong.preprocessing_id = "resnet152-weights", "resize_center_crop_view:224"
+    with pytest.raises(ValueError, match="trained on backbone weights"):
         D.FitForTaskDetector().fit(features[m], y).fit_report(images[:1], classifier=tiny, quality=wrong)
 
 

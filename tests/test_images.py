@@ -52,12 +52,25 @@ def test_decompression_bomb_is_skipped(tmp_path, monkeypatch):
 
 def test_embedded_pool_views_share_source_id():
     result = images.originals("embedded", views=3, progress=False)
-    assert result.counts() == {"used": 60, "skipped": {}}
+    # 20 foolbox photos + the 89 ai-benchmark photos with an unambiguous ImageNet class (11 excluded)
+    assert result.counts() == {"used": 327, "skipped": {"ambiguous_label": 11}}
     by_source = {}
     for r in result.records:
         by_source.setdefault(r.source_id, set()).add(r.view)
-    assert len(by_source) == 20 and all(v == {"full", "hflip", "crop80_center"} for v in by_source.values())
-    assert len({r.image_id for r in result.records}) == 60
+    assert len(by_source) == 109 and all(v == {"full", "hflip", "crop80_center"} for v in by_source.values())
+    assert len({r.image_id for r in result.records}) == 327
+
+
+def test_ai_benchmark_labels_are_complete_and_valid():
+    from iqalib.classifiers import imagenet_wnids
+
+    rows = images.ai_benchmark_labels()
+    assert [name for name, _, _ in rows] == [f"{k}.jpg" for k in range(100)]
+    wnids = imagenet_wnids()
+    for name, label, how in rows:
+        assert (images.ai_benchmark_folder() / name).is_file()
+        assert (label is None) == how.startswith("excluded:"), (name, how)
+        assert label is None or 0 <= label < 1000 and wnids[label].startswith("n")
 
 
 def test_limit_counts_photos_not_views():

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
+from tests.test_runner import check_front_page
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
 
@@ -46,12 +47,21 @@ def _run(params_file: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_every_notebook_renders_at_smoke_scale(tmp_path):
     result = _run(_params_file(tmp_path))
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"ran {len(NOTEBOOKS)} notebook(s)" in result.stdout
     out = tmp_path / "outputs" / "smoke"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok"
     assert set(manifest["wall_time_s"]) == {p.stem for p in NOTEBOOKS}
+    assert manifest["wall_time_total_s"] == pytest.approx(sum(manifest["wall_time_s"].values()))
     for p in NOTEBOOKS:
         assert (out / "notebooks" / f"{p.stem}.ipynb").exists() and (out / "reports" / f"{p.stem}.html").exists()
+        executed = nbformat.read(out / "notebooks" / f"{p.stem}.ipynb", as_version=4)
+        outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"], p.stem
+        text = json.dumps(outputs)
+        assert "it/s]" not in text and "TqdmWarning" not in text, p.stem
+        assert "start_time" not in executed.metadata.papermill, p.stem
+    check_front_page(out)  # index.html links every report; its verdicts are the verdicts_*.csv rows
     assert "tables/table1.csv" in manifest["tables"] and (out / "tables" / "table1.md").exists()
     assert "figures/fig3_quality_vs_similarity.png" in manifest["figures"]
     assert manifest["image_counts"]["01_originals"]["used"] == 6

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from iqalib import features, iqa_datasets, quality
+from iqalib import embedded_iqa, features, quality, tables
 from iqalib.classifiers import load_classifier
 from tests.conftest import colourful
 
@@ -27,7 +27,7 @@ def clf():
 @pytest.fixture(scope="module")
 def iqa(tmp_path_factory, clf):
     """A reduced embedded set (6 photos x the paper's 4 types x 5 levels) and its features."""
-    table = iqa_datasets.build_embedded_iqa(tmp_path_factory.mktemp("emb"), photos=TRAIN_REFS + HELD_OUT_REFS,
+    table = embedded_iqa.build_embedded_iqa(tmp_path_factory.mktemp("emb"), photos=TRAIN_REFS + HELD_OUT_REFS,
                                             distortions=PAPER_TYPES, short_side=224, progress=False)
     jobs = [features.ImageJob(p, min_side=1, allow_grey=True) for p in table["path"]]
     embedded, reasons = features.embed(clf, jobs, None, 16, progress=False)
@@ -62,7 +62,8 @@ def test_predict_on_images_equals_the_cached_shared_pass(iqa, model, clf):
     np.testing.assert_allclose(direct, model.predict_embeddings(x[:6]), atol=1e-5)
     proba, scores = model.classify_and_score([Image.open(p) for p in paths], classifier=clf)
     np.testing.assert_allclose(scores, direct, atol=1e-5)
-    np.testing.assert_allclose(proba, clf.predict_proba([Image.open(p) for p in paths]), atol=1e-5)
+    np.testing.assert_allclose(proba, features.probabilities(clf, features.backbone_rows(clf, [Image.open(p) for p in paths])),
+                               atol=1e-5)
 
 
 def test_same_seed_same_scores_and_another_seed_differs(iqa, model, clf):
@@ -101,7 +102,7 @@ def test_another_backbone_is_refused(model, clf):
 
 def test_wrong_feature_width_and_scores_out_of_range_are_refused(iqa, model, clf):
     table, x = iqa
-    with pytest.raises(ValueError, match="features per patch"):
+    with pytest.raises(ValueError, match="features per image"):
         model.predict_embeddings(x[:, :10])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         quality.QualityModel(clf, n_models=1, epochs=1, device="cpu").fit(x, table["mos"] * 100)
@@ -119,19 +120,6 @@ def test_bad_inputs_score_nan_and_are_counted(tmp_path, model, clf):
     assert np.isfinite(scores[[0, 3, 4]]).all() and scores[[0, 3, 4]].min() >= 0 and scores[[0, 3, 4]].max() <= 1
     assert np.isnan(scores[[1, 2]]).all()
     assert sum(model.last_skipped_.values()) == 2 and model.last_reasons_[0] is None
-
-
-def test_patches_are_deterministic_and_small_images_are_resized_up(iqa, clf):
-    table, _ = iqa
-    m = quality.QualityModel(clf, n_models=1, epochs=2, patches=2, device="cpu")
-    images = [Image.open(p).convert("RGB") for p in table["path"][:8]]
-    x = m.embed(images, classifier=clf)
-    assert x.shape == (8, 3, 384)
-    m.fit(x, table["mos"][:8])
-    tiny = colourful((40, 30))
-    first, second = m.predict([tiny, images[0]], classifier=clf), m.predict([tiny, images[0]], classifier=clf)
-    np.testing.assert_array_equal(first, second)
-    assert np.isfinite(first).all()
 
 
 def test_evaluate_splits_holds_out_whole_references(iqa, clf):
@@ -165,22 +153,8 @@ def test_fit_leaves_the_global_rng_alone(iqa, clf):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_thin_images_with_patches_stay_small(clf):
-    m = quality.QualityModel(clf, n_models=1, epochs=1, hidden=16, patches=2, device="cpu")
-    x = m.embed([colourful((3, 900)), colourful((900, 3))], classifier=clf)
-    assert x.shape == (2, 3, 384) and np.isfinite(x).all()
-
-
-def test_patch_layout_must_match_the_model(iqa, model, clf):
-    table, x = iqa
-    with pytest.raises(ValueError, match="patch"):
-        quality.QualityModel(clf, n_models=1, epochs=1, patches=2, device="cpu").fit(x, table["mos"])
-    with pytest.raises(ValueError, match="patch"):
-        model.predict_embeddings(np.stack([x, x], 1))
-
-
 def test_cached_features_of_another_backbone_are_refused(model, clf):
-    embedded = clf.embed_with_stats([colourful()])
+    embedded = features.backbone_rows(clf, [colourful()])
     assert features.quality_input(model, clf, embedded).shape == (1, 384)
     with pytest.raises(ValueError, match="trained on backbone weights"):
         features.quality_input(model, dataclasses.replace(clf, weights_id="resnet-like"), embedded)
@@ -196,8 +170,8 @@ def test_heldout_analysis_uses_only_unseen_content(iqa, clf):
         part = held[held["split"] == k]
         assert set(part["ref_id"]) == set(held_out) and len(part) == per_split.loc[k, "n_test"]
         np.testing.assert_allclose(part["pred"], fitted.member_scores(x[np.isin(groups, held_out)])[k])
-    oracle = quality.type_level_oracle(table, groups, fitted.heldout_groups_)
+    oracle = tables.type_level_oracle(table, groups, fitted.heldout_groups_)
     assert oracle.shape == (2,) and (oracle > 0.5).all()  # the pseudo-MOS falls with the level on every photo
-    by_type = quality.per_distortion(held)
+    by_type = tables.per_distortion(held)
     assert set(by_type["distortion"]) == set(PAPER_TYPES)
     assert (by_type["spearman_level_mos_pooled"] < 0).all() and by_type["srocc"].between(-1, 1).all()

@@ -1,0 +1,345 @@
+"""The ONE place that reads params sections and turns them into objects: the run (folder, cache,
+classifier, quality model), the IQA sets, the originals, the UAP pool, the quality model's
+settings, and the paper's five experiment groups (Section V-A: Original, Distorted, Adversarial
+(UAP), Fool_EV, Fool_GD) as image jobs and the one per-image table, ``features.csv``.
+
+Everything below this module takes plain values and paths. Generated images are made once under
+``outputs/<run>/attacks/`` (a re-run with the same params regenerates nothing). Paths in
+``features.csv`` are portable: ``<root>:<relative path>`` with the roots of ``Run.roots`` (the
+run folder, the installed package that ships the embedded photos, the real data folders).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from iqalib import attacks, features, fooling, images
+from iqalib.cache import ArrayCache, atomic_write_text, cached_images
+from iqalib.classifiers import Classifier, load_classifier
+from iqalib.params import Frozen, data_path, load, resolve_path, run_dir
+from iqalib.quality import QualityModel
+
+QUALITY_FOLDER = "models/quality"
+
+
+@dataclass
+class Run:
+    """A run's params and what they name: its folder, embedding cache, classifier, quality model."""
+
+    params: Frozen
+    folder: Path
+    progress: bool = True
+    _quality: QualityModel | None = field(default=None, repr=False)
+
+    @property
+    def cache(self) -> ArrayCache:
+        return features.cache_for(self.folder)
+
+    @cached_property
+    def classifier(self) -> Classifier:
+        p = self.params
+        weights = resolve_path(p.classifier_weights)  # relative to the repository root, like every params path
+        return load_classifier(p.classifier, p.device, None if weights is None else str(weights))
+
+    def classifier_named(self, name: str) -> Classifier:
+        """One of ``classifiers_table1``; the run's own classifier keeps its ``classifier_weights``."""
+        if name == self.params.classifier:
+            return self.classifier
+        return load_classifier(name, self.params.device)
+
+    @property
+    def quality(self) -> QualityModel:
+        """The quality model notebook 00 saved under ``models/quality``."""
+        if self._quality is None:
+            self._quality = QualityModel.load(self.folder / QUALITY_FOLDER, device=self.params.device)
+        return self._quality
+
+    @cached_property
+    def roots(self) -> dict[str, Path]:
+        """Named folders that ``features.csv`` paths are relative to."""
+        roots = {"run": self.folder.resolve(), **{k: v.resolve() for k, v in images.embedded_roots().items()}}
+        o = self.params.originals
+        if o.source != "embedded":
+            roots[o.source] = data_path(o.source, o.path, "originals.path").resolve()
+        return roots
+
+    def portable(self, path: str | Path) -> str:
+        """``<root>:<relative path>`` for a path under one of ``roots`` (else the path as given)."""
+        p = Path(path).resolve()
+        for name, root in self.roots.items():
+            if p.is_relative_to(root):
+                return f"{name}:{p.relative_to(root).as_posix()}"
+        return str(path)
+
+    def resolve(self, portable: str) -> Path:
+        """The file behind a ``portable`` path."""
+        name, _, rel = str(portable).partition(":")
+        return self.roots[name] / rel if rel and name in self.roots else Path(portable)
+
+
+def open_run(params_path: str | Path, progress: bool | None = None) -> Run:
+    """Load and validate a params file and open its run folder (``outputs/<run_name>/``).
+
+    ``progress`` (tqdm bars on long loops) defaults to on, and to off when the runner renders the
+    notebooks headlessly (it sets ``IQALIB_PROGRESS=0``: progress belongs to its log, not the report).
+    """
+    params = load(params_path)
+    if progress is None:
+        progress = os.environ.get("IQALIB_PROGRESS", "1") != "0"
+    return Run(params, run_dir(params), progress)
+
+
+# ------------------------------------------------------------------------------------------------
+# The quality model's data and settings
+
+
+def iqa_sets(run: Run) -> dict[str, pd.DataFrame]:
+    """Every IQA set the run names (``iqa_sets``), as reader tables keyed by name. Real sets come
+    from their folder (``path`` or the environment variable the error names); the embedded set is
+    built once under ``<run>/cache/embedded_iqa``."""
+    from iqalib import embedded_iqa, iqa_datasets
+
+    p, tables = run.params, {}
+    for entry in p.iqa_sets:
+        name = entry["name"]
+        if name == "embedded":
+            e = p.embedded_iqa
+            tables[name] = embedded_iqa.build_embedded_iqa(
+                run.folder / "cache" / "embedded_iqa", photos=list(e.photos) if e.photos else None,
+                distortions=list(e.distortions), levels=list(e.levels), short_side=e.short_side,
+                metric=e.metric, seed=p.seed, progress=run.progress)
+        else:
+            tables[name] = iqa_datasets.read_iqa_dataset(name, data_path(name, entry["path"], f"iqa_sets[{name}].path"))
+    return tables
+
+
+def iqa_features(run: Run, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[pd.DataFrame, np.ndarray, dict]]:
+    """Per IQA set: (usable rows of its table, their backbone rows from ``features.embed``, skip counts)."""
+    out = {}
+    for name, table in tables.items():
+        jobs = [features.ImageJob(p, min_side=1, allow_grey=True) for p in table["path"]]
+        embedded, reasons = features.embed(run.classifier, jobs, run.cache, run.params.batch_size, run.progress, desc=name)
+        ok = ~np.isnan(embedded).any(axis=1)
+        out[name] = (table[ok].reset_index(drop=True), embedded[ok], features.skip_counts(reasons))
+    return out
+
+
+def quality_settings(run: Run) -> dict[str, Any]:
+    """Keyword arguments of ``quality.evaluate_splits`` from ``params.quality``: the paper's ten heads
+    on content-disjoint splits (``n_splits``, ``test_size``, ``seed``) and the heads' settings."""
+    q = run.params.quality
+    return dict(n_splits=q.n_models, test_size=q.test_size, seed=run.params.seed, progress=run.progress,
+                classifier=run.classifier,
+                hidden=q.hidden, bins=q.bins, epochs=q.epochs, lr=q.lr, weight_decay=q.weight_decay,
+                batch_size=q.batch_size, features=q.features, label_sigma=q.label_sigma, dropout=q.dropout,
+                device=run.params.device)
+
+
+def training_label(run: Run) -> str:
+    """What the quality model's targets are: a pseudo-MOS on the embedded set, else MOS."""
+    if list(run.params.quality.train_sets) == ["embedded"]:
+        return f"pseudo-MOS ({run.params.embedded_iqa.metric})"
+    return "MOS"
+
+
+# ------------------------------------------------------------------------------------------------
+# Originals
+
+
+def originals(run: Run) -> images.ImageSet:
+    """The run's original images (``params.originals``), skips counted."""
+    o = run.params.originals
+    path = None if o.source == "embedded" else data_path(o.source, o.path, "originals.path")
+    return images.originals(o.source, path, o.limit, o.views, run.progress)
+
+
+def clean_predictions(run: Run, image_set: images.ImageSet) -> pd.DataFrame:
+    """The run's classifier on each original: one row per record with ``top1``, ``conf``, ``correct``."""
+    records = image_set.records
+    jobs = [features.ImageJob(r.path, view=r.view) for r in records]
+    emb, reasons = features.embed(run.classifier, jobs, run.cache, run.params.batch_size, run.progress,
+                                  desc=f"{run.classifier.name} originals")
+    top1, conf = features.top1_from_embeddings(run.classifier, emb)
+    frame = pd.DataFrame({"image_id": [r.image_id for r in records], "source_id": [r.source_id for r in records],
+                          "view": [r.view for r in records], "label": [r.label for r in records],
+                          "top1": top1, "conf": conf, "skipped": reasons})
+    frame = frame[frame["skipped"].isna()].drop(columns="skipped").reset_index(drop=True)
+    frame["correct"] = frame["label"].notna() & (frame["top1"] == frame["label"])
+    return frame
+
+
+# ------------------------------------------------------------------------------------------------
+# The five groups
+
+
+def _attacks_dir(run: Run) -> Path:
+    return run.folder / "attacks"
+
+
+def uap_pool(run: Run, exclude_sources: set[str]) -> tuple[list[Image.Image], list[str]]:
+    """Images the UAP is computed on, disjoint from the evaluated originals.
+
+    ``iqa_references``: the embedded IQA set's reference photos (not ImageNet-labelled; the UAP is
+    untargeted, so labels are the classifier's own predictions). ``originals_rest``: the next
+    ``pool_size`` originals of the same source, beyond those evaluated.
+    """
+    from iqalib.embedded_iqa import EMBEDDED_PHOTOS, embedded_photo_path
+
+    p, u = run.params, run.params.attacks.uap
+    if u.pool == "iqa_references":
+        pool, ids = [], []
+        for name in list(p.embedded_iqa.photos or EMBEDDED_PHOTOS):
+            base = images.open_image(embedded_photo_path(name), allow_grey=True)
+            for view in images.VIEWS[: u.pool_views]:
+                pool.append(images.apply_view(base, view))
+                ids.append(f"{name}:{view}")
+        return pool, ids
+    o = p.originals
+    path = None if o.source == "embedded" else data_path(o.source, o.path, "originals.path")
+    wider = images.originals(o.source, path, (o.limit or 0) + u.pool_size, 1, run.progress)
+    records = [r for r in wider.records if r.source_id not in exclude_sources][: u.pool_size]
+    return [images.load(r) for r in records], [r.image_id for r in records]
+
+
+def universal_perturbation(run: Run, evaluated: list[images.ImageRecord]) -> tuple[np.ndarray, dict]:
+    """Fit the UAP on the pool (or reuse the saved one when nothing it depends on changed) and
+    report its fooling rate on the evaluated originals, through ``attacks.apply_perturbation``."""
+    folder, u, clf = _attacks_dir(run) / "uap", run.params.attacks.uap, run.classifier
+    pool, pool_ids = uap_pool(run, {r.source_id for r in evaluated})
+    key = {"uap": u.to_dict(), "classifier": clf.weights_id, "prep": clf.preprocessing_id, "pool": pool_ids,
+           "seed": run.params.seed, "version": attacks.ATTACKS_VERSION, "evaluated": [r.image_id for r in evaluated]}
+    if (folder / "uap.json").exists():
+        v, meta = attacks.load_uap(folder)
+        if meta.get("key") == key:
+            return v, meta
+    fitter = attacks.UniversalPerturbation(clf, xi=u.xi, delta=u.delta, max_passes=u.max_passes,
+                                           num_candidates=u.num_candidates, seed=run.params.seed, progress=run.progress)
+    v = fitter.fit(pool)
+    held_out = [images.load(r) for r in evaluated]
+    rate = attacks.fooling_rate(clf, held_out, v, batch_size=run.params.batch_size)
+    meta = {"xi": u.xi, "fooling_rate": rate, "n_eval": len(held_out), "classifier": clf.name,
+            "input_size": clf.input_size, "pool_size": len(pool), "pool_fooling_rate_per_pass": fitter.history_,
+            "variant": "untargeted (Moosavi-Dezfooli et al. 2017, Alg. 1, DeepFool inner step)", "key": key}
+    attacks.save_uap(folder, v, meta)
+    return v, meta
+
+
+def _adversarial(run: Run, evaluated: list[images.ImageRecord], v: np.ndarray, uap_meta: dict) -> tuple[list[Path], pd.DataFrame]:
+    """Each evaluated original with the UAP applied (8-bit PNG at the network's input size)."""
+    def generate():
+        out = [attacks.apply_perturbation(images.load(r), v, run.classifier.view) for r in evaluated]
+        return out, pd.DataFrame({"parent_id": [r.image_id for r in evaluated]})
+
+    key = {"uap": uap_meta["key"], "fooling_rate": uap_meta["fooling_rate"]}
+    return cached_images(_attacks_dir(run) / "adversarial", key, generate)
+
+
+def _fool_gd(run: Run) -> tuple[list[Path], pd.DataFrame]:
+    """Gradient-ascent fooling images (Nguyen et al. 2015), one random target class each."""
+    p, g = run.params, run.params.attacks.fool_gd
+    targets = np.random.default_rng([p.seed, 1]).choice(1000, size=g.n, replace=g.n > 1000).tolist()
+    maker = fooling.GradientAscentFooling(run.classifier, steps=g.steps, lr=g.lr, l2_decay=g.l2_decay,
+                                          batch_size=p.batch_size, seed=p.seed, progress=run.progress)
+
+    def generate():
+        out, conf = maker(targets)
+        return out, pd.DataFrame({"target": targets, "confidence": conf})
+
+    return cached_images(_attacks_dir(run) / "fool_gd", {"params": maker.params(), "targets": targets}, generate)
+
+
+def _fool_ev(run: Run) -> tuple[list[Path], pd.DataFrame]:
+    """Evolutionary fooling images (MAP-Elites over all 1000 classes); the ``keep`` most confident elites."""
+    p, e = run.params, run.params.attacks.fool_ev
+    maker = fooling.EvolutionaryFooling(run.classifier, population=e.population, generations=e.generations,
+                                        encoding=e.encoding, batch_size=max(p.batch_size, 32), seed=p.seed,
+                                        progress=run.progress)
+
+    def generate():
+        out, classes, conf = maker(None)
+        best = np.argsort(-np.asarray(conf), kind="stable")[: e.keep]
+        return [out[i] for i in best], pd.DataFrame({"target": np.asarray(classes)[best],
+                                                     "confidence": np.asarray(conf)[best]})
+
+    return cached_images(_attacks_dir(run) / "fool_ev", {"params": maker.params(), "keep": e.keep}, generate)
+
+
+def _row(group: str, image_id: str, parent: images.ImageRecord | None = None, **kw: Any) -> dict:
+    """One ``features.csv`` description row (see ``features.TABLE_COLUMNS``)."""
+    return {"group": group, "image_id": image_id, "parent_id": kw.get("parent_id"),
+            "source_id": parent.source_id if parent else None, "view": parent.view if parent else "full",
+            "distortion": kw.get("distortion"), "level": kw.get("level"), "attack": kw.get("attack"),
+            "seed": kw.get("seed"), "label": parent.label if parent else None}
+
+
+def group_jobs(run: Run, evaluated: list[images.ImageRecord], uap: tuple[np.ndarray, dict]) -> tuple[list, pd.DataFrame]:
+    """Image jobs and description rows of the five groups, in the paper's order per original."""
+    p = run.params
+    jobs, rows = [], []
+    for r in evaluated:
+        jobs.append(features.ImageJob(r.path, view=r.view))
+        rows.append(_row("original", r.image_id, r))
+        for name in p.distortions.types:
+            for level in p.distortions.levels:
+                jobs.append(features.ImageJob(r.path, view=r.view, distortion=name, level=int(level), seed=p.seed,
+                                              noise_id=r.image_id, distort_in_view=True))
+                rows.append(_row("distorted", f"{r.image_id}|{name}|{level}", r, parent_id=r.image_id,
+                                 distortion=name, level=int(level), seed=p.seed))
+    by_id = {r.image_id: r for r in evaluated}
+    paths, meta = _adversarial(run, evaluated, *uap)
+    for path, parent_id in zip(paths, meta["parent_id"]):
+        # Generated images are 8-bit RGB at the network's input size; the grey/size rules are for photos.
+        jobs.append(features.ImageJob(str(path), min_side=1, allow_grey=True))
+        rows.append({**_row("adversarial", f"{parent_id}|uap", by_id[parent_id], parent_id=parent_id, attack="uap"),
+                     "view": "full"})
+    for name, (paths, _) in {"fool_gd": _fool_gd(run), "fool_ev": _fool_ev(run)}.items():
+        for path in paths:
+            jobs.append(features.ImageJob(str(path), min_side=1, allow_grey=True))
+            rows.append(_row(name, f"{name}_{Path(path).stem}", attack=name, seed=p.seed))
+    return jobs, pd.DataFrame(rows)
+
+
+def build_groups(run: Run, quality: QualityModel | None = None) -> tuple[pd.DataFrame, dict]:
+    """All five groups' rows (``features.TABLE_COLUMNS``) and image counts per group.
+
+    Writes ``features.csv`` (portable paths) and ``attacks/summary.json``; everything is cached, so
+    calling it from several notebooks costs one generation and one backbone pass per image.
+    """
+    image_set = originals(run)
+    clean = clean_predictions(run, image_set)
+    right = set(clean.loc[clean["correct"], "image_id"])
+    evaluated = [r for r in image_set.records if r.image_id in right]
+    if not evaluated:
+        raise RuntimeError("the classifier gets none of the originals right: no Original group to attack")
+    uap = universal_perturbation(run, evaluated)
+    jobs, meta = group_jobs(run, evaluated, uap)
+    table, counts = features.table(run.classifier, jobs, meta, quality, run.cache, run.params.batch_size, run.progress)
+    table["path"] = [run.portable(p) for p in table["path"]]
+    atomic_write_text(run.folder / "features.csv", table.to_csv(index=False))
+    atomic_write_text(_attacks_dir(run) / "summary.json", json.dumps(
+        {"uap": {k: uap[1][k] for k in ("xi", "fooling_rate", "n_eval", "classifier", "input_size")},
+         "originals_correct": len(evaluated), "originals_total": len(image_set.records)}, indent=2) + "\n")
+    return table, {"originals_all": image_set.counts(), **counts}
+
+
+def row_images(run: Run, table: pd.DataFrame) -> list[Image.Image]:
+    """The exact image behind each ``features.csv`` row, rebuilt from its columns (distortions
+    re-applied deterministically), e.g. for a peer detector that needs pixels or for examples."""
+    out = []
+    for r in table.itertuples():
+        path = str(run.resolve(r.path))
+        if isinstance(r.distortion, str):
+            job = features.ImageJob(path, view=r.view, distortion=r.distortion, level=int(r.level), seed=int(r.seed),
+                                    noise_id=r.parent_id, min_side=1, allow_grey=True, distort_in_view=True)
+        else:
+            job = features.ImageJob(path, view=r.view, min_side=1, allow_grey=True)
+        out.append(job.load(run.classifier))
+    return out

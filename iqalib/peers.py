@@ -1,0 +1,75 @@
+"""Peer detectors: other ways to flag unfit inputs on the same groups, for comparison with the
+fit-for-task detector at the same false-alarm rate. Today: Feature Squeezing (Xu et al., NDSS 2018).
+
+Each peer gives a score per image (higher = more likely not fit; NaN = unusable) and a rates table
+with the columns of ``tables.rates_at_false_alarm``, so ``pd.concat`` of both compares them.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from iqalib import features
+from iqalib.detector import _correct, _labelled, _sources
+from iqalib.tables import rates_from_scores
+
+__all__ = ["feature_squeezing_scores", "feature_squeezing_rates"]
+
+
+def feature_squeezing_scores(classifier: Any, images: Sequence[Any], *, bit_depth: int = 5,
+                             median_size: int = 2, batch_size: int = 32, min_side: int = 1,
+                             progress: bool = True) -> np.ndarray:
+    """Feature squeezing (Xu et al., NDSS 2018) score per image, in [0, 2]; NaN for unusable inputs.
+
+    max over squeezers of the L1 distance between the classifier's softmax on its view of the
+    image and on the squeezed view: colour depth reduced to ``bit_depth`` bits, and a
+    ``median_size``×``median_size`` median filter (scipy, reflect padding as in Xu et al.; Pillow's
+    MedianFilter only takes odd sizes). Squeezing acts on the network's input pixels. ``images``:
+    PIL images or paths; ``progress``: a tqdm bar over batches.
+    """
+    from scipy.ndimage import median_filter
+
+    loaded, _ = features.load_inputs(images, min_side)
+    out = np.full(len(loaded), np.nan)
+    ok = [i for i, im in enumerate(loaded) if im is not None]
+    levels = 2 ** bit_depth - 1
+    for start in tqdm(range(0, len(ok), batch_size), desc="feature squeezing", disable=not progress, leave=False):
+        idx = ok[start : start + batch_size]
+        view = np.stack([np.asarray(classifier.view(loaded[i]), dtype=np.uint8) for i in idx])  # (N, S, S, 3)
+        depth = np.round(np.round(view / 255.0 * levels) / levels * 255.0).astype(np.uint8)
+        median = median_filter(view, size=(1, median_size, median_size, 1), mode="reflect")
+        # The squeezed views go through the same backbone pass as every other image (features).
+        squeezed = [[Image.fromarray(a) for a in arrays] for arrays in (view, depth, median)]
+        p = [features.probabilities(classifier, features.backbone_rows(classifier, s, batch_size)) for s in squeezed]
+        out[idx] = np.maximum(np.abs(p[0] - p[1]).sum(1), np.abs(p[0] - p[2]).sum(1))
+    return out
+
+
+def feature_squeezing_rates(scores_df: pd.DataFrame, target_fpr: float = 0.05, *,
+                            splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+                            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Detection rate per group of feature squeezing at ``target_fpr`` false alarms on originals.
+
+    ``scores_df``: ``group`` and ``score`` (NaN = unusable = flagged), plus ``source_id`` when
+    ``splits`` is given: then, exactly like ``tables.rates_at_false_alarm``, each split sets its
+    threshold on the originals not in its training half and is judged on the rows not in it (feature
+    squeezing trains nothing; this only makes the two methods see the same images). Without
+    ``splits`` all originals set one threshold. Columns as ``tables.rates_at_false_alarm`` with
+    method 'feature_squeezing'.
+    """
+    has_labels = "correct" in scores_df or {"pred", "label"} <= set(scores_df)
+    base = pd.DataFrame({"group": scores_df["group"].to_numpy(), "score": scores_df["score"].to_numpy(float),
+                         "row": np.arange(len(scores_df)),
+                         "correct": _correct(scores_df) if has_labels else False,
+                         "labelled": _labelled(scores_df) if "label" in scores_df else False})
+    base["score"] = base["score"].fillna(np.inf)
+    if splits is None:
+        ev = base.assign(split=0)
+    else:
+        src = _sources(scores_df)
+        ev = pd.concat([base[~src.isin(set(tr)).to_numpy()].assign(split=k) for k, (tr, _) in enumerate(splits)])
+    return rates_from_scores(ev, target_fpr, "feature_squeezing", n_boot=n_boot, seed=seed)

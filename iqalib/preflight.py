@@ -1,0 +1,106 @@
+"""Preflight: before any notebook starts, check that the data folders and classifier weights a
+run's params name are there and usable, and report every problem at once.
+
+Owns those file-system checks and ``PreflightError``. Does not own the params schema
+(``iqalib.params`` checks types and ranges) and never decodes an image: it reads the IQA sets'
+score files and looks for files by name and suffix only.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from iqalib.params import DATA_ENV, Frozen, data_path, resolve_path
+
+# Files that count as images when looking for at least one (by name only; the run decodes them).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif", ".jp2")
+
+
+class PreflightError(FileNotFoundError):
+    """Data or weights a run needs are missing; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__(f"{len(self.problems)} problem(s) before the run could start:\n"
+                         + "\n".join(f"- {p}" for p in self.problems))
+
+
+def check(params: Frozen) -> None:
+    """Raise one PreflightError listing every problem ``problems(params)`` finds; else return None."""
+    found = problems(params)
+    if found:
+        raise PreflightError(found)
+
+
+def problems(params: Frozen) -> list[str]:
+    """One line per missing or unusable data folder and per missing classifier weights file."""
+    found = []
+    for entry in params.iqa_sets:
+        if entry["name"] != "embedded":
+            found += _iqa_set_problems(entry["name"], entry["path"])
+    if params.originals.source != "embedded":
+        found += _originals_problems(params.originals.source, params.originals.path)
+    found += _weights_problems(params)
+    return [" ".join(p.split()) for p in found]  # one line each, whatever the readers wrote
+
+
+def _advice(kind: str, given: str | None, param: str) -> tuple[str, str]:
+    """(where the folder came from, how to point at another one)."""
+    env, _ = DATA_ENV[kind]
+    source = f"from '{param}'" if given not in (None, "") else f"from the environment variable {env}"
+    return source, f"Set '{param}' in the params file or the environment variable {env}."
+
+
+def _iqa_set_problems(name: str, given: str | None) -> list[str]:
+    from iqalib.iqa_datasets import read_iqa_dataset  # imported late: heavy, and being split
+
+    param = f"iqa_sets[{name}].path"
+    try:
+        root = data_path(name, given, param)
+    except FileNotFoundError as exc:
+        return [str(exc)]
+    try:
+        read_iqa_dataset(name, root)  # official layout and every listed file; no decoding
+    except (FileNotFoundError, ValueError) as exc:
+        source, advice = _advice(name, given, param)  # the reader's message says where the data comes from
+        return [f"{name}: {root} ({source}) is not a usable copy: {exc} {advice}"]
+    return []
+
+
+def _originals_problems(source: str, given: str | None) -> list[str]:
+    param = "originals.path"
+    try:
+        root = data_path(source, given, param)
+    except FileNotFoundError as exc:
+        return [str(exc)]
+    where, advice = _advice(source, given, param)
+    advice += f" The data comes from {DATA_ENV[source][1]}."
+    if not root.is_dir():
+        return [f"{source}: {root} ({where}) is not a folder. {advice}"]
+    if not _has_image(root):
+        suffixes = ", ".join(IMAGE_SUFFIXES)
+        return [f"{source}: {root} ({where}) holds no image files ({suffixes}). {advice}"]
+    return []
+
+
+def _has_image(root: Path) -> bool:
+    """True at the first file with an image suffix under ``root`` (stops early; no decoding)."""
+    for _folder, _dirs, files in os.walk(root):
+        if any(Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith(".") for f in files):
+            return True
+    return False
+
+
+def _weights_problems(params: Frozen) -> list[str]:
+    from iqalib.classifiers import WeightsNotFoundError, weights_file  # imports torch
+
+    found = []
+    for name in dict.fromkeys([params.classifier, *params.classifiers_table1]):
+        # classifier_weights belongs to 'classifier' only, as in the notebooks
+        given = resolve_path(params.classifier_weights) if name == params.classifier else None
+        param = "classifier" if name == params.classifier else "classifiers_table1"
+        try:
+            weights_file(name, given)
+        except WeightsNotFoundError as exc:
+            found.append(f"{param} {name}: {exc}")
+    return found

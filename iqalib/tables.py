@@ -1,0 +1,366 @@
+"""Tables I–V and the IQA metrics, from the features table and the detectors' per-split scores —
+pure pandas/numpy/scipy, no I/O (``report`` writes and shows them; ``paper_vs_ours`` adds the
+paper's values).
+
+Table I ``table1``; Tables II–III ``group_summary``; Table IV ``table4``; Table V ``table5``; beyond
+the paper ``rates_at_false_alarm`` (any detector's scores: ``rates_from_scores``) and ``ablation``;
+the IQA metrics ``correlations``, ``mean_std``, ``iqa_performance``, ``type_level_oracle`` and
+``per_distortion``. The detector itself, its splits and ROC curves live in ``detector``.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from iqalib.detector import (COLUMN_SETS, FEATURES, _eval_rows, _finite, _mean_or_nan, _ordered_groups, _std,
+                             baseline1, baseline2, paired_splits, roc_per_group, split_scores)
+
+__all__ = ["table1", "summarize", "group_summary", "table4", "table5", "bootstrap_ci", "rates_from_scores",
+           "rates_at_false_alarm", "ablation", "correlations", "mean_std", "iqa_performance",
+           "type_level_oracle", "per_distortion"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables I–IV
+
+
+def table1(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Paper Table I: per dataset and classifier, subjective MOS and Wu-Palmer similarity between
+    the top-1 on the reference and on each distorted image (median / mean / std / count)."""
+    rows = []
+    for (dataset, classifier), g in pairs.groupby(["dataset", "classifier"], sort=False):
+        rows.append({
+            "dataset": dataset, "classifier": classifier, "n_images": len(g),
+            "mos_median": g["mos"].median(), "mos_mean": g["mos"].mean(), "mos_std": g["mos"].std(ddof=1),
+            "wup_median": g["wup"].median(), "wup_mean": g["wup"].mean(), "wup_std": g["wup"].std(ddof=1),
+            "top1_changed": float((g["top1"] != g["top1_ref"]).mean()),
+        })
+    return pd.DataFrame(rows)
+
+
+def summarize(values: pd.Series) -> dict[str, float]:
+    """median / mean / std (ddof=1) / count of a numeric series, NaNs dropped."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return {"median": float(v.median()) if len(v) else float("nan"), "mean": float(v.mean()) if len(v) else float("nan"),
+            "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan"), "count": int(len(v))}
+
+
+def group_summary(df: pd.DataFrame, column: str, groups: list[str]) -> pd.DataFrame:
+    """median / mean / std / count of ``column`` per group, in the given order (Tables II and III)."""
+    rows = [{"group": g, **summarize(df.loc[df["group"] == g, column])} for g in groups]
+    return pd.DataFrame(rows)
+
+
+def _threshold_suffix(t: float) -> str:
+    """0.3 -> 'q030', 0.35 -> 'q035': the paper's column names (``paper_values.yaml``)."""
+    hundredths = round(t * 100)
+    return f"q{hundredths:03d}" if abs(t * 100 - hundredths) < 1e-9 else f"q{t:g}"
+
+
+def table4(features: pd.DataFrame, thresholds: Sequence[float] = (0.3, 0.35)) -> pd.DataFrame:
+    """Paper Table IV, one row per group in paper order: Baseline-1 ``accuracy`` (every image
+    accepted; with ``n``, ``n_labelled``), then per threshold T Baseline-2's ``detection_rate_qT``
+    (share with predicted quality < T) and ``fit_accuracy_qT`` (accuracy on the rest), T in hundredths
+    (``q030`` = 0.30) as in the paper's layout. Fractions in [0, 1]; NaN where undefined (fooling
+    images have no true class). See ``detector.baseline1`` / ``baseline2``.
+    """
+    table = baseline1(features)
+    b2 = baseline2(features, thresholds)
+    for t in thresholds:
+        part = b2[b2["threshold"] == float(t)].set_index("group")
+        suffix = _threshold_suffix(float(t))
+        for metric in ("detection_rate", "fit_accuracy"):
+            table[f"{metric}_{suffix}"] = table["group"].map(part[metric])
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# bootstrap intervals over images
+
+
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+def bootstrap_ci(samples: tuple[np.ndarray, ...], statistic: Callable[..., Any] = _mean, *, paired: bool = True,
+                 n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval at level 1 − ``alpha`` (``scipy.stats.bootstrap``, seeded).
+
+    ``samples``: a tuple of 1-d arrays passed to ``statistic(*samples, axis=-1)``, which must be
+    vectorised over ``axis`` (the default is the mean of one sample). With ``paired`` one index
+    resample is shared by all samples (e.g. an image's fit weight and its correctness), else each is
+    resampled on its own. Resamples whose statistic is NaN (e.g. no image judged fit) are left out
+    before taking percentiles. Returns (low, high); (NaN, NaN) with fewer than two observations.
+    """
+    samples = tuple(np.asarray(s, float) for s in samples)
+    sizes = [len(s) for s in samples]
+    if paired and len(set(sizes)) > 1:
+        raise ValueError(f"paired samples must have one length; got {sizes}")
+    if min(sizes) < 2 or n_boot < 1:
+        return float("nan"), float("nan")
+    # resamples per vectorised call: bounds memory at ~10^7 values for large groups
+    batch = max(1, min(n_boot, 10_000_000 // max(sizes)))
+    # A degenerate distribution (e.g. no image flagged) has a well-defined percentile interval, a
+    # point; scipy warns about it anyway. NaN resamples are dropped below.
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        res = stats.bootstrap(samples, statistic, n_resamples=n_boot, batch=batch, vectorized=True, paired=paired,
+                              confidence_level=1 - alpha, method="percentile", rng=np.random.default_rng(seed))
+    dist = res.bootstrap_distribution
+    dist = dist[~np.isnan(dist)]
+    if not len(dist):
+        return float("nan"), float("nan")
+    low, high = np.percentile(dist, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(low), float(high)
+
+
+def _ratio(w: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Fit-weighted accuracy sum(w·c) / sum(w) along ``axis``; NaN where no weight."""
+    total = np.sum(w, axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.sum(w * c, axis=axis) / total, np.nan)
+
+
+def _image_level_ci(ev: pd.DataFrame, flag: str, n_boot: int, seed: int, alpha: float = 0.05) -> dict[str, float]:
+    """CIs that resample images (the independent unit); each image's outcome is averaged over the
+    splits that held it out, thresholds/models held fixed."""
+    per_image = ev.assign(_flag=ev[flag].astype(float)).groupby("row").agg(
+        flag=("_flag", "mean"), correct=("correct", "first"), labelled=("labelled", "first"))
+    out = dict(zip(("detection_rate_ci_low", "detection_rate_ci_high"),
+                   bootstrap_ci((per_image["flag"].to_numpy(),), n_boot=n_boot, alpha=alpha, seed=seed)))
+    lab = per_image[per_image["labelled"].astype(bool)]
+    fit_weight, corr = 1.0 - lab["flag"].to_numpy(), lab["correct"].to_numpy(float)
+    ci = (bootstrap_ci((fit_weight, corr), _ratio, paired=True, n_boot=n_boot, alpha=alpha, seed=seed)
+          if fit_weight.sum() > 0 else (float("nan"), float("nan")))
+    out.update(fit_accuracy_ci_low=ci[0], fit_accuracy_ci_high=ci[1])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Table V
+
+
+def _split_rates(ev: pd.DataFrame, flag: str = "flagged") -> pd.DataFrame:
+    rows = []
+    for (k, group), g in ev.groupby(["split", "group"], sort=False):
+        flagged = g[flag].to_numpy(bool)
+        fit_lab = ~flagged & g["labelled"].to_numpy(bool)
+        rows.append({"split": k, "group": group, "n": len(g), "n_flagged": int(flagged.sum()),
+                     "detection_rate": float(flagged.mean()), "n_fit": int((~flagged).sum()),
+                     "fit_accuracy": _mean_or_nan(g["correct"].to_numpy(bool)[fit_lab])})
+    out = pd.DataFrame(rows)
+    order = {g: i for i, g in enumerate(_ordered_groups(out["group"]))}
+    return out.sort_values(["split", "group"], key=lambda s: s.map(order) if s.name == "group" else s,
+                           ignore_index=True)
+
+
+def _summarise(per_split: pd.DataFrame, ev: pd.DataFrame, flag: str, ci: bool, n_boot: int,
+               seed: int) -> pd.DataFrame:
+    rows = []
+    for group in _ordered_groups(per_split["group"]):
+        g = per_split[per_split["group"] == group]
+        row = {"group": group, "detection_rate": float(g["detection_rate"].mean()),
+               "detection_rate_std": _std(g["detection_rate"]),
+               "fit_accuracy": float(g["fit_accuracy"].mean()) if g["fit_accuracy"].notna().any() else float("nan"),
+               "fit_accuracy_std": _std(g["fit_accuracy"]), "n": int(round(g["n"].mean()))}
+        if ci:
+            row.update(_image_level_ci(ev[ev["group"] == group], flag, n_boot, seed))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table5(scores: pd.DataFrame, *, ci: bool = True, n_boot: int = 1000,
+           seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paper Table V from ``detector.split_scores`` (one detector per paired 50/50 split; see there
+    for who is evaluated).
+
+    Returns ``per_split`` (``split, group, n, n_flagged, detection_rate, n_fit, fit_accuracy,
+    best_params``) and ``table5`` (one row per group: ``group, detection_rate, detection_rate_std,
+    fit_accuracy, fit_accuracy_std, n`` and, with ``ci``, ``detection_rate_ci_low/_high,
+    fit_accuracy_ci_low/_high``). Rates are fractions in [0, 1], mean and sample std over splits;
+    for ``original`` the detection rate is the false-alarm rate (1 − share judged fit);
+    ``fit_accuracy`` is the classifier's accuracy on images judged fit (NaN for fooling images:
+    no true class); ``n`` is the mean number of images evaluated per split. The 95 % CIs
+    (``n_boot`` percentile-bootstrap resamples seeded by ``seed``) resample images.
+    """
+    ev = _eval_rows(scores)
+    per_split = _split_rates(ev)
+    params = ev.groupby("split")["best_params"].first()
+    per_split["best_params"] = per_split["split"].map(params)
+    return per_split, _summarise(per_split, ev, "flagged", ci, n_boot, seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# beyond the paper: fixed false-alarm rates and the ablation
+
+
+def _threshold_at_fpr(negatives: np.ndarray, target_fpr: float) -> float:
+    """Smallest sample threshold t with share(negatives > t) <= target_fpr."""
+    return float(np.quantile(negatives, 1.0 - target_fpr, method="higher"))
+
+
+def rates_from_scores(ev: pd.DataFrame, target_fpr: float, method: str, *, n_boot: int = 1000, seed: int = 0,
+                      ci: bool = True) -> pd.DataFrame:
+    """Detection rate per group of any detector at ``target_fpr`` false alarms on originals.
+
+    ``ev``: one row per (split, evaluated image) with ``split, group, row, score, correct,
+    labelled`` (higher score = more likely not fit; +inf/NaN = unusable = flagged). Per split the
+    threshold is set on that split's originals, then rates are summarised as in Table V. Columns:
+    ``group, method, target_fpr, threshold (mean over splits), detection_rate, detection_rate_std,
+    detection_rate_ci_low, detection_rate_ci_high, n``.
+    """
+    parts = []
+    thresholds = {}
+    for k, e in ev.groupby("split", sort=True):
+        s = e["score"].to_numpy(float)
+        neg = (e["group"] == "original").to_numpy()
+        if not neg.any():
+            raise ValueError(f"split {k}: no evaluated originals to set the false-alarm threshold on")
+        finite = _finite(s)
+        t = _threshold_at_fpr(finite[neg], target_fpr)
+        thresholds[k] = t
+        parts.append(e.assign(at_fpr=(finite > t) | ~np.isfinite(s)))
+    ev = pd.concat(parts)
+    per_split = _split_rates(ev, "at_fpr")
+    table = _summarise(per_split, ev, "at_fpr", ci, n_boot, seed)
+    if not ci:
+        table = table.assign(detection_rate_ci_low=np.nan, detection_rate_ci_high=np.nan)
+    table = table[["group", "detection_rate", "detection_rate_std", "detection_rate_ci_low",
+                   "detection_rate_ci_high", "n"]]
+    table.insert(1, "method", method)
+    table.insert(2, "target_fpr", float(target_fpr))
+    table.insert(3, "threshold", float(np.mean(list(thresholds.values()))))
+    return table
+
+
+def rates_at_false_alarm(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+                         *, target_fpr: float = 0.05, columns: Sequence[str] = FEATURES, seed: int = 0,
+                         scores: pd.DataFrame | None = None, n_boot: int = 1000, ci: bool = True,
+                         **detector_kw: Any) -> pd.DataFrame:
+    """Detection rate per group when each split's threshold gives ``target_fpr`` false alarms on its
+    held-out originals (so ``original``'s detection_rate is the realised false-alarm rate <= target).
+
+    Columns as ``rates_from_scores`` with method 'fit_for_task' — the same as
+    ``peers.feature_squeezing_rates``, so ``pd.concat`` of both is one comparison table. Pass
+    ``scores`` (from ``detector.split_scores``) to reuse trained detectors.
+    """
+    if scores is None:
+        scores = split_scores(features, splits, seed=seed, columns=columns, **detector_kw)
+    return rates_from_scores(_eval_rows(scores), target_fpr, "fit_for_task", n_boot=n_boot, seed=seed, ci=ci)
+
+
+def ablation(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, *,
+             n_splits: int = 10, seed: int = 0, column_sets: Mapping[str, Sequence[str]] | None = None,
+             target_fpr: float = 0.05, scores: Mapping[str, pd.DataFrame] | None = None,
+             **detector_kw: Any) -> pd.DataFrame:
+    """Which inputs carry the signal: the detector trained on each column set (default: quality
+    only, top-5 only, both) on the same splits.
+
+    One row per (feature set, group): ``features, group, auc, auc_std, detection_rate,
+    detection_rate_std, detection_rate_at_fpr, detection_rate_at_fpr_std`` (AUC against held-out
+    originals, NaN for ``original`` itself; rates in [0, 1]). ``scores`` may hold precomputed
+    ``split_scores`` per set name; the others are trained here.
+    """
+    column_sets = dict(COLUMN_SETS if column_sets is None else column_sets)
+    if splits is None:
+        splits = paired_splits(features, n_splits=n_splits, seed=seed)
+    scores = dict(scores or {})
+    out = []
+    for name, columns in column_sets.items():
+        sc = scores.get(name)
+        if sc is None:
+            sc = split_scores(features, splits, seed=seed, columns=columns, **detector_kw)
+        _, summary = table5(sc, ci=False)
+        _, auc = roc_per_group(features, scores=sc)
+        at = rates_at_false_alarm(features, scores=sc, target_fpr=target_fpr, ci=False)
+        t = summary[["group", "detection_rate", "detection_rate_std"]].merge(auc[["group", "auc", "auc_std"]],
+                                                                            on="group", how="left")
+        t = t.merge(at[["group", "detection_rate", "detection_rate_std"]].rename(columns={
+            "detection_rate": "detection_rate_at_fpr", "detection_rate_std": "detection_rate_at_fpr_std"}),
+            on="group", how="left")
+        t.insert(0, "features", name)
+        out.append(t[["features", "group", "auc", "auc_std", "detection_rate", "detection_rate_std",
+                      "detection_rate_at_fpr", "detection_rate_at_fpr_std"]])
+    return pd.concat(out, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# IQA metrics
+
+
+def correlations(pred: np.ndarray, mos: np.ndarray) -> tuple[float, float]:
+    """(SROCC, PLCC) over rows where both are finite; NaN when fewer than 3 rows or no spread."""
+    pred, mos = np.asarray(pred, float), np.asarray(mos, float)
+    ok = ~np.isnan(pred) & ~np.isnan(mos)
+    if ok.sum() < 3 or np.ptp(pred[ok]) == 0 or np.ptp(mos[ok]) == 0:
+        return float("nan"), float("nan")
+    return float(stats.spearmanr(pred[ok], mos[ok])[0]), float(stats.pearsonr(pred[ok], mos[ok])[0])
+
+
+def mean_std(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, float]:
+    """``{c: mean, c_std: sample std (ddof=1)}`` of each column over the rows (e.g. SROCC over
+    splits), NaN ignored; the std is NaN with fewer than two values."""
+    out: dict[str, float] = {}
+    for c in columns:
+        v = pd.to_numeric(df[c], errors="coerce")
+        out[c] = float(v.mean())
+        out[f"{c}_std"] = _std(v)
+    return out
+
+
+def iqa_performance(per_split: pd.DataFrame, train_name: str, target: str,
+                    cross: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> pd.DataFrame:
+    """IQA performance table: one row for the content-disjoint splits of the training data (``per_split``
+    from ``quality.evaluate_splits``: mean ± std of SROCC/PLCC, ``n`` = mean held-out images), then
+    one row per cross-dataset test set ``name -> (predicted quality, subjective score)`` scored by a
+    model trained on ``train_name`` (``n`` = images with both values). Columns: ``dataset, split,
+    target, n, srocc, srocc_std, plcc, plcc_std``; ``target`` names what was predicted.
+    """
+    held = ""
+    if "test_groups" in per_split and len(per_split):
+        held = f", {len(str(per_split['test_groups'].iloc[0]).split(','))} held out each"
+    rows = [{"dataset": train_name, "split": f"held-out references ({len(per_split)} splits{held})",
+             "target": target, "n": int(round(per_split["n_test"].mean())) if len(per_split) else 0,
+             **mean_std(per_split, ["srocc", "plcc"])}]
+    for name, (pred, mos) in (cross or {}).items():
+        pred, mos = np.asarray(pred, float), np.asarray(mos, float)
+        srocc, plcc = correlations(pred, mos)
+        rows.append({"dataset": name, "split": f"cross-dataset (trained on {train_name})", "target": "MOS",
+                     "n": int(np.sum(~np.isnan(pred) & ~np.isnan(mos))), "srocc": srocc, "srocc_std": np.nan,
+                     "plcc": plcc, "plcc_std": np.nan})
+    return pd.DataFrame(rows, columns=["dataset", "split", "target", "n", "srocc", "srocc_std", "plcc", "plcc_std"])
+
+
+def type_level_oracle(table: pd.DataFrame, groups: np.ndarray, heldout_groups: list[list[str]]) -> np.ndarray:
+    """Held-out SROCC per split of a content-blind reference predictor: the mean training ``mos``
+    of each held-out row's (``distortion``, ``level``). Not a quality model: it shows how much of
+    the score the distortion alone explains, i.e. what a model that cannot see content could reach."""
+    g = np.asarray(groups).astype(str)
+    out = []
+    for held_out in heldout_groups:
+        test = np.isin(g, held_out)
+        means = table[~test].groupby(["distortion", "level"])["mos"].mean()
+        keys = pd.MultiIndex.from_frame(table.loc[test, ["distortion", "level"]])
+        guess = means.reindex(keys).to_numpy(float)  # NaN where a (type, level) never occurs in training
+        out.append(correlations(guess, table.loc[test, "mos"].to_numpy(float))[0])
+    return np.asarray(out)
+
+
+def per_distortion(held: pd.DataFrame) -> pd.DataFrame:
+    """Per distortion type of ``quality.heldout_predictions`` rows: ``srocc`` (pred vs mos); the
+    Spearman between level and pred within one image (per split and ``ref_id``, then averaged: −1 = a
+    stronger distortion always scores lower); and level-vs-pred / level-vs-mos Spearman pooled over
+    images."""
+    within = held.groupby(["split", "distortion", "ref_id"]).apply(
+        lambda g: stats.spearmanr(g["level"], g["pred"]).statistic, include_groups=False)
+    within = within.groupby(level="distortion").mean()
+    return held.groupby("distortion").apply(lambda g: pd.Series({
+        "n": len(g), "srocc": correlations(g["pred"].to_numpy(float), g["mos"].to_numpy(float))[0],
+        "spearman_level_pred_within_image": within[g.name],
+        "spearman_level_pred_pooled": stats.spearmanr(g["level"], g["pred"]).statistic,
+        "spearman_level_mos_pooled": stats.spearmanr(g["level"], g["mos"]).statistic}),
+        include_groups=False).reset_index()

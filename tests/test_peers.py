@@ -1,0 +1,38 @@
+"""Peer detectors (Feature Squeezing) on the tiny classifier and the SYNTHETIC features of test_detector."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from iqalib import detector as D
+from iqalib import peers, tables
+from tests.test_detector import _images, features, splits, tiny_classifier  # noqa: F401  (shared module fixtures)
+
+
+def test_feature_squeezing_scores(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    constant = Image.new("RGB", (64, 64), (0, 255, 0))  # exact at 5 bits, unchanged by a median
+    s = peers.feature_squeezing_scores(tiny_classifier(), [constant, *_images(3), str(bad)], batch_size=2,
+                                       progress=False)
+    assert s.shape == (5,) and np.isnan(s[4])
+    assert (s[:4] >= 0).all() and (s[:4] <= 2).all() and s[0] < 1e-6
+    assert s[1:4].max() > 1e-6
+
+
+def test_feature_squeezing_rates_compare_with_detector(features, splits):
+    scores = D.split_scores(features, splits, seed=0, progress=False)
+    rng = np.random.default_rng(0)
+    fs = features[["group", "source_id", "label", "correct"]].assign(
+        score=np.where(features["group"] == "original", rng.random(len(features)) * 0.2, rng.random(len(features))))
+    fs.loc[fs.index[-1], "score"] = np.nan  # unusable -> flagged
+    one = peers.feature_squeezing_rates(fs, target_fpr=0.05, n_boot=100)
+    per_split = peers.feature_squeezing_rates(fs, target_fpr=0.05, splits=splits, n_boot=100)
+    ours = tables.rates_at_false_alarm(features, scores=scores, target_fpr=0.05, n_boot=100)
+    assert list(one.columns) == list(ours.columns) == list(per_split.columns)
+    both = pd.concat([ours, per_split], ignore_index=True)
+    assert set(both["method"]) == {"fit_for_task", "feature_squeezing"}
+    o = one.set_index("group")
+    assert o.loc["original", "detection_rate"] <= 0.05 and o.loc["fool_gd", "detection_rate"] > 0.5

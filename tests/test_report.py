@@ -1,0 +1,134 @@
+"""report: tables and figures are written in full and shown narrow; verdicts; ROC plot."""
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from iqalib import params, report
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def P(tmp_path):
+    raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    raw.update(outputs_dir=str(tmp_path / "outputs"), run_name="reporttest")
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return params.load(path)
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    """What the helpers would display in a kernel (display() replaced by a recorder)."""
+    import IPython.display
+
+    seen = []
+    monkeypatch.setattr(report, "_in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False, **kw: seen.append(obj))
+    return seen
+
+
+def _wide(rows=5, cols=20):
+    rng = np.random.default_rng(0)
+    return pd.DataFrame({"group": [f"g{i}" for i in range(rows)], **{f"m{j}": rng.random(rows) for j in range(cols)}})
+
+
+def test_csv_keeps_every_column_and_full_precision(P):
+    df = _wide()
+    report.save_table(df, "wide", P, "A wide table.", show=False)
+    back = pd.read_csv(params.run_dir(P) / "tables" / "wide.csv")
+    pd.testing.assert_frame_equal(back, df)
+    assert (params.run_dir(P) / "tables" / "wide.md").read_text().startswith("A wide table.\n\n|")
+
+
+def test_shown_view_is_narrow_rounded_and_captioned(P, shown):
+    report.save_table(_wide(rows=5, cols=20), "wide", P, "A wide table.")
+    (bundle,) = shown
+    text = bundle["text/markdown"]
+    assert text.startswith("**A wide table.**") and "tables/wide.csv" in text
+    header = text.splitlines()[2]
+    assert header.count("|") - 1 <= report.MAX_VIEW_COLUMNS  # transposed: one column per row of the table
+    assert "Transposed" in text
+    assert all(len(cell.strip().split(".")[-1]) <= 3 for cell in text.splitlines()[4].split("|")[2:-1])
+
+
+def test_long_and_wide_view_keeps_key_columns():
+    view, note = report.table_view(_wide(rows=40, cols=20))
+    assert list(view.columns[:1]) == ["group"] and len(view.columns) == report.MAX_VIEW_COLUMNS
+    assert "more column" in note and len(view) == 40
+
+
+def test_view_folds_std_twins_and_leaves_bounds_and_empty_columns_to_the_csv():
+    df = pd.DataFrame({"group": ["a", "b"], "rate": [0.12345, 0.5], "rate_std": [0.01, np.nan],
+                       "rate_ci_low": [0.1, 0.4], "rate_ci_high": [0.2, 0.6], "n": [10, 20],
+                       "paper_rate": [np.nan, np.nan]})
+    view, note = report.table_view(df)
+    assert list(view.columns) == ["group", "rate ± std", "n"]
+    assert view["rate ± std"].tolist() == ["0.123 ± 0.010", "0.500"]
+    assert view["n"].tolist() == ["10", "20"]
+    assert "2 confidence bound(s)" in note and "paper_rate" in note
+
+
+def test_view_columns_pick_exactly_those(P, shown):
+    df = _wide(rows=3, cols=20)
+    report.save_table(df, "picked", P, view_columns=["group", "m3"], digits=2)
+    view, note = report.table_view(df, ["group", "m3"], digits=2)
+    assert list(view.columns) == ["group", "m3"] and "19 more column(s)" in note
+    text = shown[0]["text/markdown"]
+    assert "m3" in text and "m4" not in text and "| g0" in text
+    with pytest.raises(KeyError, match="nope"):
+        report.table_view(df, ["group", "nope"])
+
+
+def test_save_figure_writes_shows_the_png_and_closes(P, shown):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    assert report.save_figure(fig, "line", P) is None  # nothing for a cell to echo
+    png = (params.run_dir(P) / "figures" / "line.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and not plt.fignum_exists(fig.number)
+    (image,) = shown
+    assert image.data == png
+
+
+def test_helpers_only_write_outside_a_kernel(P, capsys):
+    fig, _ = plt.subplots()
+    report.save_figure(fig, "quiet", P)
+    report.save_table(_wide(2, 2), "quiet", P, "caption")
+    assert capsys.readouterr().out == ""
+
+
+def test_verdicts_are_saved_and_shown_under_one_heading(P, shown):
+    rows = [{"claim": "quality drops with distortion level", "paper": "yes", "ours": "Spearman -0.98",
+             "verdict": "reproduced", "why": "held-out photos"},
+            {"claim": "Table V detection rates", "paper": 0.9, "ours": None, "verdict": "not testable",
+             "why": "paper values not transcribed"}]
+    table = report.verdicts(rows, "01", P)
+    assert list(table.columns) == list(report.VERDICT_COLUMNS) and len(table) == 2
+    saved = pd.read_csv(params.run_dir(P) / "tables" / "verdicts_01.csv")
+    assert saved["claim"].tolist() == [r["claim"] for r in rows] and saved["verdict"].tolist() == ["reproduced", "not testable"]
+    (bundle,) = shown
+    assert bundle["text/markdown"].startswith("### Ours vs the paper") and "**reproduced**" in bundle["text/markdown"]
+
+
+@pytest.mark.parametrize("row, match", [
+    ({"claim": "x", "verdict": "maybe"}, "verdict must be one of"),
+    ({"claim": "x", "verdict": "reproduced", "score": 1}, "unknown key"),
+    ({"claim": "", "verdict": "reproduced"}, "needs a claim"),
+])
+def test_bad_verdict_rows_are_refused(P, row, match):
+    with pytest.raises(ValueError, match=match):
+        report.verdicts([row], "01", P)
+
+
+def test_plot_roc_one_curve_per_group_in_paper_order():
+    fpr = np.linspace(0, 1, 11)
+    points = pd.concat([pd.DataFrame({"group": g, "fpr": fpr, "tpr": np.sqrt(fpr)}) for g in ("fool_gd", "zzz", "distorted")])
+    auc = pd.DataFrame({"group": ["distorted", "fool_gd"], "auc": [0.7, 0.9]})
+    fig = report.plot_roc(points, auc=auc)
+    labels = [line.get_label() for line in fig.axes[0].lines]
+    assert labels[:3] == ["distorted (AUC 0.700)", "fool_gd (AUC 0.900)", "zzz"] and len(labels) == 4  # + chance
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    assert report.plot_roc(points, ax=ax) is fig
+    plt.close(fig)

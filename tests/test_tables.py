@@ -1,0 +1,208 @@
+"""Tables I–V and the IQA metrics. Detector tables run on the SYNTHETIC features of test_detector
+(machinery, not the paper's numbers); the bootstrap is checked against the hand-written one it
+replaced."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import pearsonr, spearmanr
+
+from iqalib import detector as D
+from iqalib import tables
+from tests.test_detector import N_SPLITS, _tiny_table, features, scores, splits  # noqa: F401  (shared module fixtures)
+
+
+# -- Tables I–IV ----------------------------------------------------------------------------------
+
+
+def test_table1_aggregates_per_dataset_and_classifier():
+    pairs = pd.DataFrame({"dataset": ["a"] * 4 + ["b"] * 2, "classifier": ["m"] * 6,
+                          "mos": [0.1, 0.2, 0.3, 0.4, 0.5, 0.7], "wup": [1.0, 0.5, 0.8, 0.2, 1.0, 1.0],
+                          "top1": [1, 2, 1, 3, 5, 5], "top1_ref": [1, 1, 1, 1, 5, 5]})
+    t = tables.table1(pairs).set_index("dataset")
+    assert t.loc["a", "n_images"] == 4 and t.loc["a", "mos_median"] == pytest.approx(0.25)
+    assert t.loc["a", "wup_mean"] == pytest.approx(0.625) and t.loc["a", "wup_std"] == pytest.approx(np.std([1, .5, .8, .2], ddof=1))
+    assert t.loc["a", "top1_changed"] == pytest.approx(0.5) and t.loc["b", "top1_changed"] == 0
+
+
+def test_group_summary_in_the_given_order_with_nan_dropped():
+    df = pd.DataFrame({"group": ["b", "a", "a", "a", "b"], "quality": [0.5, 0.1, np.nan, 0.3, "bad"]})
+    t = tables.group_summary(df, "quality", ["a", "b", "c"])
+    assert list(t.columns) == ["group", "median", "mean", "std", "count"] and list(t["group"]) == ["a", "b", "c"]
+    a, b, c = (t.iloc[i] for i in range(3))
+    assert a["count"] == 2 and a["mean"] == pytest.approx(0.2) and a["std"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
+    assert b["count"] == 1 and np.isnan(b["std"]) and c["count"] == 0 and np.isnan(c["mean"])
+
+
+def test_table4_is_the_papers_layout_of_both_baselines():
+    t = tables.table4(_tiny_table(), thresholds=(0.3, 0.35)).set_index("group")
+    assert list(t.index) == ["original", "adversarial", "fool_ev"]
+    assert list(t.columns) == ["n", "n_labelled", "accuracy", "detection_rate_q030", "fit_accuracy_q030",
+                               "detection_rate_q035", "fit_accuracy_q035"]  # as in iqalib/data/paper_values.yaml
+    assert t.loc["original", "accuracy"] == pytest.approx(3 / 4)
+    assert t.loc["original", "detection_rate_q030"] == pytest.approx(1 / 4)
+    assert t.loc["original", "fit_accuracy_q030"] == pytest.approx(2 / 3)
+    assert t.loc["adversarial", "detection_rate_q035"] == 0.5 and t.loc["adversarial", "fit_accuracy_q035"] == 0
+    assert np.isnan(t.loc["fool_ev", "accuracy"]) and np.isnan(t.loc["fool_ev", "fit_accuracy_q035"])
+
+
+# -- Table V and beyond ---------------------------------------------------------------------------
+
+
+def test_table5_contract_and_determinism(features):
+    sc = D.split_scores(features, n_splits=N_SPLITS, seed=0, progress=False)
+    per_split, table5 = tables.table5(sc, seed=0, n_boot=200)
+    per_split2, table5b = tables.table5(D.split_scores(features, n_splits=N_SPLITS, seed=0, progress=False),
+                                        seed=0, n_boot=200)
+    pd.testing.assert_frame_equal(per_split, per_split2)
+    pd.testing.assert_frame_equal(table5, table5b)
+    assert list(table5.columns[:6]) == ["group", "detection_rate", "detection_rate_std", "fit_accuracy",
+                                        "fit_accuracy_std", "n"]
+    assert list(table5.columns[6:]) == ["detection_rate_ci_low", "detection_rate_ci_high", "fit_accuracy_ci_low",
+                                        "fit_accuracy_ci_high"]
+    assert list(table5["group"]) == list(D.GROUPS)
+    t = table5.set_index("group")
+    assert t[["detection_rate"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert t.loc["fool_ev", "fit_accuracy"] != t.loc["fool_ev", "fit_accuracy"]  # NaN: no labels
+    assert t.loc["fool_ev", "n"] == 20 and t.loc["adversarial", "n"] == 30 and t.loc["distorted", "n"] == 60
+    assert t.loc["adversarial", "detection_rate"] > 0.8 and t.loc["original", "detection_rate"] < 0.2
+    assert (t["detection_rate_ci_low"] <= t["detection_rate_ci_high"]).all()
+    assert set(per_split["split"]) == set(range(N_SPLITS)) and per_split["best_params"].notna().all()
+
+
+def test_rates_at_false_alarm(features, scores):
+    rates = tables.rates_at_false_alarm(features, scores=scores, target_fpr=0.1, n_boot=200).set_index("group")
+    assert rates.loc["original", "detection_rate"] <= 0.1 + 1e-12
+    assert (rates["detection_rate_ci_low"] <= rates["detection_rate"] + 1e-9).all()
+    assert (rates["method"] == "fit_for_task").all() and (rates["target_fpr"] == 0.1).all()
+
+
+def test_detector_separates_synthetic_data_and_ablation_order(features, splits, scores):
+    """SYNTHETIC data built so that both top-5 and quality carry signal."""
+    _, auc = D.roc_per_group(features, scores=scores)
+    auc = auc.set_index("group")
+    assert auc.loc["adversarial", "auc"] > 0.9
+    table = tables.ablation(features, splits, seed=0, scores={"top5+quality": scores},
+                            progress=False).set_index(["features", "group"])
+    both = table.loc[("top5+quality", "adversarial"), "auc"]
+    assert both == pytest.approx(auc.loc["adversarial", "auc"])
+    assert both >= table.loc[("top5", "adversarial"), "auc"]
+    assert both >= table.loc[("quality", "adversarial"), "auc"]
+    assert np.isnan(table.loc[("quality", "original"), "auc"])
+    # fooling images are confident: only quality sees them
+    assert table.loc[("quality", "fool_gd"), "auc"] > table.loc[("top5", "fool_gd"), "auc"]
+
+
+# -- the bootstrap --------------------------------------------------------------------------------
+
+
+def _hand_written_bootstrap(data, statistic=None, *, paired=True, n_boot=1000, alpha=0.05, seed=0):
+    """The percentile bootstrap ``tables.bootstrap_ci`` replaced (kept here as the reference)."""
+    samples = tuple(np.asarray(d, float) for d in data) if isinstance(data, tuple) else (np.asarray(data, float),)
+    rng = np.random.default_rng(seed)
+    n = len(samples[0])
+    stats = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        draw = [x[idx] for x in samples] if paired else [x[rng.integers(0, len(x), len(x))] for x in samples]
+        stats.append(draw[0].mean() if statistic is None else statistic(*draw))
+    stats = np.asarray(stats, float)
+    stats = stats[~np.isnan(stats)]
+    return tuple(np.percentile(stats, [100 * alpha / 2, 100 * (1 - alpha / 2)]))
+
+
+def _ratio(w, c, axis=-1):
+    return (w * c).sum(axis) / w.sum(axis)
+
+
+def test_bootstrap_ci_brackets_the_estimate():
+    values = np.random.default_rng(0).random(200) < 0.3
+    low, high = tables.bootstrap_ci((values,), n_boot=500, seed=1)
+    assert low < values.mean() < high and 0 <= low and high <= 1
+    assert tables.bootstrap_ci((values,), n_boot=500, seed=1) == (low, high)  # seeded
+    w, c = np.random.default_rng(1).random(100), np.random.default_rng(2).random(100) < 0.6
+    ratio = float((w * c).sum() / w.sum())
+    lo, hi = tables.bootstrap_ci((w, c), _ratio, paired=True, n_boot=300)
+    assert lo < ratio < hi
+    assert tables.bootstrap_ci((np.ones(5),)) == (1.0, 1.0)
+    assert np.isnan(tables.bootstrap_ci((np.ones(1),))).all()
+    # a difference of two independent rates: each sample resampled on its own
+    a, b = values[:100], values[100:]
+    lo, hi = tables.bootstrap_ci((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=False, n_boot=300)
+    assert lo < a.mean() - b.mean() < hi
+    # resamples without any fit image give NaN ratios and are left out rather than poisoning the CI
+    with np.errstate(invalid="ignore"):
+        lo, hi = tables.bootstrap_ci((np.r_[1.0, np.zeros(9)], np.zeros(10)), _ratio)
+    assert (lo, hi) == (0.0, 0.0)
+
+
+def test_bootstrap_ci_matches_the_hand_written_one():
+    rng = np.random.default_rng(3)
+    flags = rng.random(200) < 0.3
+    w, c = rng.random(150), rng.random(150) < 0.7
+    for ours, ref in [(tables.bootstrap_ci((flags,), n_boot=2000, seed=5), _hand_written_bootstrap(flags, n_boot=2000)),
+                      (tables.bootstrap_ci((w, c), _ratio, n_boot=2000, seed=5),
+                       _hand_written_bootstrap((w, c), _ratio, n_boot=2000))]:
+        assert ours == pytest.approx(ref, abs=0.02)
+
+
+def test_table5_intervals_match_the_hand_written_bootstrap(scores):
+    _, t5 = tables.table5(scores, n_boot=1000, seed=0)
+    ev = scores[scores["role"] == "eval"]
+    for group in ("original", "adversarial", "distorted"):
+        per_image = ev[ev["group"] == group].assign(f=lambda e: e["flagged"].astype(float)).groupby("row").agg(
+            flag=("f", "mean"), correct=("correct", "first"))
+        row = t5.set_index("group").loc[group]
+        ref = _hand_written_bootstrap(per_image["flag"].to_numpy(), n_boot=1000)
+        assert (row["detection_rate_ci_low"], row["detection_rate_ci_high"]) == pytest.approx(ref, abs=0.02)
+        # the per-image mean is the point estimate the interval is about
+        assert row["detection_rate_ci_low"] <= per_image["flag"].mean() <= row["detection_rate_ci_high"]
+        weight, correct = 1 - per_image["flag"].to_numpy(), per_image["correct"].to_numpy(float)
+        if weight.sum() == 0:  # every image flagged: no fit image, no accuracy
+            assert np.isnan(row["fit_accuracy_ci_low"]) and np.isnan(row["fit_accuracy_ci_high"])
+            continue
+        ref = _hand_written_bootstrap((weight, correct), lambda a, b: np.nan if a.sum() == 0 else (a * b).sum() / a.sum(),
+                                      n_boot=1000)
+        assert (row["fit_accuracy_ci_low"], row["fit_accuracy_ci_high"]) == pytest.approx(ref, abs=0.02)
+
+
+# -- IQA metrics ----------------------------------------------------------------------------------
+
+
+def test_correlations_match_scipy_and_refuse_degenerate_input():
+    rng = np.random.default_rng(0)
+    mos = rng.random(30)
+    pred = mos + rng.normal(0, 0.2, 30)
+    pred[3] = np.nan
+    srocc, plcc = tables.correlations(pred, mos)
+    ok = ~np.isnan(pred)
+    assert srocc == pytest.approx(spearmanr(pred[ok], mos[ok])[0]) and plcc == pytest.approx(pearsonr(pred[ok], mos[ok])[0])
+    assert np.isnan(tables.correlations(np.ones(10), mos[:10])).all()
+    assert np.isnan(tables.correlations(pred[:2], mos[:2])).all()
+
+
+def test_mean_std_and_iqa_performance():
+    per_split = pd.DataFrame({"split": [0, 1, 2], "n_test": [10, 12, 14], "srocc": [0.5, 0.7, np.nan],
+                              "plcc": [0.4, 0.6, 0.8], "test_groups": ["a,b", "c,d", "e,f"]})
+    assert tables.mean_std(per_split, ["srocc"]) == pytest.approx({"srocc": 0.6, "srocc_std": np.std([0.5, 0.7], ddof=1)})
+    mos = np.linspace(0, 1, 20)
+    perf = tables.iqa_performance(per_split, "embedded", "pseudo-MOS", {"live": (mos ** 2, mos)})
+    assert list(perf.columns) == ["dataset", "split", "target", "n", "srocc", "srocc_std", "plcc", "plcc_std"]
+    assert list(perf["dataset"]) == ["embedded", "live"] and perf.loc[0, "n"] == 12
+    assert perf.loc[0, "plcc"] == pytest.approx(0.6) and perf.loc[1, "srocc"] == pytest.approx(1.0)
+    assert np.isnan(perf.loc[1, "srocc_std"]) and perf.loc[1, "n"] == 20 and "2 held out" in perf.loc[0, "split"]
+
+
+def test_type_level_oracle_and_per_distortion():
+    rows = [{"ref_id": r, "distortion": d, "level": lv, "mos": 1 - 0.15 * lv - (0.1 if d == "jpeg" else 0) + 0.01 * i,
+             "pred": 1 - 0.1 * lv + 0.02 * i}
+            for i, r in enumerate("abcd") for d in ("blur", "jpeg") for lv in range(1, 6)]
+    table = pd.DataFrame(rows)
+    oracle = tables.type_level_oracle(table, table["ref_id"].to_numpy(), [["a"], ["d"]])
+    assert oracle.shape == (2,) and (oracle > 0.9).all()
+    held = pd.concat([table[table["ref_id"] == r].assign(split=k) for k, r in enumerate("ad")], ignore_index=True)
+    by_type = tables.per_distortion(held).set_index("distortion")
+    assert set(by_type.index) == {"blur", "jpeg"} and (by_type["n"] == 10).all()
+    assert np.allclose(by_type["spearman_level_pred_within_image"], -1.0)
+    assert (by_type["spearman_level_mos_pooled"] < 0).all()
