@@ -1,6 +1,7 @@
 """Adversarial perturbations of real images: DeepFool, the universal adversarial perturbation (the
-paper's Algorithm 1, ``UniversalPerturbation``), applying and quantising a saved map, its fooling
-rate, and ``save_uap``/``load_uap``.
+paper's Algorithm 1, ``UniversalPerturbation``; and a data-efficient stochastic-gradient variant,
+``StochasticUniversalPerturbation``), applying and quantising a saved map, its fooling rate, and
+``save_uap``/``load_uap``.
 
 Unrecognisable fooling images live in ``fooling``; caching generated images in ``cache``. Knows
 nothing of notebooks, params files or image quality; every attack takes a ``Classifier``.
@@ -29,6 +30,7 @@ __all__ = [
     "ATTACKS_VERSION",
     "deepfool",
     "UniversalPerturbation",
+    "StochasticUniversalPerturbation",
     "quantize_perturbation",
     "apply_perturbation",
     "fooling_rate",
@@ -332,6 +334,110 @@ class UniversalPerturbation:
             "input_size": self.classifier.input_size,
             "code_version": ATTACKS_VERSION,
         }
+
+
+class StochasticUniversalPerturbation:
+    """Data-efficient universal perturbation: stochastic gradient ascent on the classifier's loss
+    over random crops and flips of a small pool (the "sgd-uap" of Shafahi et al., "Universal
+    adversarial training", AAAI 2020, Alg. 2), with an ℓ∞ budget ``xi`` in 0–255 pixel units.
+
+    Why beside Algorithm 1: DeepFool's per-image minimal steps generalise poorly from a pool of
+    tens to hundreds of images (at the embedded default, Algorithm 1 on 22 pool images fooled 0 of
+    47 held-out photos, on 66 only 5 %, below random ±10 sign noise). Maximising the loss on
+    *augmented* views of each pool photo asks v to fool many images at once, which transfers.
+
+    Each step draws ``batch_size`` pool photos, a random square crop of each (side a share in
+    [``min_scale``, 1] of the short side, uniform position, mirrored with probability 1/2)
+    resized to the network's S×S, takes the classifier's clean top-1 on the 8-bit view as the label,
+    and moves v by Adam (``lr`` in 0–255 units) on the clipped cross-entropy
+    ``min(CE(x + v, y), clip_loss)`` (clipping keeps already-fooled views from dominating, as in
+    the paper's Alg. 2), then projects v onto ‖v‖∞ ≤ ξ. The returned map is rounded to whole
+    8-bit steps, so ``apply_perturbation`` reproduces exactly what was judged.
+
+    Args:
+        classifier: the model to fool (its view defines the S×S geometry of v).
+        xi: ℓ∞ budget, 0–255 units (the paper: 10).
+        steps: optimiser steps; batch_size: crops per step.
+        lr: Adam step size, 0–255 units.
+        min_scale: smallest crop side as a share of the photo's short side.
+        clip_loss: per-view cross-entropy cap.
+        seed: seeds crops, flips and photo draws (``np.random.default_rng(seed)``).
+        progress: show a tqdm bar.
+    """
+
+    def __init__(self, classifier: Classifier, xi: float = 10.0, steps: int = 150, batch_size: int = 16,
+                 lr: float = 1.0, min_scale: float = 0.5, clip_loss: float = 10.0, seed: int = 0,
+                 progress: bool = True):
+        if xi < 1:
+            raise ValueError(f"xi={xi} is below one 8-bit step; use xi ≥ 1 (0–255 units).")
+        self.classifier = classifier
+        self.xi, self.steps, self.batch_size = float(xi), int(steps), int(batch_size)
+        self.lr, self.min_scale, self.clip_loss = float(lr), float(min_scale), float(clip_loss)
+        self.seed, self.progress = int(seed), progress
+        self.history_: list[float] = []
+        self.v_: np.ndarray | None = None
+
+    def _base(self, image: Image.Image) -> Image.Image:
+        """A pool photo with its short side at 2·S (crops of 0.5–1 of it then shrink to S, as a
+        photo's view does; a full-size camera photo would only cost time)."""
+        image = image.convert("RGB")
+        short = 2 * self.classifier.input_size
+        if min(image.size) > short:
+            scale = short / min(image.size)
+            image = image.resize((max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))),
+                                 Image.LANCZOS)
+        return image
+
+    def _crops(self, pool: list[torch.Tensor], rng: np.random.Generator) -> torch.Tensor:
+        """(batch, 3, S, S) 0–255 float crops of randomly drawn pool photos, as 8-bit values."""
+        s, out = self.classifier.input_size, []
+        for i in rng.integers(0, len(pool), self.batch_size):
+            photo = pool[i]
+            h, w = photo.shape[1:]
+            side = max(8, int(round(min(h, w) * rng.uniform(self.min_scale, 1.0))))
+            top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            crop = photo[:, top:top + side, left:left + side][None].float()
+            crop = torch.nn.functional.interpolate(crop, size=(s, s), mode="bilinear", antialias=True,
+                                                   align_corners=False)
+            if rng.random() < 0.5:
+                crop = crop.flip(-1)
+            out.append(crop.round().clamp(0, 255))
+        return torch.cat(out).to(self.classifier.device)
+
+    def fit(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Compute v on the pool ``images``; returns (S, S, 3) float32, integer-valued, ‖v‖∞ ≤ ⌊ξ⌋.
+        ``history_`` holds the fooling rate of the batch views at each step (a training curve)."""
+        if len(images) == 0:
+            raise ValueError("StochasticUniversalPerturbation.fit needs at least one image")
+        clf = self.classifier
+        pool = [torch.from_numpy(np.asarray(self._base(im), dtype=np.uint8).copy()).permute(2, 0, 1) for im in images]
+        rng = np.random.default_rng(self.seed)
+        v = torch.zeros(1, 3, clf.input_size, clf.input_size, device=clf.device, requires_grad=True)
+        optimiser = torch.optim.Adam([v], lr=self.lr)
+        self.history_ = []
+        for _ in tqdm(range(self.steps), desc="UAP (sgd)", disable=not self.progress, leave=False):
+            x = self._crops(pool, rng)
+            with torch.no_grad():
+                label = clf.logits_from_pixels(x).argmax(1)
+            logits = clf.logits_from_pixels((x + v).clamp(0, 255))
+            loss = torch.nn.functional.cross_entropy(logits, label, reduction="none").clamp(max=self.clip_loss)
+            optimiser.zero_grad()
+            (-loss.mean()).backward()
+            optimiser.step()
+            with torch.no_grad():
+                v.clamp_(-self.xi, self.xi)
+            self.history_.append(float((logits.argmax(1) != label).float().mean()))
+        vq = quantize_perturbation(v.detach()[0], self.xi)
+        self.v_ = vq.permute(1, 2, 0).cpu().numpy().astype(np.float32)
+        return self.v_
+
+    def params(self) -> dict:
+        """The settings that determine v (for ``save_uap`` meta and cache keys)."""
+        return {"algorithm": "uap-sgd-untargeted", "xi": self.xi, "norm": "linf", "steps": self.steps,
+                "batch_size": self.batch_size, "lr": self.lr, "min_scale": self.min_scale,
+                "clip_loss": self.clip_loss, "seed": self.seed, "classifier": self.classifier.name,
+                "weights_id": self.classifier.weights_id, "input_size": self.classifier.input_size,
+                "code_version": ATTACKS_VERSION}
 
 
 _UAP_REQUIRED = ("xi", "fooling_rate", "n_eval", "classifier", "input_size")

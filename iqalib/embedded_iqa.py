@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -98,8 +100,10 @@ def _reusable(folder: Path, key: dict) -> pd.DataFrame | None:
 
 
 def _build_photo(folder: Path, photo: str, distortions: list[str], levels: list[int], short_side: int,
-                 metric: str, seed: int, bar) -> list[dict]:
-    """Reference + every (distortion, level) version of one photo written as PNG; their table rows."""
+                 metric: str, seed: int) -> list[dict]:
+    """Reference + every (distortion, level) version of one photo written as PNG; their table rows.
+    Deterministic per photo (distortion noise is seeded by ``seed`` and the photo's name), so the
+    set is the same whichever worker builds which photo."""
     with Image.open(embedded_photo_path(photo)) as raw:
         image = raw.convert("RGB")
     scale = short_side / min(image.size)
@@ -113,16 +117,21 @@ def _build_photo(folder: Path, photo: str, distortions: list[str], levels: list[
             rel = f"distorted/{photo}_{name}_{level}.png"
             _save_png(folder / rel, distorted)
             versions.append((name, level, rel, distorted))
-            bar.update()
     scores = _pseudo_mos(metric, reference, [v[3] for v in versions])
     return [{"dataset": "embedded", "ref_id": photo, "ref_path": ref_rel, "path": rel, "distortion": name,
              "level": int(level), "mos_raw": float(score), "mos": float(score)}
             for (name, level, rel, _), score in zip(versions, scores)]
 
 
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def build_embedded_iqa(folder: str | Path, photos: list[str] | None = None, distortions: list[str] | None = None,
                        levels: list[int] | None = None, short_side: int = 288, metric: str = "haarpsi",
-                       seed: int = 0, progress: bool = True) -> pd.DataFrame:
+                       seed: int = 0, progress: bool = True, workers: int = 1) -> pd.DataFrame:
     """Build (or reuse) the embedded IQA set under ``folder``; returns the reader table.
 
     Each shipped photo is resized so its short side is ``short_side`` px (the reference), then
@@ -130,6 +139,7 @@ def build_embedded_iqa(folder: str | Path, photos: list[str] | None = None, dist
     **pseudo-MOS**: the full-reference ``metric`` (piq, data range [0, 1]) between reference and
     distorted image, clipped to [0, 1]; ``mos_raw`` holds the same value. It is not a human score.
     Re-running with the same arguments reuses the files (``key.json`` records the arguments).
+    ``workers`` > 1 builds photos in that many processes; the set is the same for any number.
     """
     photos = list(photos or EMBEDDED_PHOTOS)
     distortions = list(distortions or DISTORTIONS)
@@ -142,11 +152,21 @@ def build_embedded_iqa(folder: str | Path, photos: list[str] | None = None, dist
     table = _reusable(folder, key)
     if table is not None:
         return table
+    jobs = [(folder, photo, distortions, levels, short_side, metric, seed) for photo in photos]
     rows = []
-    with tqdm(total=len(photos) * len(distortions) * len(levels), desc="embedded IQA set", disable=not progress,
-              leave=False) as bar:
-        for photo in photos:
-            rows += _build_photo(folder, photo, distortions, levels, short_side, metric, seed, bar)
+    with tqdm(total=len(photos), desc="embedded IQA set (photos)", disable=not progress, leave=False) as bar:
+        if workers <= 1:
+            for job in jobs:
+                rows += _build_photo(*job)
+                bar.update()
+        else:
+            # Each photo is an independent job (the piq metric dominates: ~10 ms an image); spawned
+            # workers with one torch thread each use the cores without fork-after-OpenMP hazards.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
+                for part in pool.map(_build_photo, *zip(*jobs), chunksize=4):
+                    rows += part
+                    bar.update()
     table = pd.DataFrame(rows, columns=list(IQA_COLUMNS))
     atomic_write_text(folder / "table.csv", table.to_csv(index=False))
     atomic_write_text(folder / "key.json", json.dumps(key))  # last: its presence marks a complete set

@@ -24,7 +24,7 @@ from PIL import Image
 from iqalib import attacks, features, fooling, images
 from iqalib.cache import ArrayCache, atomic_write_text, cached_images
 from iqalib.classifiers import Classifier, load_classifier
-from iqalib.params import Frozen, data_path, load, resolve_path, run_dir
+from iqalib.params import Frozen, data_path, load, resolve_path, run_dir, workers
 from iqalib.quality import QualityModel
 
 QUALITY_FOLDER = "models/quality"
@@ -72,12 +72,14 @@ class Run:
         return roots
 
     def portable(self, path: str | Path) -> str:
-        """``<root>:<relative path>`` for a path under one of ``roots`` (else the path as given)."""
+        """``<root>:<relative path>`` for a path under one of ``roots``; ValueError otherwise (a
+        machine path in ``features.csv`` would not survive a move of the run or the data)."""
         p = Path(path).resolve()
         for name, root in self.roots.items():
             if p.is_relative_to(root):
                 return f"{name}:{p.relative_to(root).as_posix()}"
-        return str(path)
+        raise ValueError(f"{path} lies under none of the run's roots ({', '.join(self.roots)}); "
+                         "features.csv keeps only portable paths")
 
     def resolve(self, portable: str) -> Path:
         """The file behind a ``portable`` path."""
@@ -115,7 +117,7 @@ def iqa_sets(run: Run) -> dict[str, pd.DataFrame]:
             tables[name] = embedded_iqa.build_embedded_iqa(
                 run.folder / "cache" / "embedded_iqa", photos=list(e.photos) if e.photos else None,
                 distortions=list(e.distortions), levels=list(e.levels), short_side=e.short_side,
-                metric=e.metric, seed=p.seed, progress=run.progress)
+                metric=e.metric, seed=p.seed, progress=run.progress, workers=workers(p))
         else:
             tables[name] = iqa_datasets.read_iqa_dataset(name, data_path(name, entry["path"], f"iqa_sets[{name}].path"))
     return tables
@@ -220,14 +222,24 @@ def universal_perturbation(run: Run, evaluated: list[images.ImageRecord]) -> tup
         v, meta = attacks.load_uap(folder)
         if meta.get("key") == key:
             return v, meta
-    fitter = attacks.UniversalPerturbation(clf, xi=u.xi, delta=u.delta, max_passes=u.max_passes,
-                                           num_candidates=u.num_candidates, seed=run.params.seed, progress=run.progress)
+    if u.method == "sgd":
+        fitter = attacks.StochasticUniversalPerturbation(clf, xi=u.xi, steps=u.steps, batch_size=u.batch_size, lr=u.lr,
+                                                         min_scale=u.min_scale, seed=run.params.seed,
+                                                         progress=run.progress)
+        variant = "untargeted, stochastic gradient on random crops of the pool (Shafahi et al. 2020, sgd-uap)"
+    else:
+        fitter = attacks.UniversalPerturbation(clf, xi=u.xi, delta=u.delta, max_passes=u.max_passes,
+                                               num_candidates=u.num_candidates, seed=run.params.seed,
+                                               progress=run.progress)
+        variant = "untargeted (Moosavi-Dezfooli et al. 2017, Alg. 1, DeepFool inner step)"
     v = fitter.fit(pool)
     held_out = [images.load(r) for r in evaluated]
     rate = attacks.fooling_rate(clf, held_out, v, batch_size=run.params.batch_size)
     meta = {"xi": u.xi, "fooling_rate": rate, "n_eval": len(held_out), "classifier": clf.name,
-            "input_size": clf.input_size, "pool_size": len(pool), "pool_fooling_rate_per_pass": fitter.history_,
-            "variant": "untargeted (Moosavi-Dezfooli et al. 2017, Alg. 1, DeepFool inner step)", "key": key}
+            "input_size": clf.input_size, "method": u.method, "variant": variant, "params": fitter.params(),
+            "pool": u.pool, "pool_size": len(pool), "pool_ids": pool_ids,
+            ("pool_fooling_rate_per_pass" if u.method == "deepfool" else "batch_fooling_rate_per_step"): fitter.history_,
+            "key": key}
     attacks.save_uap(folder, v, meta)
     return v, meta
 

@@ -29,7 +29,7 @@ import os
 import re
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import yaml
 
@@ -60,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda
     "batch_size": 16,
+    "num_workers": None,  # processes for CPU-side image work (IQA set build, ...); None: the cores available
     "classifier": "efficientnet_lite0",
     "classifier_weights": None,  # a file for torch.load(weights_only=True); default: package / torch cache
     "classifiers_table1": ["efficientnet_lite0"],
@@ -101,10 +102,15 @@ DEFAULTS: dict[str, Any] = {
     },
     "attacks": {
         "uap": {
+            "method": "deepfool",  # deepfool: the paper's Algorithm 1 | sgd: data-efficient stochastic gradient
             "xi": 10.0,  # l-inf bound, 0–255 units
-            "delta": 0.2,  # stop at fooling rate 1 − delta on the pool
-            "max_passes": 3,
-            "num_candidates": 10,
+            "delta": 0.2,  # deepfool: stop at fooling rate 1 − delta on the pool
+            "max_passes": 3,  # deepfool
+            "num_candidates": 10,  # deepfool
+            "steps": 150,  # sgd: optimiser steps
+            "batch_size": 16,  # sgd: random crops per step
+            "lr": 1.0,  # sgd: Adam step, 0–255 units
+            "min_scale": 0.5,  # sgd: smallest crop side / short side
             "pool": "iqa_references",  # iqa_references | originals_rest (disjoint from the evaluated originals)
             "pool_size": None,  # originals_rest: how many further originals
             "pool_views": 2,  # iqa_references: views per reference photo (full, mirror, ...)
@@ -296,6 +302,7 @@ SCHEMA: dict[str, Rule] = {
     "seed": integer(min=0),
     "device": choice(("auto", "cpu", "cuda")),
     "batch_size": _POSITIVE,
+    "num_workers": integer(min=0).or_null(),
     "classifier": _CLASSIFIER,
     "classifier_weights": text(expected="a file path").or_null(),
     "classifiers_table1": list_of(_CLASSIFIER),
@@ -324,10 +331,15 @@ SCHEMA: dict[str, Rule] = {
     "quality.features": choice(("multilevel", "pooled")),
     "quality.label_sigma": number(ge=0),
     "quality.dropout": number(ge=0, lt=1),
-    "attacks.uap.xi": number(gt=0, le=255, why="0–255 pixel units"),
+    "attacks.uap.method": choice(("deepfool", "sgd"), noun="UAP method"),
+    "attacks.uap.xi": number(ge=1, le=255, why="0–255 pixel units"),
     "attacks.uap.delta": number(ge=0, lt=1),
     "attacks.uap.max_passes": _POSITIVE,
     "attacks.uap.num_candidates": _POSITIVE,
+    "attacks.uap.steps": _POSITIVE,
+    "attacks.uap.batch_size": _POSITIVE,
+    "attacks.uap.lr": number(gt=0),
+    "attacks.uap.min_scale": number(gt=0, le=1),
     "attacks.uap.pool": choice(("iqa_references", "originals_rest")),
     "attacks.uap.pool_size": _POSITIVE.or_null(),
     "attacks.uap.pool_views": _POSITIVE,
@@ -554,6 +566,16 @@ def load(path: str | os.PathLike) -> Frozen:
         raise ParamsError("\n".join(f"{_shown(file)}: {line}" for line in str(exc).splitlines())) from None
 
 
+def cpus_available() -> int:
+    """The CPU cores this process may use (its affinity mask, else the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def workers(params: Frozen) -> int:
+    """``num_workers``, or the cores available when it is null."""
+    return cpus_available() if params.num_workers is None else int(params.num_workers)
+
+
 def run_dir(params: Frozen) -> Path:
     """``outputs/<run_name>/`` for these params (created if missing)."""
     folder = resolve_path(params.outputs_dir) / params.run_name
@@ -578,12 +600,21 @@ def data_path(kind: str, given: str | None, param_name: str) -> Path:
     return path
 
 
-def check_data(params: Frozen) -> None:
-    """Deprecated: use ``iqalib.preflight.check`` (this delegates to it).
+class Needs(NamedTuple):
+    """What a run reads from disk, as plain values (for ``iqalib.preflight``): IQA sets as
+    (name, path or None), the originals as (source, path or None), and classifier weights as
+    (classifier name, weights file or None, the parameter that names it)."""
 
-    Fails before any notebook runs when a data folder or classifier weights the params name are
-    missing or unusable.
-    """
-    from iqalib.preflight import check  # upper floor, imported only when called
+    iqa_sets: list[tuple[str, str | None]]
+    originals: tuple[str, str | None]
+    weights: list[tuple[str, str | None, str]]
 
-    check(params)
+
+def needs(params: Frozen) -> Needs:
+    """The data folders and weights ``params`` name (``classifier_weights`` belongs to
+    ``classifier`` only, as in the notebooks)."""
+    weights = [(name, params.classifier_weights if name == params.classifier else None,
+                "classifier" if name == params.classifier else "classifiers_table1")
+               for name in dict.fromkeys([params.classifier, *params.classifiers_table1])]
+    return Needs([(e["name"], e["path"]) for e in params.iqa_sets],
+                 (params.originals.source, params.originals.path), weights)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from iqalib.params import DATA_ENV, Frozen, data_path, resolve_path
+from iqalib.params import DATA_ENV, Needs, data_path, resolve_path
 
 # Files that count as images when looking for at least one (by name only; the run decodes them).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif", ".jp2")
@@ -25,22 +25,24 @@ class PreflightError(FileNotFoundError):
                          + "\n".join(f"- {p}" for p in self.problems))
 
 
-def check(params: Frozen) -> None:
-    """Raise one PreflightError listing every problem ``problems(params)`` finds; else return None."""
-    found = problems(params)
+def check(needs: Needs) -> None:
+    """Raise one PreflightError listing every problem ``problems(needs)`` finds; else return None."""
+    found = problems(needs)
     if found:
         raise PreflightError(found)
 
 
-def problems(params: Frozen) -> list[str]:
-    """One line per missing or unusable data folder and per missing classifier weights file."""
+def problems(needs: Needs) -> list[str]:
+    """One line per missing or unusable data folder and per missing classifier weights file, for
+    what a run reads from disk (``iqalib.params.needs``: plain names and paths)."""
     found = []
-    for entry in params.iqa_sets:
-        if entry["name"] != "embedded":
-            found += _iqa_set_problems(entry["name"], entry["path"])
-    if params.originals.source != "embedded":
-        found += _originals_problems(params.originals.source, params.originals.path)
-    found += _weights_problems(params)
+    for name, given in needs.iqa_sets:
+        if name != "embedded":
+            found += _iqa_set_problems(name, given)
+    source, given = needs.originals
+    if source != "embedded":
+        found += _originals_problems(source, given)
+    found += _weights_problems(needs.weights)
     return [" ".join(p.split()) for p in found]  # one line each, whatever the readers wrote
 
 
@@ -91,16 +93,13 @@ def _has_image(root: Path) -> bool:
     return False
 
 
-def _weights_problems(params: Frozen) -> list[str]:
+def _weights_problems(weights: list[tuple[str, str | None, str]]) -> list[str]:
     from iqalib.classifiers import WeightsNotFoundError, weights_file  # imports torch
 
     found = []
-    for name in dict.fromkeys([params.classifier, *params.classifiers_table1]):
-        # classifier_weights belongs to 'classifier' only, as in the notebooks
-        given = resolve_path(params.classifier_weights) if name == params.classifier else None
-        param = "classifier" if name == params.classifier else "classifiers_table1"
+    for name, given, param in weights:
         try:
-            weights_file(name, given)
+            weights_file(name, None if given is None else str(resolve_path(given)))
         except WeightsNotFoundError as exc:
             found.append(f"{param} {name}: {exc}")
     return found

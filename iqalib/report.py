@@ -304,17 +304,17 @@ def save_counts(name: str, counts: Mapping[str, Any], params: Frozen) -> Path:
     return path
 
 
-def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str]) -> pd.DataFrame:
-    """Join our table with the paper's values on ``on``; paper columns are prefixed ``paper_``."""
+def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], keep_paper_rows: bool = False) -> pd.DataFrame:
+    """Join our table with the paper's values on ``on``; paper columns are prefixed ``paper_``.
+    ``keep_paper_rows``: the paper's rows that match none of ours are kept below ours (e.g. Table I's
+    TID2013/CSIQ/LIVE rows beside the embedded set's), their own columns empty."""
     paper = paper.rename(columns={c: f"paper_{c}" for c in paper.columns if c not in on})
-    return ours.merge(paper, on=on, how="left")
-
-
-def summarize(values: pd.Series) -> dict[str, float]:
-    """median / mean / std (ddof=1) / count of a numeric series, NaNs dropped."""
-    v = pd.to_numeric(values, errors="coerce").dropna()
-    return {"median": float(v.median()) if len(v) else float("nan"), "mean": float(v.mean()) if len(v) else float("nan"),
-            "std": float(v.std(ddof=1)) if len(v) > 1 else float("nan"), "count": int(len(v))}
+    merged = ours.merge(paper, on=on, how="left")
+    if keep_paper_rows:
+        extra = paper.merge(ours[on].drop_duplicates(), on=on, how="left", indicator=True)
+        extra = extra[extra["_merge"] == "left_only"].drop(columns="_merge")
+        merged = pd.concat([merged, extra], ignore_index=True)[list(merged.columns)]
+    return merged
 
 
 def paper_values(table: str) -> tuple[pd.DataFrame, bool]:
@@ -329,9 +329,3 @@ def paper_values(table: str) -> tuple[pd.DataFrame, bool]:
     numeric = [c for c in frame.columns if c not in ("dataset", "classifier", "group")]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
     return frame, bool(data.get("transcribed"))
-
-
-def group_summary(df: pd.DataFrame, column: str, groups: list[str]) -> pd.DataFrame:
-    """median / mean / std / count of ``column`` per group, in the given order (Tables II and III)."""
-    rows = [{"group": g, **summarize(df.loc[df["group"] == g, column])} for g in groups]
-    return pd.DataFrame(rows)

@@ -24,12 +24,8 @@ from string import Template
 from typing import Iterator
 
 from iqalib.cache import atomic_write_text
-from iqalib.params import REPO_ROOT, load, params_file, resolve_path, run_dir
-
-try:  # the preflight checks (data folders, weights); older trees only have params.check_data
-    from iqalib.preflight import check as preflight
-except ImportError:
-    from iqalib.params import check_data as preflight
+from iqalib.params import REPO_ROOT, cpus_available, load, needs, params_file, resolve_path, run_dir
+from iqalib.preflight import check as preflight
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +242,7 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
 
     file = params_file(params_path)
     params = load(file)
-    preflight(params)
+    preflight(needs(params))
     selected = notebooks(only)
     check_order(selected, resolve_path(params.outputs_dir) / params.run_name, params_path)
     out = run_dir(params)
@@ -312,7 +308,7 @@ def _manifest(params, file: Path, out: Path, status: str, timings: dict[str, flo
 
 
 def _cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpus_available()
 
 
 # ------------------------------------------------------------------------------------ front page

@@ -19,7 +19,7 @@ from scipy import stats
 from iqalib.detector import (COLUMN_SETS, FEATURES, _eval_rows, _finite, _mean_or_nan, _ordered_groups, _std,
                              baseline1, baseline2, paired_splits, roc_per_group, split_scores)
 
-__all__ = ["table1", "summarize", "group_summary", "table4", "table5", "bootstrap_ci", "rates_from_scores",
+__all__ = ["table1", "fooling_rate", "summarize", "group_summary", "table4", "table5", "bootstrap_ci", "rates_from_scores",
            "rates_at_false_alarm", "ablation", "correlations", "mean_std", "iqa_performance",
            "type_level_oracle", "per_distortion"]
 
@@ -40,6 +40,13 @@ def table1(pairs: pd.DataFrame) -> pd.DataFrame:
             "top1_changed": float((g["top1"] != g["top1_ref"]).mean()),
         })
     return pd.DataFrame(rows)
+
+
+def fooling_rate(features: pd.DataFrame) -> float:
+    """Share of the adversarial rows whose top-1 differs from their original's (``correct_vs_clean``
+    false): the UAP's fooling rate on the evaluated originals, read from the table's own pass."""
+    adv = features.loc[features["group"] == "adversarial", "correct_vs_clean"].dropna()
+    return float(1.0 - adv.astype(bool).mean()) if len(adv) else float("nan")
 
 
 def summarize(values: pd.Series) -> dict[str, float]:

@@ -51,6 +51,7 @@ def quality_model(performance: pd.DataFrame, per_type: pd.DataFrame, target: str
 def quality_vs_accuracy(table1: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
     """Notebook 01 (Table I, Fig. 3 right): distortions change the top-1, more so at low quality."""
     paper = table1["paper_wup_mean"].dropna()
+    table1 = table1[table1["n_images"].notna()]  # our rows (the paper's own rows may follow)
     changed = table1["top1_changed"]
     rho = [(f"{d}/{c}", *stats.spearmanr(g["mos"], g["wup"])) for (d, c), g in pairs.groupby(["dataset", "classifier"])
            if g["wup"].nunique() > 1]

@@ -22,11 +22,14 @@
 # The paper measures three kinds against ResNet-152; we generate all three ourselves against the
 # run's classifier (EfficientNet-Lite0 in the embedded default):
 #
-# * **UAP** — a universal adversarial perturbation (Moosavi-Dezfooli et al., CVPR 2017; Algorithm 1
-#   with DeepFool as the inner step), ‖v‖∞ ≤ ξ = 10 on the 0–255 scale, computed on a pool of images
-#   disjoint from the evaluated originals and then added to every original — the paper's
-#   "recognisable adversarial" group. **Difference from the paper:** the paper says each sample got
-#   a random target among the other 999 classes; we use the standard *untargeted* UAP.
+# * **UAP** — a universal adversarial perturbation, ‖v‖∞ ≤ ξ = 10 on the 0–255 scale, computed on a
+#   pool of images disjoint from the evaluated originals and then added to every original — the
+#   paper's "recognisable adversarial" group. `attacks.uap.method` picks the algorithm: `deepfool` is
+#   the paper's (Moosavi-Dezfooli et al., CVPR 2017, Algorithm 1 with DeepFool as the inner step;
+#   `paper.yaml`), `sgd` a data-efficient stochastic-gradient variant on random crops and flips of
+#   the pool (Shafahi et al., AAAI 2020; the embedded default, whose pool is 141 photos: Algorithm 1
+#   does not transfer from so few). **Difference from the paper:** the paper says each sample got a
+#   random target among the other 999 classes; both of ours are the standard *untargeted* UAP.
 # * **Fool_GD** — gradient-ascent fooling images (Nguyen et al., CVPR 2015): from the mean image,
 #   ascend one target class's logit with L2 regularisation.
 # * **Fool_EV** — evolutionary fooling images: MAP-Elites over the 1000 classes with a CPPN encoding;
@@ -60,8 +63,10 @@ features, counts = experiment.build_groups(run, run.quality)
 for name, c in counts.items():
     report.save_counts(f"02_{name}", c, P)
 uap = json.loads((run.folder / "attacks" / "uap" / "uap.json").read_text())
-display(Markdown(f"UAP ({uap['variant']}): ξ = {uap['xi']:g}, fooling rate **{uap['fooling_rate']:.2f}** on "
-                 f"{uap['n_eval']} held-out originals (pool of {uap['pool_size']} images)."))
+fooling_rate = tables.fooling_rate(features)
+display(Markdown(f"UAP ({uap['variant']}): ξ = {uap['xi']:g}, pool of {uap['pool_size']} images ({uap['pool']}); "
+                 f"it changes the top-1 of **{fooling_rate:.0%}** of the {uap['n_eval']} evaluated originals "
+                 "(from the table below: the saved 8-bit UAP images against their originals)."))
 display(ShowImage(filename=str(run.folder / "attacks" / "uap" / "uap.png"), width=224))
 features.groupby("group", sort=False).size().rename("images").to_frame().T
 
@@ -126,11 +131,11 @@ report.save_figure(fig, "fig1_gallery", P)
 # ## Ours vs the paper
 # * The paper's UAP is targeted (a random target class per image); ours is untargeted, computed
 #   against the run's classifier on a pool disjoint from the evaluated originals. Its fooling rate
-#   (above) decides whether the adversarial rows differ from the originals at all.
+#   (above) decides how far the adversarial rows differ from the originals.
 # * Our fooling images come from small CPU budgets, so Fool_EV confidences (Table III) stay far from
 #   the near-certain ones that large evolutionary budgets reach.
 # * The originals in the gallery are shown as stored; the classifier and quality model see them
 #   through the classifier's 224×224 view, the same view the UAP was added in.
 
 # %%
-report.verdicts(verdicts.adversarial_quality(features, table2, table3, uap["fooling_rate"]), "02", P);
+report.verdicts(verdicts.adversarial_quality(features, table2, table3, fooling_rate), "02", P);

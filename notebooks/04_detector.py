@@ -32,8 +32,6 @@
 params_path = "../params/default.yaml"
 
 # %%
-import json
-
 import matplotlib.pyplot as plt
 import pandas as pd
 from sklearn.manifold import TSNE
@@ -44,7 +42,7 @@ run = experiment.open_run(params_path)
 P, D = run.params, run.params.detector
 report.use_style()
 features, counts = experiment.build_groups(run, run.quality)  # cached: the table of notebook 03
-fooling_rate = json.loads((run.folder / "attacks" / "uap" / "uap.json").read_text())["fooling_rate"]
+fooling_rate = tables.fooling_rate(features)  # share of UAP images whose top-1 left their original's
 
 # %% [markdown]
 # ## Ten detectors on paired, leak-free splits

@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 
 from iqalib.attacks import (
+    StochasticUniversalPerturbation,
     UniversalPerturbation,
     apply_perturbation,
     deepfool,
@@ -208,6 +209,22 @@ def test_uap_history_is_exact_pool_rate(clf, uap):
     attack, v = uap
     pool = random_images(16, seed=3)
     assert attack.history_[-1] == pytest.approx(fooling_rate(clf, pool, v))
+
+
+def test_sgd_uap_is_bounded_deterministic_and_fools_held_out_images(clf):
+    pool = random_images(12, seed=7, size=(70, 50))  # other sizes than the view: crops are resized
+    held_out = random_images(24, seed=8)
+    attack = StochasticUniversalPerturbation(clf, xi=12.0, steps=40, batch_size=8, lr=2.0, seed=0, progress=False)
+    v = attack.fit(pool)
+    assert v.shape == (S, S, 3) and v.dtype == np.float32
+    assert np.abs(v).max() <= attack.xi and np.array_equal(v, np.rint(v))
+    assert len(attack.history_) == attack.steps
+    again = StochasticUniversalPerturbation(clf, xi=12.0, steps=40, batch_size=8, lr=2.0, seed=0, progress=False)
+    assert np.array_equal(again.fit(pool), v), "same seed, same map"
+    signs = np.random.default_rng(0).choice([-12.0, 12.0], size=v.shape).astype(np.float32)
+    assert fooling_rate(clf, held_out, v) > fooling_rate(clf, held_out, signs), "beats random noise of the same size"
+    assert attack.params()["algorithm"] == "uap-sgd-untargeted"
+
 
 
 # ---------------------------------------------------------------------------------------------

@@ -44,3 +44,14 @@ def test_embedded_photos_are_content_disjoint_from_originals():
 
     originals = {p.name for p in embedded_folder().glob("*")}
     assert all(embedded_iqa.embedded_photo_path(n).name not in originals for n in embedded_iqa.EMBEDDED_PHOTOS)
+
+
+def test_two_workers_build_the_same_set(small_set, tmp_path):
+    folder, table = small_set
+    parallel = embedded_iqa.build_embedded_iqa(tmp_path, photos=["chelsea", "coffee"],
+                                               distortions=["gaussian_blur", "jpeg"], levels=[1, 3, 5],
+                                               short_side=224, progress=False, workers=2)
+    relative = [c for c in table.columns if c not in ("path", "ref_path")]
+    pd.testing.assert_frame_equal(parallel[relative], table[relative])
+    for a, b in zip(parallel["path"], table["path"]):
+        assert open(a, "rb").read() == open(b, "rb").read()

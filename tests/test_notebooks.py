@@ -1,4 +1,5 @@
 """Notebooks: pairs in sync, no committed outputs, every notebook renders at smoke scale."""
+import base64
 import json
 import subprocess
 import sys
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -62,10 +64,34 @@ def test_every_notebook_renders_at_smoke_scale(tmp_path):
         assert "it/s]" not in text and "TqdmWarning" not in text, p.stem
         assert "start_time" not in executed.metadata.papermill, p.stem
     check_front_page(out)  # index.html links every report; its verdicts are the verdicts_*.csv rows
+    check_every_figure_is_shown(out)
+    paths = pd.read_csv(out / "features.csv")["path"]
+    assert paths.str.match(r"^(run|foolbox|ai_benchmark):[^/]").all(), paths[~paths.str.match(r"^(run|foolbox|ai_benchmark):")]
+    for p in NOTEBOOKS:
+        assert str(REPO) not in (out / "notebooks" / f"{p.stem}.ipynb").read_text(), p.stem
     assert "tables/table1.csv" in manifest["tables"] and (out / "tables" / "table1.md").exists()
     assert "figures/fig3_quality_vs_similarity.png" in manifest["figures"]
     assert manifest["image_counts"]["01_originals"]["used"] == 6
     assert manifest["versions"]["torch"] and manifest["params"]["run_name"] == "smoke"
+
+
+def check_every_figure_is_shown(out: Path) -> None:
+    """Each saved figures/*.png is an image output of some executed notebook (the very bytes) and
+    is inside that notebook's HTML report."""
+    shown = {}
+    for executed in sorted((out / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(executed, as_version=4)
+        for cell in nb.cells:
+            for output in cell.get("outputs", []):
+                data = output.get("data", {}).get("image/png")
+                if data:
+                    shown["".join(data).replace("\n", "")] = executed.stem
+    figures = sorted((out / "figures").glob("*.png"))
+    assert figures
+    for figure in figures:
+        encoded = base64.b64encode(figure.read_bytes()).decode()
+        assert encoded in shown, f"{figure.name} is saved but never shown"
+        assert encoded in (out / "reports" / f"{shown[encoded]}.html").read_text(), figure.name
 
 
 def test_bad_originals_are_counted_and_the_run_finishes(tmp_path, bad_folder):

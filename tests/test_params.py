@@ -54,8 +54,8 @@ BAD_VALUES = [
     ({"detector": {"thresholds": [0.3, 1.5]}}, "detector.thresholds[1]", "a number in (0, 1)"),
     ({"quality": {"test_size": "0.2"}}, "quality.test_size", "a number in (0, 1)"),
     ({"detector": {"train_size": "half"}}, "detector.train_size", "a number in (0, 1)"),
-    ({"attacks": {"uap": {"xi": "10"}}}, "attacks.uap.xi", "a number in (0, 255]"),
-    ({"attacks": {"uap": {"xi": 300}}}, "attacks.uap.xi", "a number in (0, 255]"),
+    ({"attacks": {"uap": {"xi": "10"}}}, "attacks.uap.xi", "a number in [1, 255]"),
+    ({"attacks": {"uap": {"xi": 300}}}, "attacks.uap.xi", "a number in [1, 255]"),
     ({"attacks": {"uap": {"delta": 1}}}, "attacks.uap.delta", "a number in [0, 1)"),
     ({"quality": {"epochs": 2.5}}, "quality.epochs", "an integer >= 1"),
     ({"quality": {"n_models": True}}, "quality.n_models", "an integer >= 1"),  # YAML true is a bool

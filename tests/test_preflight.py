@@ -22,7 +22,7 @@ def no_data_variables(monkeypatch):
 
 def _problems(raw) -> list[str]:
     with pytest.raises(preflight.PreflightError) as info:
-        preflight.check(params.validate(raw, "x"))
+        preflight.check(params.needs(params.validate(raw, "x")))
     error = info.value
     assert isinstance(error, FileNotFoundError)
     assert str(error).splitlines()[1:] == [f"- {p}" for p in error.problems]
@@ -30,7 +30,7 @@ def _problems(raw) -> list[str]:
 
 
 def test_shipped_smoke_params_pass():
-    assert preflight.check(params.load("params/smoke.yaml")) is None
+    assert preflight.check(params.needs(params.load("params/smoke.yaml"))) is None
 
 
 def test_empty_tid2013_folder_from_the_environment_is_reported(monkeypatch, tmp_path):
@@ -43,7 +43,7 @@ def test_empty_tid2013_folder_from_the_environment_is_reported(monkeypatch, tmp_
 def test_tid2013_with_scores_but_missing_images_is_reported(monkeypatch, tmp_path):
     root = make_tid2013(tmp_path / "tid")
     raw = {"iqa_sets": ["embedded", {"name": "tid2013", "path": str(root)}]}
-    assert preflight.problems(params.validate(raw, "x")) == []
+    assert preflight.problems(params.needs(params.validate(raw, "x"))) == []
     (root / "distorted_images" / "i01_10_3.bmp").unlink()
     [problem] = _problems(raw)
     assert "i01_10_3.bmp" in problem and "from 'iqa_sets[tid2013].path'" in problem and "IQALIB_TID2013" in problem
@@ -91,7 +91,7 @@ def test_empty_originals_folder_is_reported(tmp_path):
     assert "holds no image files" in problem and "originals.path" in problem and "IQALIB_ORIGINALS" in problem
     (tmp_path / "n02123045").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "n02123045" / "cat.JPEG")
-    assert preflight.problems(params.validate({"originals": {"source": "folder", "path": str(tmp_path)}}, "x")) == []
+    assert preflight.problems(params.needs(params.validate({"originals": {"source": "folder", "path": str(tmp_path)}}, "x"))) == []
 
 
 def test_every_problem_in_one_error(monkeypatch, tmp_path):
@@ -101,12 +101,6 @@ def test_every_problem_in_one_error(monkeypatch, tmp_path):
     problems = _problems(raw)
     assert [p.split()[0] for p in problems] == ["tid2013:", "imagenet_val:", "classifiers_table1"]
     assert "IQALIB_IMAGENET_VAL" in problems[1] and "vgg16-397923af.pth" in problems[2]
-
-
-def test_check_data_delegates_until_the_runner_calls_preflight(monkeypatch, tmp_path):
-    monkeypatch.setenv("IQALIB_TID2013", str(tmp_path))
-    with pytest.raises(preflight.PreflightError, match="mos_with_names.txt"):
-        params.check_data(params.validate(TID, "x"))
 
 
 def test_cli_reports_an_empty_tid2013_before_any_notebook(tmp_path):

@@ -132,3 +132,30 @@ def test_plot_roc_one_curve_per_group_in_paper_order():
     fig, ax = plt.subplots()
     assert report.plot_roc(points, ax=ax) is fig
     plt.close(fig)
+
+
+# The cells the paper leaves empty: "-" (fooling images have no true class), a blank, or a row that
+# comes from the prose with one value only (iqalib/data/paper_values.yaml says which, per cell).
+PAPER_BLANKS = {("table4", "adversarial", "fit_accuracy_q030"), ("table4", "fool_ev", "accuracy"),
+                ("table4", "fool_ev", "fit_accuracy_q030"), ("table4", "fool_gd", "accuracy"),
+                ("table4", "fool_gd", "fit_accuracy_q030"), ("table5", "fool_ev", "fit_accuracy"),
+                ("table5", "fool_gd", "fit_accuracy"), ("table5", "original", "fit_accuracy")}
+
+
+def test_paper_values_have_no_empty_cell_but_the_papers_own_blanks():
+    import yaml
+    from importlib import resources
+
+    data = yaml.safe_load(resources.files("iqalib").joinpath("data/paper_values.yaml").read_text())
+    empty = set()
+    for name in ("table1", "table2", "table3", "table4", "table5"):
+        frame, transcribed = report.paper_values(name)
+        assert transcribed and len(frame)
+        key = "group" if "group" in frame else "dataset"
+        for _, row in frame.iterrows():
+            for column, value in row.items():
+                if pd.isna(value):
+                    empty.add((name, row[key], column))
+    assert empty == PAPER_BLANKS
+    assert all(isinstance(v, (int, float)) and v == v for v in data["counts"].values())
+    assert all(c["text"] and c["value"] == c["value"] for c in data["claims"])

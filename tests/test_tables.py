@@ -39,7 +39,7 @@ def test_table4_is_the_papers_layout_of_both_baselines():
     t = tables.table4(_tiny_table(), thresholds=(0.3, 0.35)).set_index("group")
     assert list(t.index) == ["original", "adversarial", "fool_ev"]
     assert list(t.columns) == ["n", "n_labelled", "accuracy", "detection_rate_q030", "fit_accuracy_q030",
-                               "detection_rate_q035", "fit_accuracy_q035"]  # as in iqalib/data/paper_values.yaml
+                               "detection_rate_q035", "fit_accuracy_q035"]  # the paper's q030 names (paper_values.yaml)
     assert t.loc["original", "accuracy"] == pytest.approx(3 / 4)
     assert t.loc["original", "detection_rate_q030"] == pytest.approx(1 / 4)
     assert t.loc["original", "fit_accuracy_q030"] == pytest.approx(2 / 3)
