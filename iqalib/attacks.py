@@ -24,7 +24,7 @@ from iqalib.classifiers import Classifier
 
 # Bump when a change here alters what an attack produces, so cache keys that include it stop
 # matching stale maps and images.
-ATTACKS_VERSION = "1"
+ATTACKS_VERSION = "2"
 
 __all__ = [
     "ATTACKS_VERSION",
@@ -348,8 +348,8 @@ class StochasticUniversalPerturbation:
 
     Each step draws ``batch_size`` pool photos, a random square crop of each (side a share in
     [``min_scale``, 1] of the short side, uniform position, mirrored with probability 1/2)
-    resized to the network's S×S, takes the classifier's clean top-1 on the 8-bit view as the label,
-    and moves v by Adam (``lr`` in 0–255 units) on the clipped cross-entropy
+    resized to the network's S×S, labels it with the classifier's top-1 on the whole photo, and moves
+    v by Adam (``lr`` in 0–255 units) on the clipped cross-entropy
     ``min(CE(x + v, y), clip_loss)`` (clipping keeps already-fooled views from dominating, as in
     the paper's Alg. 2), then projects v onto ‖v‖∞ ≤ ξ. The returned map is rounded to whole
     8-bit steps, so ``apply_perturbation`` reproduces exactly what was judged.
@@ -388,10 +388,12 @@ class StochasticUniversalPerturbation:
                                  Image.LANCZOS)
         return image
 
-    def _crops(self, pool: list[torch.Tensor], rng: np.random.Generator) -> torch.Tensor:
-        """(batch, 3, S, S) 0–255 float crops of randomly drawn pool photos, as 8-bit values."""
+    def _crops(self, pool: list[torch.Tensor], rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray]:
+        """(batch, 3, S, S) 0–255 float crops of randomly drawn pool photos, as 8-bit values, and
+        which photo each crop is of."""
         s, out = self.classifier.input_size, []
-        for i in rng.integers(0, len(pool), self.batch_size):
+        drawn = rng.integers(0, len(pool), self.batch_size)
+        for i in drawn:
             photo = pool[i]
             h, w = photo.shape[1:]
             side = max(8, int(round(min(h, w) * rng.uniform(self.min_scale, 1.0))))
@@ -402,23 +404,27 @@ class StochasticUniversalPerturbation:
             if rng.random() < 0.5:
                 crop = crop.flip(-1)
             out.append(crop.round().clamp(0, 255))
-        return torch.cat(out).to(self.classifier.device)
+        return torch.cat(out).to(self.classifier.device), drawn
 
     def fit(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Compute v on the pool ``images``; returns (S, S, 3) float32, integer-valued, ‖v‖∞ ≤ ⌊ξ⌋.
-        ``history_`` holds the fooling rate of the batch views at each step (a training curve)."""
+        ``history_`` holds, per step, the share of the batch's perturbed crops not given their photo's
+        label (a training curve)."""
         if len(images) == 0:
             raise ValueError("StochasticUniversalPerturbation.fit needs at least one image")
         clf = self.classifier
         pool = [torch.from_numpy(np.asarray(self._base(im), dtype=np.uint8).copy()).permute(2, 0, 1) for im in images]
+        # Each photo's label is the classifier's top-1 on its whole view, as Shafahi et al. use an
+        # image's one label for all its augmentations (the pool has no true labels; one pass per
+        # photo instead of one per crop).
+        labels = torch.from_numpy(self.classifier.predict_proba(list(images)).argmax(1)).to(clf.device)
         rng = np.random.default_rng(self.seed)
         v = torch.zeros(1, 3, clf.input_size, clf.input_size, device=clf.device, requires_grad=True)
         optimiser = torch.optim.Adam([v], lr=self.lr)
         self.history_ = []
         for _ in tqdm(range(self.steps), desc="UAP (sgd)", disable=not self.progress, leave=False):
-            x = self._crops(pool, rng)
-            with torch.no_grad():
-                label = clf.logits_from_pixels(x).argmax(1)
+            x, drawn = self._crops(pool, rng)
+            label = labels[torch.from_numpy(drawn).to(clf.device)]
             logits = clf.logits_from_pixels((x + v).clamp(0, 255))
             loss = torch.nn.functional.cross_entropy(logits, label, reduction="none").clamp(max=self.clip_loss)
             optimiser.zero_grad()

@@ -342,16 +342,40 @@ def build_groups(run: Run, quality: QualityModel | None = None) -> tuple[pd.Data
     return table, {"originals_all": image_set.counts(), **counts}
 
 
-def row_images(run: Run, table: pd.DataFrame) -> list[Image.Image]:
-    """The exact image behind each ``features.csv`` row, rebuilt from its columns (distortions
-    re-applied deterministically), e.g. for a peer detector that needs pixels or for examples."""
-    out = []
+def row_jobs(run: Run, table: pd.DataFrame) -> list[features.ImageJob]:
+    """The image job behind each ``features.csv`` row, from its columns (no id parsing): the same
+    cache keys as the jobs that made the row, so ``features.embed`` on them runs no backbone."""
+    jobs = []
     for r in table.itertuples():
         path = str(run.resolve(r.path))
         if isinstance(r.distortion, str):
-            job = features.ImageJob(path, view=r.view, distortion=r.distortion, level=int(r.level), seed=int(r.seed),
-                                    noise_id=r.parent_id, min_side=1, allow_grey=True, distort_in_view=True)
+            jobs.append(features.ImageJob(path, view=r.view, distortion=r.distortion, level=int(r.level),
+                                          seed=int(r.seed), noise_id=r.parent_id, min_side=1, allow_grey=True,
+                                          distort_in_view=True))
         else:
-            job = features.ImageJob(path, view=r.view, min_side=1, allow_grey=True)
-        out.append(job.load(run.classifier))
-    return out
+            jobs.append(features.ImageJob(path, view=r.view, min_side=1, allow_grey=True))
+    return jobs
+
+
+def row_images(run: Run, table: pd.DataFrame) -> list[Image.Image]:
+    """The exact image behind each ``features.csv`` row, rebuilt from its columns (distortions
+    re-applied deterministically), e.g. for a peer detector that needs pixels or for examples."""
+    return [job.load(run.classifier) for job in row_jobs(run, table)]
+
+
+def peer_rows(run: Run, table: pd.DataFrame) -> pd.DataFrame:
+    """The rows a peer detector that needs pixels scores: every row but the distorted ones, and a
+    seeded sample of ``detector.peer_distorted`` distorted rows (null: all of them), so its cost
+    stays a fraction of the run's while every group is represented."""
+    n = run.params.detector.peer_distorted
+    distorted = table["group"] == "distorted"
+    if n is None or n >= int(distorted.sum()):
+        return table
+    keep = table[distorted].sample(n=n, random_state=run.params.seed).index
+    return table[~distorted | table.index.isin(keep)]
+
+
+def peer_probabilities(run: Run, table: pd.DataFrame) -> np.ndarray:
+    """(N, 1000) softmax of each row's image, from the embedding cache (no second backbone pass)."""
+    emb, _ = features.embed(run.classifier, row_jobs(run, table), run.cache, run.params.batch_size, progress=False)
+    return features.probabilities(run.classifier, emb)

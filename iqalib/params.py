@@ -124,6 +124,7 @@ DEFAULTS: dict[str, Any] = {
         "thresholds": [0.3, 0.35],  # Baseline-2 (paper: 0.3)
         "target_fpr": 0.05,
         "n_boot": 1000,
+        "peer_distorted": None,  # distorted images Feature Squeezing scores (a seeded sample); null: all
     },
 }
 
@@ -356,6 +357,7 @@ SCHEMA: dict[str, Rule] = {
     "detector.thresholds": list_of(_FRACTION),
     "detector.target_fpr": _FRACTION,
     "detector.n_boot": _POSITIVE,
+    "detector.peer_distorted": _POSITIVE.or_null(),
 }
 
 

@@ -22,14 +22,16 @@ __all__ = ["feature_squeezing_scores", "feature_squeezing_rates"]
 
 def feature_squeezing_scores(classifier: Any, images: Sequence[Any], *, bit_depth: int = 5,
                              median_size: int = 2, batch_size: int = 32, min_side: int = 1,
-                             progress: bool = True) -> np.ndarray:
+                             plain_proba: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
     """Feature squeezing (Xu et al., NDSS 2018) score per image, in [0, 2]; NaN for unusable inputs.
 
     max over squeezers of the L1 distance between the classifier's softmax on its view of the
     image and on the squeezed view: colour depth reduced to ``bit_depth`` bits, and a
     ``median_size``×``median_size`` median filter (scipy, reflect padding as in Xu et al.; Pillow's
     MedianFilter only takes odd sizes). Squeezing acts on the network's input pixels. ``images``:
-    PIL images or paths; ``progress``: a tqdm bar over batches.
+    PIL images or paths; ``plain_proba``: (N, 1000) softmax of the unsqueezed images when already
+    known (e.g. from the embedding cache), which saves one of the three passes; ``progress``: a tqdm
+    bar over batches.
     """
     from scipy.ndimage import median_filter
 
@@ -43,8 +45,11 @@ def feature_squeezing_scores(classifier: Any, images: Sequence[Any], *, bit_dept
         depth = np.round(np.round(view / 255.0 * levels) / levels * 255.0).astype(np.uint8)
         median = median_filter(view, size=(1, median_size, median_size, 1), mode="reflect")
         # The squeezed views go through the same backbone pass as every other image (features).
-        squeezed = [[Image.fromarray(a) for a in arrays] for arrays in (view, depth, median)]
+        arrays = (depth, median) if plain_proba is not None else (view, depth, median)
+        squeezed = [[Image.fromarray(a) for a in batch] for batch in arrays]
         p = [features.probabilities(classifier, features.backbone_rows(classifier, s, batch_size)) for s in squeezed]
+        if plain_proba is not None:
+            p.insert(0, np.asarray(plain_proba, np.float32)[idx])
         out[idx] = np.maximum(np.abs(p[0] - p[1]).sum(1), np.abs(p[0] - p[2]).sum(1))
     return out
 

@@ -317,6 +317,18 @@ def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], keep_p
     return merged
 
 
+def paper_claim(claim_id: str) -> float:
+    """The value of one of the paper's claims in ``iqalib/data/paper_values.yaml`` (``claims``)."""
+    import yaml
+    from importlib import resources
+
+    data = yaml.safe_load(resources.files("iqalib").joinpath("data/paper_values.yaml").read_text())
+    hit = [c["value"] for c in data["claims"] if c["id"] == claim_id]
+    if not hit:
+        raise KeyError(f"no claim {claim_id!r} in paper_values.yaml")
+    return float(hit[0])
+
+
 def paper_values(table: str) -> tuple[pd.DataFrame, bool]:
     """The paper's numbers for ``table`` (from ``iqalib/data/paper_values.yaml``) and whether they
     were transcribed; empty cells are NaN, never guessed."""

@@ -22,6 +22,16 @@ def test_feature_squeezing_scores(tmp_path):
     assert s[1:4].max() > 1e-6
 
 
+def test_known_plain_probabilities_save_a_pass_and_give_the_same_scores():
+    from iqalib import features as F
+
+    clf, images = tiny_classifier(), _images(4)
+    plain = F.predict(clf, images).proba
+    full = peers.feature_squeezing_scores(clf, images, batch_size=2, progress=False)
+    given = peers.feature_squeezing_scores(clf, images, batch_size=2, plain_proba=plain, progress=False)
+    np.testing.assert_allclose(given, full, atol=1e-5)
+
+
 def test_feature_squeezing_rates_compare_with_detector(features, splits):
     scores = D.split_scores(features, splits, seed=0, progress=False)
     rng = np.random.default_rng(0)

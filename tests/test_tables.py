@@ -94,6 +94,25 @@ def test_detector_separates_synthetic_data_and_ablation_order(features, splits, 
     assert table.loc[("quality", "fool_gd"), "auc"] > table.loc[("top5", "fool_gd"), "auc"]
 
 
+def test_kernel_ablation_reuses_given_scores_and_covers_each_choice(features, splits, scores):
+    table = tables.kernel_ablation(features, splits, seed=0, scores={"rbf or linear (chosen by CV)": scores},
+                                   choices={"rbf or linear (chosen by CV)": ("rbf", "linear"), "linear only": ("linear",)})
+    assert list(dict.fromkeys(table["kernel"])) == ["rbf or linear (chosen by CV)", "linear only"]
+    assert set(table["group"]) == set(features["group"])
+    _, auc = D.roc_per_group(features, scores=scores)
+    given = table[table["kernel"] == "rbf or linear (chosen by CV)"].set_index("group")["auc"]
+    assert given["adversarial"] == pytest.approx(auc.set_index("group").loc["adversarial", "auc"])
+
+
+def test_matched_threshold_leaves_the_share_of_originals_below():
+    frame = pd.DataFrame({"group": ["original"] * 100 + ["fool_gd"] * 5,
+                          "quality": list(np.linspace(0.5, 0.99, 100)) + [0.1] * 5})
+    t = tables.matched_threshold(frame, 0.05)
+    below = (frame.loc[frame["group"] == "original", "quality"] < t).mean()
+    assert 0.03 <= below <= 0.06 and t == round(t, 3)
+    assert tables.threshold_suffix(0.3) == "q030" and tables.threshold_suffix(0.828) == "q0.828"
+
+
 # -- the bootstrap --------------------------------------------------------------------------------
 
 
