@@ -1,4 +1,4 @@
-"""Command line: ``python -m iqalib run PARAMS [--only NN ...]`` and
+"""Command line: ``python -m iqalib run PARAMS [--only NN ...] [--shard K/N]`` and
 ``python -m iqalib check-images DIR [--json | --verbose]``."""
 from __future__ import annotations
 
@@ -32,12 +32,31 @@ def _check_images(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes K/N with 0 <= K < N, e.g. 0/8; got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"--shard takes K/N with 0 <= K < N, e.g. 0/8; got {text!r}")
+    return k, n
+
+
 def _run(args: argparse.Namespace) -> int:
     from iqalib.params import ParamsError
-    from iqalib.runner import NotebookFailed, notebooks, run
+    from iqalib.runner import NotebookFailed, notebooks, prefill, run
 
     logging.basicConfig(level=logging.INFO, format="[iqalib] %(message)s", stream=sys.stderr)
     logging.getLogger("papermill").setLevel(logging.INFO if args.log_output else logging.WARNING)
+    if args.shard is not None:
+        try:
+            counts = prefill(args.params, *args.shard)
+        except (ParamsError, FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"[iqalib] share {args.shard[0]}/{args.shard[1]} in the store: "
+              + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        return 0
     try:
         ran = [p.stem for p in notebooks(args.only)]
         manifest = run(args.params, only=args.only, log_output=args.log_output)
@@ -57,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("params", help="params YAML, e.g. params/default.yaml")
     run.add_argument("--only", nargs="+", metavar="NN", help="only these notebooks, e.g. --only 01")
     run.add_argument("--log-output", action="store_true", help="stream the notebooks' output")
+    run.add_argument("--shard", type=_shard, metavar="K/N",
+                     help="no notebooks: fill the run's embedding store with share K of N of the bulk passes "
+                          "(IQA sets, originals, distorted images), e.g. one Slurm array task each; then run "
+                          "without --shard on the merged store")
     check = sub.add_parser("check-images", help="how many images in a folder are usable, and why others are skipped")
     check.add_argument("folder")
     mode = check.add_mutually_exclusive_group()

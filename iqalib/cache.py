@@ -1,6 +1,7 @@
-"""On-disk caches keyed by everything that affects a value: per-image arrays (``ArrayCache``) and
-groups of generated images (``cached_images``). Owns the one atomic write; knows nothing of what it
-stores or how it was made.
+"""On-disk caches keyed by everything that affects a value: per-image arrays in shards
+(``ShardStore``, what runs use; ``ArrayCache``, one file per entry, kept as the simple reference)
+and groups of generated images (``cached_images``). Owns the one atomic write; knows nothing of
+what it stores or how it was made.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import os
 import re
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -57,7 +60,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 class ArrayCache:
-    """One ``.npy`` file per entry under ``root/<key[:2]>/<key>.npy`` (no pickle)."""
+    """One ``.npy`` file per entry under ``root/<key[:2]>/<key>.npy`` (no pickle). Simple, and one
+    file per image: at paper scale (850,000 images) use ``ShardStore``."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -82,6 +86,135 @@ class ArrayCache:
 
     def __contains__(self, key: str) -> bool:
         return self._path(key).exists()
+
+    def flush(self) -> None:
+        """Nothing to do: every ``put`` is already on disk (the same protocol as ``ShardStore``)."""
+
+
+class ShardStore:
+    """Per-image float32 rows keyed by content keys, written in shards of up to ``shard_rows`` rows.
+
+    A shard is ``root/<name>.npy`` (the rows, one per key) and ``root/<name>.keys`` (one hex key per
+    line), each written atomically, the keys file last: a shard counts only once its keys file is
+    there, so a run killed mid-write loses at most the rows not yet flushed (under one shard).
+    Reads are memory-mapped. Shard names are unique per writer (time, process, random), so several
+    processes or machines (``run --shard K/N``) can fill one store; a key found twice is the same
+    value (keys are content hashes), and the first shard in name order wins. Rows of one shard share
+    a width; different shards may differ. ``put`` buffers; call ``flush`` when a pass ends.
+    """
+
+    def __init__(self, root: str | os.PathLike, shard_rows: int = 4096):
+        self.root = Path(root)
+        self.shard_rows = int(shard_rows)
+        self._index: dict[str, tuple[str, int]] = {}  # key -> (shard, row)
+        self._maps: dict[str, np.ndarray] = {}
+        self._pending: dict[str, np.ndarray] = {}
+        self._pending_keys: list[str] = []
+        self._scanned: set[str] = set()
+        self._scan()
+
+    def _shards(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.keys")) if self.root.is_dir() else []
+
+    def _scan(self) -> None:
+        """Index shards not seen yet (another process may have added some)."""
+        for name in self._shards():
+            if name in self._scanned:
+                continue
+            keys = (self.root / f"{name}.keys").read_text().split()
+            for row, key in enumerate(keys):
+                self._index.setdefault(key, (name, row))
+            self._scanned.add(name)
+
+    def _rows(self, name: str) -> np.ndarray | None:
+        if name not in self._maps:
+            try:
+                self._maps[name] = np.load(self.root / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError):
+                return None  # unreadable shard: its keys are recomputed, the run goes on
+        return self._maps[name]
+
+    def get(self, key: str) -> np.ndarray | None:
+        if key in self._pending:
+            return self._pending[key]
+        hit = self._index.get(key)
+        if hit is None:
+            return None
+        rows = self._rows(hit[0])
+        if rows is None or hit[1] >= len(rows):
+            return None
+        return np.array(rows[hit[1]])
+
+    def put(self, key: str, value: np.ndarray) -> None:
+        if key in self._index or key in self._pending:
+            return
+        self._pending[key] = np.ascontiguousarray(value, dtype=np.float32)
+        self._pending_keys.append(key)
+        if len(self._pending_keys) >= self.shard_rows:
+            self.flush()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._pending or key in self._index
+
+    def __len__(self) -> int:
+        return len(self._index) + len(self._pending)
+
+    def flush(self) -> None:
+        """Write the buffered rows as one shard per row width (nothing when the buffer is empty)."""
+        if not self._pending_keys:
+            return
+        by_width: dict[int, list[str]] = {}
+        for key in self._pending_keys:
+            by_width.setdefault(self._pending[key].shape[-1], []).append(key)
+        for keys in by_width.values():
+            self._write_shard(keys, np.stack([self._pending[k] for k in keys]))
+        self._pending.clear()
+        self._pending_keys.clear()
+
+    def _write_shard(self, keys: list[str], rows: np.ndarray) -> str:
+        name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        buffer = io.BytesIO()
+        np.save(buffer, rows, allow_pickle=False)
+        atomic_write_bytes(self.root / f"{name}.npy", buffer.getvalue())
+        atomic_write_text(self.root / f"{name}.keys", "\n".join(keys) + "\n")  # last: the shard now counts
+        for row, key in enumerate(keys):
+            self._index.setdefault(key, (name, row))
+        self._scanned.add(name)
+        return name
+
+    def compact(self, small: int | None = None) -> None:
+        """Merge the shards under ``small`` rows (default: a quarter shard) into one, when there are
+        at least two: many short passes then still leave few files. Safe to interrupt: the merged
+        shard is complete before the small ones are removed, and duplicates are harmless."""
+        self.flush()
+        self._scan()
+        limit = self.shard_rows // 4 if small is None else small
+        small_ones = []
+        for name in self._shards():
+            rows = self._rows(name)
+            if rows is not None and len(rows) < limit:
+                small_ones.append((name, rows))
+        by_width: dict[int, list[tuple[str, np.ndarray]]] = {}
+        for name, rows in small_ones:
+            by_width.setdefault(rows.shape[-1], []).append((name, rows))
+        for group in by_width.values():
+            if len(group) < 2:
+                continue
+            keys, parts = [], []
+            for name, rows in group:
+                keys += (self.root / f"{name}.keys").read_text().split()
+                parts.append(np.asarray(rows))
+            merged = self._write_shard(keys, np.concatenate(parts))
+            for name, _ in group:
+                self._maps.pop(name, None)
+                (self.root / f"{name}.keys").unlink(missing_ok=True)  # first: the shard stops counting
+                (self.root / f"{name}.npy").unlink(missing_ok=True)
+            for row, key in enumerate(keys):
+                self._index[key] = (merged, row)
+
+    def files(self) -> int:
+        """Files the store holds on disk (for the benchmark's files-per-image figure)."""
+        return sum(1 for p in self.root.iterdir() if p.is_file()) if self.root.is_dir() else 0
 
 
 # --------------------------------------------------------------------------------------------------

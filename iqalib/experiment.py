@@ -10,6 +10,7 @@ run folder, the installed package that ships the embedded photos, the real data 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from iqalib import attacks, features, fooling, images
-from iqalib.cache import ArrayCache, atomic_write_text, cached_images
+from iqalib.cache import ShardStore, atomic_write_text, cached_images
 from iqalib.classifiers import Classifier, load_classifier
 from iqalib.params import Frozen, data_path, load, resolve_path, run_dir, workers
 from iqalib.quality import QualityModel
@@ -39,9 +40,16 @@ class Run:
     progress: bool = True
     _quality: QualityModel | None = field(default=None, repr=False)
 
-    @property
-    def cache(self) -> ArrayCache:
+    @cached_property
+    def cache(self) -> ShardStore:
         return features.cache_for(self.folder)
+
+    @property
+    def pass_options(self) -> dict[str, Any]:
+        """How ``features`` runs a pass for this run: store, batch, progress, worker processes, precision."""
+        p = self.params
+        return {"cache": self.cache, "batch_size": p.batch_size, "progress": self.progress,
+                "num_workers": workers(p), "amp": p.amp}
 
     @cached_property
     def classifier(self) -> Classifier:
@@ -128,7 +136,7 @@ def iqa_features(run: Run, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[p
     out = {}
     for name, table in tables.items():
         jobs = [features.ImageJob(p, min_side=1, allow_grey=True) for p in table["path"]]
-        embedded, reasons = features.embed(run.classifier, jobs, run.cache, run.params.batch_size, run.progress, desc=name)
+        embedded, reasons = features.embed(run.classifier, jobs, desc=name, **run.pass_options)
         ok = ~np.isnan(embedded).any(axis=1)
         out[name] = (table[ok].reset_index(drop=True), embedded[ok], features.skip_counts(reasons))
     return out
@@ -167,8 +175,7 @@ def clean_predictions(run: Run, image_set: images.ImageSet) -> pd.DataFrame:
     """The run's classifier on each original: one row per record with ``top1``, ``conf``, ``correct``."""
     records = image_set.records
     jobs = [features.ImageJob(r.path, view=r.view) for r in records]
-    emb, reasons = features.embed(run.classifier, jobs, run.cache, run.params.batch_size, run.progress,
-                                  desc=f"{run.classifier.name} originals")
+    emb, reasons = features.embed(run.classifier, jobs, desc=f"{run.classifier.name} originals", **run.pass_options)
     top1, conf = features.top1_from_embeddings(run.classifier, emb)
     frame = pd.DataFrame({"image_id": [r.image_id for r in records], "source_id": [r.source_id for r in records],
                           "view": [r.view for r in records], "label": [r.label for r in records],
@@ -292,6 +299,17 @@ def _row(group: str, image_id: str, parent: images.ImageRecord | None = None, **
             "seed": kw.get("seed"), "label": parent.label if parent else None}
 
 
+def distorted_jobs(run: Run, record: images.ImageRecord) -> list[tuple[features.ImageJob, dict]]:
+    """The Distorted group of one original: (job, description row) per type and level, distorted in
+    the classifier's view and seeded by the original's id."""
+    p = run.params
+    return [(features.ImageJob(record.path, view=record.view, distortion=name, level=int(level), seed=p.seed,
+                               noise_id=record.image_id, distort_in_view=True),
+             _row("distorted", f"{record.image_id}|{name}|{level}", record, parent_id=record.image_id,
+                  distortion=name, level=int(level), seed=p.seed))
+            for name in p.distortions.types for level in p.distortions.levels]
+
+
 def group_jobs(run: Run, evaluated: list[images.ImageRecord], uap: tuple[np.ndarray, dict]) -> tuple[list, pd.DataFrame]:
     """Image jobs and description rows of the five groups, in the paper's order per original."""
     p = run.params
@@ -299,12 +317,9 @@ def group_jobs(run: Run, evaluated: list[images.ImageRecord], uap: tuple[np.ndar
     for r in evaluated:
         jobs.append(features.ImageJob(r.path, view=r.view))
         rows.append(_row("original", r.image_id, r))
-        for name in p.distortions.types:
-            for level in p.distortions.levels:
-                jobs.append(features.ImageJob(r.path, view=r.view, distortion=name, level=int(level), seed=p.seed,
-                                              noise_id=r.image_id, distort_in_view=True))
-                rows.append(_row("distorted", f"{r.image_id}|{name}|{level}", r, parent_id=r.image_id,
-                                 distortion=name, level=int(level), seed=p.seed))
+        for job, row in distorted_jobs(run, r):
+            jobs.append(job)
+            rows.append(row)
     by_id = {r.image_id: r for r in evaluated}
     paths, meta = _adversarial(run, evaluated, *uap)
     for path, parent_id in zip(paths, meta["parent_id"]):
@@ -333,7 +348,7 @@ def build_groups(run: Run, quality: QualityModel | None = None) -> tuple[pd.Data
         raise RuntimeError("the classifier gets none of the originals right: no Original group to attack")
     uap = universal_perturbation(run, evaluated)
     jobs, meta = group_jobs(run, evaluated, uap)
-    table, counts = features.table(run.classifier, jobs, meta, quality, run.cache, run.params.batch_size, run.progress)
+    table, counts = features.table(run.classifier, jobs, meta, quality, **run.pass_options)
     table["path"] = [run.portable(p) for p in table["path"]]
     atomic_write_text(run.folder / "features.csv", table.to_csv(index=False))
     atomic_write_text(_attacks_dir(run) / "summary.json", json.dumps(
@@ -377,5 +392,47 @@ def peer_rows(run: Run, table: pd.DataFrame) -> pd.DataFrame:
 
 def peer_probabilities(run: Run, table: pd.DataFrame) -> np.ndarray:
     """(N, 1000) softmax of each row's image, from the embedding cache (no second backbone pass)."""
-    emb, _ = features.embed(run.classifier, row_jobs(run, table), run.cache, run.params.batch_size, progress=False)
+    emb, _ = features.embed(run.classifier, row_jobs(run, table), **{**run.pass_options, "progress": False})
     return features.probabilities(run.classifier, emb)
+
+
+# ------------------------------------------------------------------------------------------------
+# Filling the store from several machines
+
+
+def in_share(text: str, shard: int, of: int) -> bool:
+    """Whether ``text`` (a file path or a photo's source id) falls in share ``shard`` of ``of``: a hash,
+    so the shares partition the work with no coordination and the same on every machine."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:16], 16) % of == shard
+
+
+def prefill(run: Run, shard: int, of: int) -> dict[str, int]:
+    """Put share ``shard`` of ``of`` of the run's bulk passes into its embedding store, with no
+    notebook: every classifier of ``classifiers_table1`` (and ``classifier``) on each real IQA set's
+    references and distorted images, and the run's classifier on the originals and, for those it
+    gets right, their Distorted group. IQA images are shared out by path, originals by photo (with
+    all their views and distortions). The UAP, fooling images and the notebooks run afterwards, on
+    the merged store. The embedded IQA set is left to notebook 00 (it is built in the run folder).
+    Returns how many passes this share ran or found cached, per kind."""
+    counts: dict[str, int] = {}
+    p = run.params
+    for entry in p.iqa_sets:
+        if entry["name"] == "embedded":
+            continue
+        from iqalib import iqa_datasets
+
+        table = iqa_datasets.read_iqa_dataset(entry["name"], data_path(entry["name"], entry["path"],
+                                                                       f"iqa_sets[{entry['name']}].path"))
+        paths = [q for q in dict.fromkeys([*table["ref_path"], *table["path"]]) if in_share(q, shard, of)]
+        jobs = [features.ImageJob(q, min_side=1, allow_grey=True) for q in paths]
+        for name in dict.fromkeys([*p.classifiers_table1, p.classifier]):
+            features.embed(run.classifier_named(name), jobs, desc=f"{entry['name']} {name}", **run.pass_options)
+        counts[entry["name"]] = len(jobs)
+    image_set = originals(run)
+    mine = images.ImageSet([r for r in image_set.records if in_share(r.source_id, shard, of)])
+    clean = clean_predictions(run, mine)
+    right = set(clean.loc[clean["correct"], "image_id"])
+    jobs = [job for r in mine.records if r.image_id in right for job, _ in distorted_jobs(run, r)]
+    features.embed(run.classifier, jobs, desc="distorted", **run.pass_options)
+    counts.update(originals=len(mine.records), distorted=len(jobs))
+    return counts

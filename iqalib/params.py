@@ -60,7 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",  # auto | cpu | cuda
     "batch_size": 16,
-    "num_workers": None,  # processes for CPU-side image work (IQA set build, ...); None: the cores available
+    "num_workers": None,  # processes for CPU-side image work (decode, distort, view; IQA set build); None: the cores
+    "amp": False,  # backbone passes under bf16 autocast + channels-last (meant for CUDA; other numbers than fp32)
     "classifier": "efficientnet_lite0",
     "classifier_weights": None,  # a file for torch.load(weights_only=True); default: package / torch cache
     "classifiers_table1": ["efficientnet_lite0"],
@@ -304,6 +305,7 @@ SCHEMA: dict[str, Rule] = {
     "device": choice(("auto", "cpu", "cuda")),
     "batch_size": _POSITIVE,
     "num_workers": integer(min=0).or_null(),
+    "amp": boolean(),
     "classifier": _CLASSIFIER,
     "classifier_weights": text(expected="a file path").or_null(),
     "classifiers_table1": list_of(_CLASSIFIER),

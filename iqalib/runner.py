@@ -284,6 +284,24 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
     return manifest
 
 
+def prefill(params_path: str | Path, shard: int, of: int) -> dict[str, int]:
+    """``python -m iqalib run PARAMS --shard K/N``: params and data checked as for a run, then share
+    ``shard`` of ``of`` of the bulk backbone passes put into the run's store (``experiment.prefill``),
+    logged to ``run.log``; no notebook is rendered."""
+    from iqalib import experiment  # imports torch: only when a share is filled
+
+    file = params_file(params_path)
+    params = load(file)
+    preflight(needs(params))
+    out = run_dir(params)
+    with _run_log(out):
+        log.info("%s: share %d/%d of the bulk passes, started %s", params.run_name, shard, of,
+                 datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        counts = experiment.prefill(experiment.open_run(file, progress=False), shard, of)
+        log.info("%s: share %d/%d done: %s", params.run_name, shard, of, counts)
+    return counts
+
+
 def _manifest(params, file: Path, out: Path, status: str, timings: dict[str, float]) -> dict:
     """What the run used and made. Only ``wall_time_s`` and ``wall_time_total_s`` change when
     unchanged code and params are rendered again (start and finish times and the full platform

@@ -66,7 +66,7 @@ pairs = []
 for name in P.classifiers_table1:
     clf = run.classifier_named(name)
     for dataset, table in iqa.items():
-        scored, counts = features.iqa_predictions(clf, table, run.cache, P.batch_size, run.progress)
+        scored, counts = features.iqa_predictions(clf, table, **run.pass_options)
         report.save_counts(f"01_{dataset}_{name}", counts, P)
         pairs.append(scored)
 pairs = pd.concat(pairs, ignore_index=True)

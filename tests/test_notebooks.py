@@ -46,11 +46,17 @@ def _run(params_file: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=REPO, timeout=900)
 
 
-def test_every_notebook_renders_at_smoke_scale(tmp_path):
-    result = _run(_params_file(tmp_path))
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """One smoke render of every notebook (worker processes: the cores available), shared by the tests."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    return _run(_params_file(tmp)), tmp / "outputs" / "smoke"
+
+
+def test_every_notebook_renders_at_smoke_scale(smoke):
+    result, out = smoke
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"ran {len(NOTEBOOKS)} notebook(s)" in result.stdout
-    out = tmp_path / "outputs" / "smoke"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok"
     assert set(manifest["wall_time_s"]) == {p.stem for p in NOTEBOOKS}
@@ -73,6 +79,19 @@ def test_every_notebook_renders_at_smoke_scale(tmp_path):
     assert "figures/fig3_quality_vs_similarity.png" in manifest["figures"]
     assert manifest["image_counts"]["01_originals"]["used"] == 6
     assert manifest["versions"]["torch"] and manifest["params"]["run_name"] == "smoke"
+
+
+def test_the_same_tables_with_and_without_worker_processes(smoke, tmp_path):
+    result, out = smoke
+    assert result.returncode == 0
+    serial = _run(_params_file(tmp_path, num_workers=0), "--only", "00", "01", "02", "03")
+    assert serial.returncode == 0, serial.stderr[-3000:]
+    other = tmp_path / "outputs" / "smoke"
+    assert (other / "features.csv").read_bytes() == (out / "features.csv").read_bytes()
+    compared = sorted(p.name for p in (other / "tables").glob("*.csv"))
+    assert len(compared) > 10
+    for name in compared:
+        assert (other / "tables" / name).read_bytes() == (out / "tables" / name).read_bytes(), name
 
 
 def check_every_figure_is_shown(out: Path) -> None:

@@ -1,0 +1,234 @@
+"""The embedding pipeline on a paper-shaped workload: today's serial path against worker processes and
+the sharded store, in one run (issue: paper scale in 30 minutes on one GPU).
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--photos 100] [--rss-jobs 2000 10000] [--json]
+
+Workload: ImageNet-sized JPEGs (short side 375 px, quality 90) made from the photos shipped in the
+ai-benchmark wheel, each as an original and under the paper's 4 distortion types x 5 levels in the
+classifier's view (as the Distorted group is made): ``photos x 21`` jobs. Classifier:
+EfficientNet-Lite0 on this machine's CPU. Measured, each on a fresh store:
+
+* time per stage and image: decode, view + tensor, each distortion, backbone (batch 32), store write;
+* JPEG 2000 encoders at the paper's five rates (Pillow/OpenJPEG; imagecodecs when installed);
+* the CPU side alone (decode + view + distort) through 0, 1, 2 worker processes;
+* end to end: the serial path (``num_workers=0``, one ``.npy`` file per image: ``ArrayCache``)
+  against ``num_workers`` 1 and 2 with the sharded ``ShardStore``;
+* peak RSS of a fresh process embedding ``--rss-jobs`` jobs each (new path), and files per 1000 images.
+
+With ``--json`` the last line is one JSON object with at least ``prep_speedup_2v1``,
+``end_to_end_speedup_vs_serial``, ``rss_ratio_10k_vs_2k`` and ``cache_files_per_1000_images``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from iqalib import distortions, features  # noqa: E402
+from iqalib.cache import ArrayCache, ShardStore  # noqa: E402
+from iqalib.classifiers import load_classifier  # noqa: E402
+from iqalib.images import open_image  # noqa: E402
+
+TYPES = ("gaussian_blur", "white_noise", "jpeg", "jpeg2000")
+
+
+def make_workload(folder: Path, n_photos: int) -> list[Path]:
+    """ImageNet-sized JPEGs from the ai-benchmark photos (classification, then street photos)."""
+    root = Path(importlib.util.find_spec("ai_benchmark").submodule_search_locations[0]) / "data"
+    sources = sorted((root / "classification").glob("*.jpg"), key=lambda p: int(p.stem))
+    sources += sorted((root / "enhancement").glob("*.jpg"), key=lambda p: int(p.stem))
+    out = []
+    for i, src in enumerate(sources[:n_photos]):
+        with Image.open(src) as raw:
+            image = raw.convert("RGB")
+        scale = 375 / min(image.size)
+        image = image.resize((round(image.size[0] * scale), round(image.size[1] * scale)), Image.LANCZOS)
+        path = folder / f"val_{i:05d}.JPEG"
+        image.save(path, quality=90)
+        out.append(path)
+    return out
+
+
+def make_jobs(paths: list[Path], seeds: int = 1) -> list[features.ImageJob]:
+    jobs = []
+    for seed in range(seeds):
+        for path in paths:
+            if seed == 0:
+                jobs.append(features.ImageJob(str(path)))
+            for name in TYPES:
+                for level in distortions.LEVELS:
+                    jobs.append(features.ImageJob(str(path), distortion=name, level=level, seed=seed,
+                                                  noise_id=path.stem, distort_in_view=True))
+    return jobs
+
+
+def _timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def stage_costs(clf, paths: list[Path]) -> dict[str, float]:
+    """Milliseconds per image of each stage, in this process (one core for the CPU stages)."""
+    sample = paths[:20]
+    ms = {"decode": _timed(lambda: [open_image(p) for p in sample], 2) / len(sample) * 1e3}
+    decoded = [open_image(p) for p in sample]
+    ms["view_and_tensor"] = _timed(lambda: np.stack([features._view_array(clf, im) for im in decoded]), 2) / len(sample) * 1e3
+    views = [clf.view(im) for im in decoded]
+    for name in TYPES:
+        ms[f"distort_{name}"] = _timed(lambda: [distortions.distort(v, name, lvl, 0, str(i)) for i, v in enumerate(views)
+                                                for lvl in distortions.LEVELS]) / (len(views) * 5) * 1e3
+    batch = np.stack([features._view_array(clf, im) for im in (decoded * 2)[:32]])
+    features.pixel_rows(clf, batch)  # warm-up
+    ms["backbone_batch32"] = _timed(lambda: features.pixel_rows(clf, batch), 3) / len(batch) * 1e3
+    rows = features.pixel_rows(clf, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        store, files = ShardStore(Path(tmp) / "s", shard_rows=4096), ArrayCache(Path(tmp) / "a")
+        keys = [f"{i:064x}" for i in range(len(rows))]
+        ms["store_sharded"] = _timed(lambda: ([store.put(k, r) for k, r in zip(keys, rows)], store.flush())) / len(rows) * 1e3
+        ms["store_one_file_each"] = _timed(lambda: [files.put(k, r) for k, r in zip(keys, rows)]) / len(rows) * 1e3
+    return {k: round(v, 2) for k, v in ms.items()}
+
+
+def jpeg2000_codecs(paths: list[Path]) -> list[dict]:
+    """Encode+decode time (ms per 224 px view and per full image) and achieved bits per pixel of each
+    JPEG 2000 encoder found, at the level definitions' rates."""
+    bpps = distortions.LEVEL_PARAMS["jpeg2000"][0]
+    images = {"view_224": [open_image(p).resize((224, 224)) for p in paths[:10]],
+              "full_375": [open_image(p) for p in paths[:10]]}
+    out = []
+
+    def pillow(im, bpp):
+        buffer = io.BytesIO()
+        im.save(buffer, format="JPEG2000", quality_mode="rates", quality_layers=[24.0 / bpp])
+        Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").load()
+        return len(buffer.getvalue())
+
+    codecs = {"pillow_openjpeg": pillow}
+    try:
+        import imagecodecs
+
+        if imagecodecs.JPEG2K.available:
+            def imagecodecs_jp2k(im, bpp, threads):
+                data = imagecodecs.jpeg2k_encode(np.asarray(im), level=None, numthreads=threads)
+                return len(data)
+            codecs["imagecodecs_lossless_threads1(reference only)"] = lambda im, bpp: imagecodecs_jp2k(im, bpp, 1)
+    except ImportError:
+        pass
+    for name, fn in codecs.items():
+        for size, ims in images.items():
+            t0 = time.perf_counter()
+            sizes = [fn(im, bpp) for im in ims for bpp in bpps]
+            elapsed = (time.perf_counter() - t0) / (len(ims) * len(bpps)) * 1e3
+            pixels = [im.size[0] * im.size[1] for im in ims for _ in bpps]
+            achieved = [8 * s / n for s, n in zip(sizes, pixels)]
+            out.append({"codec": name, "size": size, "ms_per_image": round(elapsed, 1),
+                        "bpp_target": list(bpps), "bpp_achieved_mean": [round(float(np.mean(achieved[k::len(bpps)])), 3)
+                                                                        for k in range(len(bpps))]})
+    return out
+
+
+def prep_rate(clf, jobs, workers: int) -> float:
+    """Jobs per second of the CPU side alone (decode + view + distort), no backbone."""
+    t0 = time.perf_counter()
+    n = sum(len(reasons) for _, reasons in features.prepared(clf, jobs, 32, workers))
+    return n / (time.perf_counter() - t0)
+
+
+def embed_rate(clf, jobs, store, workers: int) -> float:
+    t0 = time.perf_counter()
+    features.embed(clf, jobs, store, batch_size=32, progress=False, num_workers=workers)
+    return len(jobs) / (time.perf_counter() - t0)
+
+
+def rss_child(n_jobs: int, photos: int, workers: int) -> dict:
+    """Run one embedding of ``n_jobs`` jobs in a fresh process; its peak RSS (MB) and store files."""
+    code = f"""
+import json, resource, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, {str(REPO)!r})
+sys.argv = ['x']
+import benchmarks.bench_pipeline as b
+from iqalib import features
+from iqalib.cache import ShardStore
+from iqalib.classifiers import load_classifier
+with tempfile.TemporaryDirectory() as tmp:
+    paths = b.make_workload(Path(tmp), {photos})
+    jobs = b.make_jobs(paths, seeds=-(-{n_jobs} // (len(paths) * 21)) + 1)[:{n_jobs}]
+    clf = load_classifier('efficientnet_lite0', 'cpu')
+    store = ShardStore(Path(tmp) / 'store')
+    emb, _ = features.embed(clf, jobs, store, batch_size=32, progress=False, num_workers={workers})
+    print(json.dumps({{"jobs": len(jobs), "rows": len(store), "files": store.files(),
+                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=100)
+    parser.add_argument("--rss-jobs", type=int, nargs=2, default=(2000, 10000))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    clf = load_classifier("efficientnet_lite0", "cpu")
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+                         f"{torch.get_num_threads()} threads"}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        paths = make_workload(tmp, args.photos)
+        jobs = make_jobs(paths)
+        result["jobs"] = len(jobs)
+        result["stage_ms_per_image"] = stage_costs(clf, paths)
+        result["jpeg2000"] = jpeg2000_codecs(paths)
+        prep = {w: prep_rate(clf, jobs, w) for w in (0, 1, 2)}
+        result["prep_jobs_per_s"] = {str(w): round(r, 1) for w, r in prep.items()}
+        serial = embed_rate(clf, jobs, ArrayCache(tmp / "serial"), 0)
+        new = {w: embed_rate(clf, jobs, ShardStore(tmp / f"sharded{w}"), w) for w in (0, 1, 2)}
+        result["end_to_end_jobs_per_s"] = {"serial_one_file_each": round(serial, 1),
+                                           **{f"workers_{w}_sharded": round(r, 1) for w, r in new.items()}}
+        serial_files = sum(1 for p in (tmp / "serial").rglob("*.npy"))
+    small, large = (rss_child(n, args.photos, 2) for n in args.rss_jobs)
+    result["rss"] = {str(args.rss_jobs[0]): small, str(args.rss_jobs[1]): large}
+    best = max(new.values())
+    summary = {
+        "prep_speedup_2v1": round(prep[2] / prep[1], 2),
+        "prep_speedup_2v0": round(prep[2] / prep[0], 2),
+        "end_to_end_speedup_vs_serial": round(best / serial, 2),
+        "best_workers": max(new, key=new.get),
+        "rss_ratio_10k_vs_2k": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
+        "cache_files_per_1000_images": round(large["files"] / large["rows"] * 1000, 2),
+        "serial_cache_files_per_1000_images": round(serial_files / len(jobs) * 1000, 1),
+    }
+    result.update(summary)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        print(json.dumps(summary))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()
