@@ -1,6 +1,7 @@
 """Notebooks: pairs in sync, no committed outputs, every notebook renders at smoke scale."""
 import base64
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,15 @@ def test_missing_dataset_gives_one_clear_error(tmp_path, monkeypatch):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "01_quality" not in result.stderr  # checked before any notebook starts
     assert "IQALIB_TID2013" in result.stderr and "iqa_sets[tid2013].path" in result.stderr
+
+
+def test_papermill_from_the_notebooks_folder_with_a_relative_params_path(tmp_path):
+    """As a user runs it: `cd notebooks && papermill 01_….ipynb out.ipynb -p params_path <relative path>`."""
+    params_file = _params_file(tmp_path)
+    relative = os.path.relpath(params_file, REPO / "notebooks")
+    done = subprocess.run([str(Path(sys.executable).parent / "papermill"), "01_quality_vs_accuracy.ipynb",
+                           str(tmp_path / "out.ipynb"), "-p", "params_path", relative, "--no-progress-bar"],
+                          cwd=REPO / "notebooks", capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "IQALIB_PROGRESS": "0"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "outputs" / "smoke" / "tables" / "table1.csv").exists()
