@@ -1,0 +1,124 @@
+"""The quality half under attack: the differentiable score agrees with the cached path, I-FGSM
+really attacks, and median-smoothing certificates hold against an attack inside their radius."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from iqalib import embedded_iqa, features, quality, robust
+from iqalib.classifiers import load_classifier
+from tests.test_detector import tiny_classifier
+
+REFS = ["chelsea", "coffee", "rocket", "astronaut", "motorcycle", "china"]
+
+
+@pytest.fixture(scope="module")
+def clf():
+    return load_classifier("efficientnet_lite0", "cpu")
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory, clf):
+    """Heads trained on a reduced embedded set (6 photos x 4 types x 5 levels at 224 px), and views."""
+    table = embedded_iqa.build_embedded_iqa(tmp_path_factory.mktemp("emb"), photos=REFS,
+                                            distortions=["gaussian_blur", "white_noise", "jpeg", "jpeg2000"],
+                                            short_side=224, progress=False)
+    jobs = [features.ImageJob(p, min_side=1, allow_grey=True) for p in table["path"]]
+    rows, _ = features.embed(clf, jobs, None, 32, progress=False)
+    model = quality.QualityModel(clf, n_models=2, hidden=256, epochs=20, batch_size=64, lr=3e-4, seed=0,
+                                 device="cpu").fit(features.stats(clf, rows), table["mos"])
+    views = [clf.view(Image.open(p).convert("RGB")) for p in sorted(set(table["ref_path"]))]
+    x = torch.from_numpy(np.stack([np.asarray(v) for v in views])).permute(0, 3, 1, 2).float() / 255.0
+    return model, x
+
+
+def test_the_differentiable_score_is_the_cached_paths_score(clf, plain):
+    model, x = plain
+    score = robust.score_fn(model, clf)
+    with torch.no_grad():
+        ours = score(x).numpy()
+    views = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(ours, model.predict_embeddings(features.stats(clf, features.pixel_rows(clf, views))),
+                               atol=1e-4)
+    x.requires_grad_(True)
+    score(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    x.requires_grad_(False)
+
+
+def test_ifgsm_moves_the_score_far_more_than_random_sign_noise(clf, plain):
+    model, x = plain
+    score = robust.score_fn(model, clf)
+    eps = 4 / 255
+    with torch.no_grad():
+        clean = score(x)
+        g = torch.Generator().manual_seed(0)
+        noise = (torch.randint(0, 2, x.shape, generator=g) * 2 - 1).float() * eps
+        random_change = (score((x + noise).clamp(0, 1)) - clean).abs().mean()
+    for direction in (1, -1):
+        adv = robust.ifgsm(score, x, eps, direction=direction)
+        assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        with torch.no_grad():
+            moved = score(adv) - clean
+        assert (direction * moved > 0).all()
+        assert moved.abs().mean() >= 5 * random_change, (moved.abs().mean(), random_change)
+    attacked = score(robust.ifgsm(score, x, eps, direction=1)).detach().numpy()
+    assert robust.robustness_score(clean.numpy(), attacked) < robust.robustness_score(clean.numpy(), clean.numpy())
+
+
+def test_interval_indices_widen_with_radius_and_refuse_too_few_samples():
+    lo1, hi1 = robust.median_interval_indices(200, 0.05, 0.12)
+    lo2, hi2 = robust.median_interval_indices(200, 0.2, 0.12)
+    assert 0 <= lo2 <= lo1 < 100 <= hi1 <= hi2 < 200
+    with pytest.raises(ValueError):
+        robust.median_interval_indices(10, 0.5, 0.12)
+
+
+def _pgd_l2_on_smoothed(score, x, radius, sigma, steps=10, draws=16, seed=1):
+    """An ℓ2 attack of at most ``radius`` that raises the expected noisy score (EOT gradient)."""
+    g = torch.Generator().manual_seed(seed)
+    delta = torch.zeros_like(x)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        noisy = torch.stack([score((x + delta + torch.randn(x.shape, generator=g) * sigma).clamp(0, 1))
+                             for _ in range(draws)])
+        grad, = torch.autograd.grad(noisy.mean(0).sum(), delta)
+        with torch.no_grad():
+            step = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            delta = delta + radius / 4 * step
+            norm = delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            delta = delta * torch.clamp(radius / norm.clamp_min(1e-12), max=1.0)
+    return (x + delta).detach()
+
+
+def test_certified_intervals_hold_against_an_attack_within_the_radius():
+    """On 24 images of a tiny model: PGD inside the certified ℓ2 radius never moves the smoothed
+    median out of the interval certified at the clean image (n = 200 draws, sigma 0.12)."""
+    clf = tiny_classifier()
+    rng = np.random.default_rng(0)
+    model = quality.QualityModel(clf, n_models=2, hidden=16, bins=20, epochs=5, features="pooled", seed=0,
+                                 device="cpu").fit(rng.normal(size=(64, clf.embedding_dim)).astype(np.float32),
+                                                   rng.uniform(0.2, 0.8, 64), progress=False)
+    score = robust.score_fn(model, clf)
+    x = torch.from_numpy(rng.uniform(0, 1, (24, 3, 32, 32)).astype(np.float32))
+    radius, sigma = 0.1, 0.12
+    clean = robust.median_smoothing(score, x, sigma=sigma, n=200, radii=(radius,), seed=0)
+    attacked = robust.median_smoothing(score, _pgd_l2_on_smoothed(score, x, radius, sigma), sigma=sigma, n=200,
+                                       radii=(radius,), seed=0)
+    low, high = clean[f"low_{radius:g}"], clean[f"high_{radius:g}"]
+    assert (low <= clean["median"]).all() and (clean["median"] <= high).all()
+    assert ((attacked["median"] >= low) & (attacked["median"] <= high)).all()
+    assert (attacked["median"] != clean["median"]).any(), "the attack moved the median at all"
+
+
+def test_feature_smoothing_and_local_lipschitz(clf, plain):
+    model, x = plain
+    to_features = robust.feature_fn(model, clf)
+    with torch.no_grad():
+        phi = to_features(x[:2])
+    smoothed = robust.feature_median_smoothing(model, phi, sigma=0.05, n=100, radii=(0.01,))
+    assert smoothed["median"].shape == (2,) and (smoothed["low_0.01"] <= smoothed["high_0.01"]).all()
+    lipschitz = robust.local_lipschitz(to_features, x[:2], iters=3)
+    assert lipschitz.shape == (2,) and (lipschitz > 0).all()
