@@ -9,7 +9,7 @@ classifier's view (as the Distorted group is made): ``photos x 21`` jobs. Classi
 EfficientNet-Lite0 on this machine's CPU. Measured, each on a fresh store:
 
 * time per stage and image: decode, view + tensor, each distortion, backbone (batch 32), store write;
-* JPEG 2000 encoders at the paper's five rates (Pillow/OpenJPEG; imagecodecs when installed);
+* the JPEG 2000 encoder (Pillow/OpenJPEG) at the level definitions' five rates;
 * the CPU side alone (decode + view + distort) through 0, 1, 2 worker processes;
 * end to end: the serial path (``num_workers=0``, one ``.npy`` file per image: ``ArrayCache``)
   against ``num_workers`` 1 and 2 with the sharded ``ShardStore``;
@@ -109,8 +109,8 @@ def stage_costs(clf, paths: list[Path]) -> dict[str, float]:
 
 
 def jpeg2000_codecs(paths: list[Path]) -> list[dict]:
-    """Encode+decode time (ms per 224 px view and per full image) and achieved bits per pixel of each
-    JPEG 2000 encoder found, at the level definitions' rates."""
+    """Encode+decode time (ms per 224 px view and per full image) and achieved bits per pixel of the
+    JPEG 2000 encoder, at the level definitions' rates."""
     bpps = distortions.LEVEL_PARAMS["jpeg2000"][0]
     images = {"view_224": [open_image(p).resize((224, 224)) for p in paths[:10]],
               "full_375": [open_image(p) for p in paths[:10]]}
@@ -122,17 +122,9 @@ def jpeg2000_codecs(paths: list[Path]) -> list[dict]:
         Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").load()
         return len(buffer.getvalue())
 
+    # Only Pillow/OpenJPEG is installed; imagecodecs and glymur are on PyPI but not dependencies
+    # (glymur needs the system OpenJPEG library) and are not measured here.
     codecs = {"pillow_openjpeg": pillow}
-    try:
-        import imagecodecs
-
-        if imagecodecs.JPEG2K.available:
-            def imagecodecs_jp2k(im, bpp, threads):
-                data = imagecodecs.jpeg2k_encode(np.asarray(im), level=None, numthreads=threads)
-                return len(data)
-            codecs["imagecodecs_lossless_threads1(reference only)"] = lambda im, bpp: imagecodecs_jp2k(im, bpp, 1)
-    except ImportError:
-        pass
     for name, fn in codecs.items():
         for size, ims in images.items():
             t0 = time.perf_counter()

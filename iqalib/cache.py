@@ -90,6 +90,9 @@ class ArrayCache:
     def flush(self) -> None:
         """Nothing to do: every ``put`` is already on disk (the same protocol as ``ShardStore``)."""
 
+    def compact(self) -> None:
+        """Nothing to merge: one file per entry (the same protocol as ``ShardStore``)."""
+
 
 class ShardStore:
     """Per-image float32 rows keyed by content keys, written in shards of up to ``shard_rows`` rows.

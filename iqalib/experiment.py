@@ -115,7 +115,7 @@ def iqa_sets(run: Run) -> dict[str, pd.DataFrame]:
     """Every IQA set the run names (``iqa_sets``), as reader tables keyed by name. Real sets come
     from their folder (``path`` or the environment variable the error names); the embedded set is
     built once under ``<run>/cache/embedded_iqa``."""
-    from iqalib import embedded_iqa, iqa_datasets
+    from iqalib import embedded_iqa
 
     p, tables = run.params, {}
     for entry in p.iqa_sets:
@@ -127,8 +127,16 @@ def iqa_sets(run: Run) -> dict[str, pd.DataFrame]:
                 distortions=list(e.distortions), levels=list(e.levels), short_side=e.short_side,
                 metric=e.metric, seed=p.seed, progress=run.progress, workers=workers(p))
         else:
-            tables[name] = iqa_datasets.read_iqa_dataset(name, data_path(name, entry["path"], f"iqa_sets[{name}].path"))
+            tables[name] = _real_iqa_set(entry)
     return tables
+
+
+def _real_iqa_set(entry: Any) -> pd.DataFrame:
+    """One real IQA set's reader table, from its ``path`` or its environment variable."""
+    from iqalib import iqa_datasets
+
+    name = entry["name"]
+    return iqa_datasets.read_iqa_dataset(name, data_path(name, entry["path"], f"iqa_sets[{name}].path"))
 
 
 def iqa_features(run: Run, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[pd.DataFrame, np.ndarray, dict]]:
@@ -419,10 +427,7 @@ def prefill(run: Run, shard: int, of: int) -> dict[str, int]:
     for entry in p.iqa_sets:
         if entry["name"] == "embedded":
             continue
-        from iqalib import iqa_datasets
-
-        table = iqa_datasets.read_iqa_dataset(entry["name"], data_path(entry["name"], entry["path"],
-                                                                       f"iqa_sets[{entry['name']}].path"))
+        table = _real_iqa_set(entry)
         paths = [q for q in dict.fromkeys([*table["ref_path"], *table["path"]]) if in_share(q, shard, of)]
         jobs = [features.ImageJob(q, min_side=1, allow_grey=True) for q in paths]
         for name in dict.fromkeys([*p.classifiers_table1, p.classifier]):

@@ -320,8 +320,18 @@ class QualityModel:
         if ok.any():
             rows = torch.from_numpy(x[ok]).to(self.device)
             with torch.inference_mode():
-                out[:, ok] = _stacked_scores(self._stack(), rows).float().cpu().numpy()
+                out[:, ok] = self.score_tensor(rows, members=True).float().cpu().numpy()
         return out
+
+    def score_tensor(self, features: torch.Tensor, members: bool = False) -> torch.Tensor:
+        """Scores in [0, 1] of (N, D) feature rows as a tensor, differentiable in ``features``: the
+        ensemble mean (N,), or each head's (n_models, N) with ``members``. What attacks and smoothing
+        (``iqalib.robust``) call; ``member_scores`` is this on NumPy rows."""
+        if not self.heads:
+            raise RuntimeError("this QualityModel is not trained: call fit() or QualityModel.load()")
+        weights = {k: v.to(features.device) for k, v in self._stack().items()}
+        each = _stacked_scores(weights, features)
+        return each if members else each.mean(0)
 
     def _stack(self) -> dict[str, torch.Tensor]:
         """The heads' weights stacked along a first axis (built once per set of heads), so all heads

@@ -7,6 +7,7 @@ Owns no numbers: it writes and shows what the notebooks compute. Showing needs a
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -317,13 +318,18 @@ def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], keep_p
     return merged
 
 
-def paper_claim(claim_id: str) -> float:
-    """The value of one of the paper's claims in ``iqalib/data/paper_values.yaml`` (``claims``)."""
+@functools.cache
+def _paper_data() -> dict:
+    """``iqalib/data/paper_values.yaml``, read once (``yaml.safe_load``)."""
     import yaml
     from importlib import resources
 
-    data = yaml.safe_load(resources.files("iqalib").joinpath("data/paper_values.yaml").read_text())
-    hit = [c["value"] for c in data["claims"] if c["id"] == claim_id]
+    return yaml.safe_load(resources.files("iqalib").joinpath("data/paper_values.yaml").read_text())
+
+
+def paper_claim(claim_id: str) -> float:
+    """The value of one of the paper's claims in ``iqalib/data/paper_values.yaml`` (``claims``)."""
+    hit = [c["value"] for c in _paper_data()["claims"] if c["id"] == claim_id]
     if not hit:
         raise KeyError(f"no claim {claim_id!r} in paper_values.yaml")
     return float(hit[0])
@@ -332,10 +338,7 @@ def paper_claim(claim_id: str) -> float:
 def paper_values(table: str) -> tuple[pd.DataFrame, bool]:
     """The paper's numbers for ``table`` (from ``iqalib/data/paper_values.yaml``) and whether they
     were transcribed; empty cells are NaN, never guessed."""
-    import yaml
-    from importlib import resources
-
-    data = yaml.safe_load(resources.files("iqalib").joinpath("data/paper_values.yaml").read_text())
+    data = _paper_data()
     spec = data[table]
     frame = pd.DataFrame(spec["rows"], columns=spec["columns"])
     numeric = [c for c in frame.columns if c not in ("dataset", "classifier", "group")]

@@ -45,14 +45,11 @@ def score_fn(quality_model, classifier: Classifier) -> Score:
     """Images in [0, 1] (N, 3, H, W) -> predicted quality in [0, 1] (N,), differentiably, through
     the classifier's view, backbone and the quality model's heads (mean over the ensemble). The
     model must have been trained on this backbone (ValueError otherwise, as ``features`` checks)."""
-    from iqalib.quality import _stacked_scores
-
     quality_model.classifier(classifier)  # the one backbone-compatibility check
     to_features = feature_fn(quality_model, classifier)
 
     def score(x: torch.Tensor) -> torch.Tensor:
-        weights = {k: v.to(x.device) for k, v in quality_model._stack().items()}
-        return _stacked_scores(weights, to_features(x)).mean(0)
+        return quality_model.score_tensor(to_features(x))
 
     return score
 
@@ -129,11 +126,8 @@ def feature_median_smoothing(quality_model, features: torch.Tensor, sigma: float
     backbone pass, ``n`` head passes). The interval for feature radius r holds for input
     perturbations up to r / L where ‖Δφ‖ ≤ L‖Δx‖; L is only a local estimate (see
     ``local_lipschitz``), so this is not a global certificate in input space."""
-    from iqalib.quality import _stacked_scores
-
-    weights = quality_model._stack()
     g = torch.Generator(device="cpu").manual_seed(seed)
-    samples = [_stacked_scores(weights, features + torch.randn(features.shape, generator=g).to(features.device) * sigma).mean(0)
+    samples = [quality_model.score_tensor(features + torch.randn(features.shape, generator=g).to(features.device) * sigma)
                for _ in range(n)]
     return _smoothed(torch.stack(samples), list(radii), sigma, conf)
 

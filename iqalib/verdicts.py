@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from iqalib.tables import threshold_suffix  # Table IV's column names
+
 REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not testable"
 #: Below this UAP fooling rate the adversarial group is nearly the originals: claims about it
 #: cannot be tested on the run's data.
@@ -115,8 +117,6 @@ def baselines(table4: pd.DataFrame, threshold: float, matched: float | None = No
     """Notebook 03 (Table IV): distortions and the UAP cost accuracy; a quality threshold catches
     fooling images but hardly adversarial ones — at the paper's threshold and, when given, at the
     ``matched`` threshold that leaves the paper's share of originals below it."""
-    from iqalib.tables import threshold_suffix  # the column names of Table IV
-
     col = f"detection_rate_{threshold_suffix(threshold)}"
     acc = {g: _get(table4, g, "accuracy") for g in ("original", "distorted", "adversarial")}
     det = {g: _get(table4, g, col) for g in ("adversarial", "fool_gd", "fool_ev")}
