@@ -441,3 +441,160 @@ def prefill(run: Run, shard: int, of: int) -> dict[str, int]:
     features.embed(run.classifier, jobs, desc="distorted", **run.pass_options)
     counts.update(originals=len(mine.records), distorted=len(jobs))
     return counts
+
+
+# ------------------------------------------------------------------------------------------------
+# Notebook 05: the quality half under attack, and its defences
+
+ROBUST_PLAIN_FOLDER, ROBUST_NT_FOLDER, DENOISER_FOLDER = "models/quality_plain05", "models/quality_nt", "models/denoiser"
+
+
+@dataclass
+class RobustData:
+    """Notebook 05's images, from the first training IQA set split once by reference photo
+    (``quality.test_size`` held out, the run's seed): the rows the plain and NT heads train on and
+    seeded random samples of the held-out rows for clean correlations, attacks and certificates."""
+
+    train: pd.DataFrame
+    train_features: np.ndarray
+    held: pd.DataFrame
+    held_features: np.ndarray
+    srocc: pd.DataFrame
+    attacked: pd.DataFrame
+    certified: pd.DataFrame
+
+
+def robust_data(run: Run) -> RobustData:
+    """The split and samples of ``RobustData`` (``robust.n_srocc``, ``n_images``, ``n_certified_images``)."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    p, r = run.params, run.params.robust
+    name = p.quality.train_sets[0]
+    table, emb, _ = iqa_features(run, {name: iqa_sets(run)[name]})[name]
+    x = features.quality_features(run.classifier, emb, p.quality.features)
+    groups = table["ref_id"].astype(str).to_numpy()
+    train, held = next(GroupShuffleSplit(1, test_size=p.quality.test_size, random_state=p.seed).split(x, groups=groups))
+    held_rows = table.iloc[held].reset_index(drop=True)
+
+    def sample(n: int, salt: int) -> pd.DataFrame:
+        return held_rows.sample(n=min(n, len(held_rows)), random_state=p.seed + salt).reset_index(drop=True)
+
+    return RobustData(table.iloc[train].reset_index(drop=True), x[train], held_rows, x[held],
+                      sample(r.n_srocc, 1), sample(r.n_images, 2), sample(r.n_certified_images, 3))
+
+
+def view_tensor(run: Run, paths: list[str]) -> Any:
+    """(N, 3, S, S) float tensor in [0, 1] of the classifier's view of each image file."""
+    import torch
+
+    arrays = [np.asarray(run.classifier.view(images.open_image(path, allow_grey=True, min_side=1)), np.uint8)
+              for path in paths]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255.0).to(run.classifier.device)
+
+
+def _reuse_or_build(folder: Path, key: dict, build: Any) -> bool:
+    """Whether ``folder`` already holds what ``key`` describes (``folder/key.json`` equals it); if
+    not, ``build(folder)`` saves it there and ``key.json`` is written last, so an interrupted
+    build is never reused. Callers then load from ``folder``: one state, fresh or reused."""
+    marker = folder / "key.json"
+    text = json.dumps(key, sort_keys=True, default=str)
+    if marker.is_file() and marker.read_text() == text:
+        return True
+    build(folder)
+    atomic_write_text(marker, text)
+    return False
+
+
+def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
+    """The plain heads (``robust.n_models``, the run's quality settings, trained on ``data.train``)
+    and their NT fine-tuning (``robust.nt``), saved under ``models/quality_plain05`` and
+    ``models/quality_nt`` and reused while nothing they depend on changed. Returns
+    ``{"plain": model, "nt": model, "nt_log": DataFrame, "reused": bool}``."""
+    from iqalib import robust
+
+    p, r = run.params, run.params.robust
+    settings = {k: v for k, v in quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
+    key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed, "classifier": run.classifier.weights_id,
+           "train_refs": sorted(set(data.train["ref_id"].astype(str))), "embedded_iqa": p.embedded_iqa.to_dict()}
+    mos = data.train["mos"].to_numpy()
+
+    def build_plain(folder: Path) -> None:
+        model = QualityModel(n_models=r.n_models, **settings).fit(data.train_features, mos, progress=run.progress)
+        model.save(folder, training_data={"rows": len(mos), "references": data.train["ref_id"].nunique(),
+                                          "target": training_label(run), "use": "notebook 05 (plain)"})
+
+    def load(folder: Path) -> QualityModel:
+        return QualityModel.load(folder, device=p.device)
+
+    plain_reused = _reuse_or_build(run.folder / ROBUST_PLAIN_FOLDER, key, build_plain)
+    plain = load(run.folder / ROBUST_PLAIN_FOLDER)
+
+    def build_nt(folder: Path) -> None:
+        pool = data.train.sample(n=min(r.nt.pixel_pool, len(data.train)), random_state=p.seed)
+        n = r.nt
+        model, steps = robust.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])), data.train_features,
+                                       mos, lam=n.lam, h=n.h, steps=n.steps, batch_size=n.batch_size,
+                                       pixel_batch=n.pixel_batch, lr=n.lr, seed=p.seed, progress=run.progress)
+        model.save(folder, training_data={"rows": len(mos), "target": training_label(run),
+                                          "nt": {**n.to_dict(), "from": ROBUST_PLAIN_FOLDER, "log": steps}})
+
+    nt_reused = _reuse_or_build(run.folder / ROBUST_NT_FOLDER, {**key, "nt": r.nt.to_dict()}, build_nt)
+    nt = load(run.folder / ROBUST_NT_FOLDER)
+    return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"]),
+            "reused": plain_reused and nt_reused}
+
+
+def robust_denoiser(run: Run, data: RobustData) -> tuple[Any, pd.DataFrame]:
+    """DMS-IQA's denoiser (``robust.denoiser``, noise ``robust.smoothing.sigma``), trained on the
+    reference photos of ``data.train`` only, saved under ``models/denoiser``; and its training log."""
+    from iqalib.denoiser import DnCNN, train_denoiser
+
+    p, d = run.params, run.params.robust.denoiser
+    refs = sorted(set(data.train["ref_path"]))
+    key = {"denoiser": d.to_dict(), "sigma": p.robust.smoothing.sigma, "seed": p.seed, "refs": refs}
+
+    def build(folder: Path) -> None:
+        photos = [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs]
+        net, log = train_denoiser(photos, p.robust.smoothing.sigma, d.layers, d.channels, d.steps, d.batch_size,
+                                  d.patch, d.lr, seed=p.seed, progress=run.progress)
+        net.save(folder, {"sigma": p.robust.smoothing.sigma, "photos": len(photos), "log": log})
+
+    _reuse_or_build(run.folder / DENOISER_FOLDER, key, build)
+    net = DnCNN.load(run.folder / DENOISER_FOLDER)
+    return net.to(run.classifier.device), pd.DataFrame(net.card["log"])
+
+
+def robust_scorers(run: Run, plain: QualityModel, nt: QualityModel, denoiser: Any) -> dict[str, Any]:
+    """The four quality models notebook 05 compares, as ``robust.Scorer``: plain, NT, DMS (input-space
+    median smoothing behind the denoiser) and FS (feature-space median smoothing of the plain heads)."""
+    from iqalib.robust import Scorer
+
+    p, s, f = run.params, run.params.robust.smoothing, run.params.robust.feature_smoothing
+    clf = run.classifier
+    return {"plain": Scorer("plain", plain, clf), "nt": Scorer("nt", nt, clf),
+            "dms": Scorer("dms", plain, clf, "input", s.sigma, s.n, denoiser, p.seed),
+            "fs": Scorer("fs", plain, clf, "feature", f.sigma, f.n, None, p.seed)}
+
+
+def robust_detector_data(run: Run, table: pd.DataFrame) -> dict[str, Any]:
+    """For the detector under attack: the first paired split's training rows (originals and UAP
+    images of its training sources, as in notebook 04) with their views, and the first
+    ``robust.n_images`` held-out originals the classifier gets right, with views and labels."""
+    import torch
+
+    from iqalib import detector
+
+    p = run.params
+    train_ids, test_ids = detector.paired_splits(table, p.detector.n_splits, p.detector.train_size, p.seed)[0]
+    src = table["source_id"].astype(str)
+    train = table[src.isin(set(train_ids)) & table["group"].isin(["original", "adversarial"])].reset_index(drop=True)
+    held = table[(table["group"] == "original") & src.isin(set(test_ids)) & table["correct"].astype(bool)]
+    held = held.head(p.robust.n_images).reset_index(drop=True)
+
+    def views(rows: pd.DataFrame) -> torch.Tensor:
+        pics = [np.asarray(run.classifier.view(im), np.uint8) for im in row_images(run, rows)]
+        return torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2).float().div(255.0).to(run.classifier.device)
+
+    return {"train": train, "train_x": views(train), "y": (train["group"] == "adversarial").astype(int).to_numpy(),
+            "held": held, "held_x": views(held),
+            "labels": torch.tensor(held["label"].astype(int).to_numpy(), device=run.classifier.device)}

@@ -127,6 +127,21 @@ DEFAULTS: dict[str, Any] = {
         "n_boot": 1000,
         "peer_distorted": None,  # distorted images Feature Squeezing scores (a seeded sample); null: all
     },
+    "robust": {  # notebook 05: the quality half under attack, and its defences
+        "n_models": 3,  # heads of the plain and NT ensembles trained for notebook 05 (same photos, same seeds)
+        "n_images": 24,  # held-out IQA images each attack perturbs (spread over the pseudo-MOS range)
+        "n_srocc": 96,  # held-out IQA images every quality model's clean SROCC/PLCC is measured on
+        "eps_255": [1, 2, 4, 8],  # l-inf radii, 0–255 units (MSU benchmark)
+        "step_255": 1.0,  # I-FGSM step, 0–255 units
+        "iters": 10,  # I-FGSM and PGD iterations
+        "eot_draws": 1,  # noise draws per attack step on a smoothed scorer (expectation over steps)
+        "nt": {"lam": 1.0e-3, "h": 1.0e-2, "steps": 120, "batch_size": 256, "pixel_batch": 16, "lr": 1.0e-4,
+               "pixel_pool": 512},
+        "smoothing": {"sigma": 0.12, "n": 24, "n_certify": 100, "conf": 0.999, "radii": [0.025, 0.05, 0.1]},
+        "feature_smoothing": {"sigma": 0.25, "n": 100, "n_certify": 1000, "lipschitz_iters": 10},
+        "denoiser": {"layers": 5, "channels": 16, "steps": 300, "batch_size": 32, "patch": 64, "lr": 1.0e-3},
+        "n_certified_images": 16,  # held-out IQA images the certificates and the Lipschitz estimate run on
+    },
 }
 
 
@@ -360,6 +375,36 @@ SCHEMA: dict[str, Rule] = {
     "detector.target_fpr": _FRACTION,
     "detector.n_boot": _POSITIVE,
     "detector.peer_distorted": _POSITIVE.or_null(),
+    "robust.n_models": _POSITIVE,
+    "robust.n_images": integer(min=4, why="SROCC after attack needs a few images"),
+    "robust.n_srocc": integer(min=4),
+    "robust.eps_255": list_of(number(gt=0, le=64, why="0–255 pixel units")),
+    "robust.step_255": number(gt=0),
+    "robust.iters": _POSITIVE,
+    "robust.eot_draws": _POSITIVE,
+    "robust.nt.lam": number(ge=0),
+    "robust.nt.h": number(gt=0),
+    "robust.nt.steps": _POSITIVE,
+    "robust.nt.batch_size": _POSITIVE,
+    "robust.nt.pixel_batch": _POSITIVE,
+    "robust.nt.lr": number(gt=0),
+    "robust.nt.pixel_pool": _POSITIVE,
+    "robust.smoothing.sigma": number(gt=0, le=1),
+    "robust.smoothing.n": _POSITIVE,
+    "robust.smoothing.n_certify": integer(min=10),
+    "robust.smoothing.conf": _FRACTION,
+    "robust.smoothing.radii": list_of(number(gt=0)),
+    "robust.feature_smoothing.sigma": number(gt=0),
+    "robust.feature_smoothing.n": _POSITIVE,
+    "robust.feature_smoothing.n_certify": integer(min=10),
+    "robust.feature_smoothing.lipschitz_iters": _POSITIVE,
+    "robust.denoiser.layers": integer(min=2),
+    "robust.denoiser.channels": _POSITIVE,
+    "robust.denoiser.steps": _POSITIVE,
+    "robust.denoiser.batch_size": _POSITIVE,
+    "robust.denoiser.patch": integer(min=8),
+    "robust.denoiser.lr": number(gt=0),
+    "robust.n_certified_images": _POSITIVE,
 }
 
 

@@ -118,6 +118,17 @@ def _stacked_scores(w: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor
     return (torch.baddbmm(w["b3"], h, w["w3"]).softmax(-1) * w["centres"]).sum(-1).clamp(0.0, 1.0)
 
 
+def _stack_heads(heads: Sequence[_Head], detach: bool) -> dict[str, torch.Tensor]:
+    """The weights of ``heads`` stacked along a first axis, as ``_stacked_scores`` reads them."""
+    def stack(get):
+        return torch.stack([get(h).detach() if detach else get(h) for h in heads])
+    return {"mu": stack(lambda h: h.mu)[:, None, :], "sd": stack(lambda h: h.sd)[:, None, :],
+            "w1": stack(lambda h: h.fc1.weight).transpose(1, 2).contiguous(), "b1": stack(lambda h: h.fc1.bias)[:, None, :],
+            "w2": stack(lambda h: h.fc2.weight).transpose(1, 2).contiguous(), "b2": stack(lambda h: h.fc2.bias)[:, None, :],
+            "w3": stack(lambda h: h.out.weight).transpose(1, 2).contiguous(), "b3": stack(lambda h: h.out.bias)[:, None, :],
+            "centres": heads[0].centres}
+
+
 def _soft_labels(scores: np.ndarray, bins: int, sigma: float) -> np.ndarray:
     """(N, bins) targets: discretised Gaussian around each score (one-hot when sigma == 0)."""
     centres = (np.arange(bins) + 0.5) / bins
@@ -338,15 +349,23 @@ class QualityModel:
         score a batch in three batched matrix products instead of one small product per head."""
         ident = tuple(id(h) for h in self.heads)
         if getattr(self, "_stacked", (None,))[0] != ident:
-            def stack(get):
-                return torch.stack([get(h).detach() for h in self.heads])
-            self._stacked = (ident, {
-                "mu": stack(lambda h: h.mu)[:, None, :], "sd": stack(lambda h: h.sd)[:, None, :],
-                "w1": stack(lambda h: h.fc1.weight).transpose(1, 2).contiguous(), "b1": stack(lambda h: h.fc1.bias)[:, None, :],
-                "w2": stack(lambda h: h.fc2.weight).transpose(1, 2).contiguous(), "b2": stack(lambda h: h.fc2.bias)[:, None, :],
-                "w3": stack(lambda h: h.out.weight).transpose(1, 2).contiguous(), "b3": stack(lambda h: h.out.bias)[:, None, :],
-                "centres": self.heads[0].centres})
+            self._stacked = (ident, _stack_heads(self.heads, detach=True))
         return self._stacked[1]
+
+    def live_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """(n_models, N) scores with autograd through the heads' current parameters (not the
+        cached stack): what fine-tuning the heads in place (``robust.train_nt``) optimises."""
+        return _stacked_scores(_stack_heads(self.heads, detach=False), features)
+
+    def copy(self) -> "QualityModel":
+        """An independent copy of the heads and settings that shares the loaded backbone, if any."""
+        import copy
+
+        return copy.deepcopy(self, memo={id(self._classifier): self._classifier})
+
+    def forget_stack(self) -> None:
+        """Drop the cached stacked weights; call after changing the heads' parameters in place."""
+        self._stacked = (None, None)
 
     def predict_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """(N,) scores in [0, 1] from (N, D) features: mean over the heads."""

@@ -5,7 +5,7 @@ paper's values).
 Table I ``table1``; Tables II–III ``group_summary``; Table IV ``table4``; Table V ``table5``; beyond
 the paper ``rates_at_false_alarm`` (any detector's scores: ``rates_from_scores``) and ``ablation``;
 the IQA metrics ``correlations``, ``mean_std``, ``iqa_performance``, ``type_level_oracle`` and
-``per_distortion``. The detector itself, its splits and ROC curves live in ``detector``.
+``per_distortion``; notebook 05's ``robust_attacks``, ``robust_certified``, ``robust_detector``. The detector itself, its splits and ROC curves live in ``detector``.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from iqalib.detector import (COLUMN_SETS, FEATURES, _eval_rows, _finite, _mean_o
 
 __all__ = ["table1", "fooling_rate", "matched_threshold", "summarize", "group_summary", "table4", "table5", "bootstrap_ci", "rates_from_scores",
            "rates_at_false_alarm", "ablation", "KERNEL_CHOICES", "kernel_ablation", "correlations", "mean_std", "iqa_performance",
-           "type_level_oracle", "per_distortion"]
+           "type_level_oracle", "per_distortion", "robust_attacks", "robust_certified", "robust_detector"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -402,3 +402,46 @@ def per_distortion(held: pd.DataFrame) -> pd.DataFrame:
         "spearman_level_pred_pooled": stats.spearmanr(g["level"], g["pred"]).statistic,
         "spearman_level_mos_pooled": stats.spearmanr(g["level"], g["mos"]).statistic}),
         include_groups=False).reset_index()
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 05: the quality half under attack (rows from ``robust`` and ``adaptive``)
+
+
+def robust_attacks(model: str, rows: Sequence[Mapping[str, Any]], mos: np.ndarray) -> pd.DataFrame:
+    """``robust_attacks.csv`` rows of one quality model from ``robust.attack_scores``: per attack and
+    ε, the mean |s − s′|, SROCC/PLCC of the attacked scores against ``mos``, the MSU robustness
+    score R (higher = more robust) and seconds per image (attack + scoring)."""
+    from iqalib.robust import robustness_score
+
+    out = []
+    for r in rows:
+        srocc, plcc = correlations(r["attacked"], mos)
+        out.append({"quality_model": model, "attack": r["attack"], "eps_255": r["eps_255"], "n": len(r["clean"]),
+                    "score_change_mean": float(np.mean(np.abs(r["attacked"] - r["clean"]))), "srocc": srocc,
+                    "plcc": plcc, "robustness_R": robustness_score(r["clean"], r["attacked"]),
+                    "seconds_per_image": r["seconds"] / max(len(r["clean"]), 1)})
+    return pd.DataFrame(out)
+
+
+def robust_certified(model: str, space: str, sigma: float, n_samples: int, certified: Mapping[str, np.ndarray],
+                     radii: Sequence[float], seconds_per_image: float) -> pd.DataFrame:
+    """``robust_certified.csv`` rows from ``Scorer.certify``: per ℓ2 radius, the mean width of the
+    certified interval (uncertified images count the whole range, width 1) and the share certified."""
+    return pd.DataFrame([{
+        "quality_model": model, "space": space, "sigma": sigma, "n_samples": n_samples, "radius": float(r),
+        "interval_width_mean": float(np.mean(certified[f"high_{r:g}"] - certified[f"low_{r:g}"])),
+        "certified_fraction": float(np.mean(certified[f"certified_{r:g}"])), "seconds_per_image": seconds_per_image}
+        for r in radii])
+
+
+def robust_detector(model: str, attack: str, eps_255: float, judged: Mapping[str, np.ndarray],
+                    clean_flagged: np.ndarray) -> dict[str, Any]:
+    """One ``robust_detector.csv`` row from ``adaptive.judge`` on attacked held-out originals:
+    ``attack_success_rate`` = share fooled AND judged fit; ``detection_rate`` = share flagged among
+    those fooled (NaN when none is); ``false_alarm_rate`` = share of the same originals flagged clean."""
+    fooled, flagged = np.asarray(judged["fooled"], bool), np.asarray(judged["flagged"], bool)
+    return {"quality_model": model, "attack": attack, "eps_255": float(eps_255), "n": len(fooled),
+            "fooled_rate": float(fooled.mean()), "attack_success_rate": float((fooled & ~flagged).mean()),
+            "detection_rate": float(flagged[fooled].mean()) if fooled.any() else float("nan"),
+            "false_alarm_rate": float(np.mean(clean_flagged))}

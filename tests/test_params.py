@@ -80,6 +80,10 @@ BAD_VALUES = [
     ({"attacks": {"fool_ev": {"encoding": "dna"}}}, "attacks.fool_ev.encoding", "one of cppn, direct"),
     ({"quality": {"lr": "1e-4"}}, "quality.lr", "write it with a dot"),
     ({"run_name": "a b"}, "run_name", "letters, digits"),
+    ({"robust": {"eps_255": [4, -1]}}, "robust.eps_255[1]", "a number in (0, 64]"),
+    ({"robust": {"smoothing": {"sigma": 0}}}, "robust.smoothing.sigma", "a number in (0, 1]"),
+    ({"robust": {"nt": {"lam": -1}}}, "robust.nt.lam", "a number >= 0"),
+    ({"robust": {"n_images": 2}}, "robust.n_images", "an integer >= 4"),
 ]
 
 

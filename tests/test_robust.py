@@ -122,3 +122,70 @@ def test_feature_smoothing_and_local_lipschitz(clf, plain):
     assert smoothed["median"].shape == (2,) and (smoothed["low_0.01"] <= smoothed["high_0.01"]).all()
     lipschitz = robust.local_lipschitz(to_features, x[:2], iters=3)
     assert lipschitz.shape == (2,) and (lipschitz > 0).all()
+
+
+def test_stats_only_pass_gives_the_full_pass_statistics(clf):
+    x = torch.rand(2, 3, 224, 224)
+    with torch.no_grad():
+        pooled, full = clf.forward_with_stats(x)
+        none, early = clf.forward_with_stats(x, stats_only=True)
+    assert none is None and pooled is not None
+    torch.testing.assert_close(early, full)
+
+
+def test_nt_lowers_the_gradient_norm_and_saves_like_a_plain_model(clf, plain, tmp_path):
+    model, x = plain
+    rows = features.stats(clf, features.pixel_rows(clf, (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()))
+    mos = model.predict_embeddings(rows)  # targets the plain model already meets: only the penalty pulls
+
+    def grad_l1(m):
+        z = clf.normalize(x * 255.0).requires_grad_(True)
+        score = m.score_tensor(clf.forward_with_stats(z, stats_only=True)[1]).sum()
+        return torch.autograd.grad(score, z)[0].abs().flatten(1).sum(1).mean().item()
+
+    nt, log = robust.train_nt(model, clf, x, rows, mos, lam=1.0, steps=15, batch_size=6, pixel_batch=3, lr=3e-4,
+                              progress=False)
+    assert len(log) == 15 and {"l1", "penalty", "grad_l1"} <= set(log[0])
+    assert grad_l1(nt) < 0.8 * grad_l1(model), (grad_l1(nt), grad_l1(model))
+    assert all(not q.requires_grad for h in nt.heads for q in h.parameters())
+    assert model.heads[0].fc1.weight.data_ptr() != nt.heads[0].fc1.weight.data_ptr(), "the plain heads are untouched"
+    loaded = quality.QualityModel.load(nt.save(tmp_path / "nt"))
+    np.testing.assert_allclose(loaded.predict_embeddings(rows), nt.predict_embeddings(rows), atol=1e-6)
+
+
+def test_scorers_plain_input_and_feature_smoothing(clf, plain):
+    model, x = plain
+    x = x[:3]
+    plain_scorer = robust.Scorer("plain", model, clf)
+    fs = robust.Scorer("fs", model, clf, "feature", sigma=0.1, n=20, seed=0)
+    dms = robust.Scorer("dms", model, clf, "input", sigma=0.05, n=4, seed=0)
+    with torch.no_grad():
+        exact = robust.score_fn(model, clf)(x).numpy()
+    np.testing.assert_allclose(plain_scorer.scores(x), exact, atol=1e-6)
+    np.testing.assert_array_equal(fs.scores(x), fs.scores(x))  # seeded noise: the same input, the same score
+    assert np.abs(fs.scores(x) - exact).max() < 0.2 and np.abs(dms.scores(x) - exact).max() < 0.2
+    assert fs.passes_per_image() == {"backbone_passes": 1, "head_passes": 20, "denoiser_passes": 0}
+    assert dms.passes_per_image()["backbone_passes"] == 4
+    lipschitz = robust.local_lipschitz(fs.scaled_features(), x, iters=3)
+    cert = fs.certify(x, (1e-4, 10.0), n=200, lipschitz=lipschitz)
+    assert cert["certified_0.0001"].all() and (cert["low_0.0001"] <= cert["median"]).all()
+    assert not cert["certified_10"].any() and (cert["high_10"] - cert["low_10"] == 1).all()
+    with pytest.raises(ValueError):
+        robust.Scorer("bad", model, clf, "pixels")
+    with pytest.raises(ValueError):
+        plain_scorer.certify(x, (0.1,), n=10)
+
+
+def test_the_denoiser_learns_and_round_trips(tmp_path):
+    from iqalib.denoiser import DnCNN, train_denoiser
+
+    photos = [np.asarray(Image.open(embedded_iqa.embedded_photo_path(p)).convert("RGB").resize((96, 96)))
+              for p in ("chelsea", "coffee")]
+    net, log = train_denoiser(photos, sigma=0.12, layers=3, channels=8, steps=60, batch_size=8, patch=32, lr=3e-3,
+                              progress=False)
+    assert np.mean([r["mse"] for r in log[-10:]]) < 0.7 * np.mean([r["noisy_mse"] for r in log[-10:]])
+    loaded = DnCNN.load(net.save(tmp_path / "den"))
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(loaded(x), net(x))
+    with pytest.raises(ValueError):
+        train_denoiser(photos, 0.1, patch=200, progress=False)

@@ -225,3 +225,42 @@ def test_type_level_oracle_and_per_distortion():
     assert set(by_type.index) == {"blur", "jpeg"} and (by_type["n"] == 10).all()
     assert np.allclose(by_type["spearman_level_pred_within_image"], -1.0)
     assert (by_type["spearman_level_mos_pooled"] < 0).all()
+
+
+def test_robust_tables_from_attack_certificate_and_detector_rows():
+    from iqalib import tables as t
+
+    clean, mos = np.array([0.2, 0.5, 0.8, 0.9]), np.array([0.1, 0.4, 0.7, 0.95])
+    rows = [{"attack": "ifgsm_up", "eps_255": 4.0, "clean": clean, "attacked": clean + 0.1, "seconds": 2.0}]
+    attacks = t.robust_attacks("plain", rows, mos)
+    assert attacks.loc[0, "score_change_mean"] == pytest.approx(0.1) and attacks.loc[0, "srocc"] == pytest.approx(1.0)
+    assert attacks.loc[0, "seconds_per_image"] == pytest.approx(0.5)
+    assert attacks.loc[0, "robustness_R"] == pytest.approx(np.mean(np.log10(np.maximum(1 - clean, clean) / (0.1 + 1e-6))))
+    cert = {"median": clean, "low_0.1": clean - 0.05, "high_0.1": clean + 0.05, "certified_0.1": np.array([1, 1, 0, 1], bool)}
+    certified = t.robust_certified("dms", "input", 0.12, 100, cert, [0.1], 0.3)
+    assert certified.loc[0, "interval_width_mean"] == pytest.approx(0.1) and certified.loc[0, "certified_fraction"] == 0.75
+    judged = {"fooled": np.array([1, 1, 0, 1], bool), "flagged": np.array([1, 0, 0, 0], bool)}
+    row = t.robust_detector("nt", "adaptive", 4, judged, np.array([0, 1, 0, 0], bool))
+    assert row["attack_success_rate"] == 0.5 and row["detection_rate"] == pytest.approx(1 / 3)
+    assert row["false_alarm_rate"] == 0.25 and row["fooled_rate"] == 0.75
+    none_fooled = t.robust_detector("nt", "adaptive", 4, {"fooled": np.zeros(2, bool), "flagged": np.ones(2, bool)},
+                                    np.zeros(2, bool))
+    assert np.isnan(none_fooled["detection_rate"])
+
+
+def test_robust_verdicts_follow_their_stated_rules():
+    from iqalib import verdicts
+
+    models = pd.DataFrame({"quality_model": ["plain", "nt", "dms", "fs"], "srocc": [0.95, 0.93, 0.80, 0.95],
+                           "seconds_per_image": [0.01, 0.01, 1.0, 0.02]})
+    change = {"plain": 0.30, "nt": 0.15, "dms": 0.05, "fs": 0.29}
+    attacks = pd.DataFrame([{"quality_model": m, "attack": a, "eps_255": 4.0,
+                             "score_change_mean": 0.02 if a == "random_sign" else c}
+                            for m, c in change.items() for a in ("random_sign", "ifgsm_up", "ifgsm_down")])
+    certified = pd.DataFrame({"quality_model": ["dms", "fs"], "radius": [0.05, 0.05], "certified_fraction": [1.0, 0.0],
+                              "interval_width_mean": [0.01, 1.0]})
+    detected = pd.DataFrame({"quality_model": ["plain", "nt", "dms", "fs"], "attack": "adaptive", "eps_255": 4.0,
+                             "detection_rate": [0.05, 0.6, 0.1, 0.0]})
+    rows = verdicts.robust(models, attacks, certified, detected)
+    assert [r["verdict"] for r in rows] == ["reproduced", "reproduced", "not reproduced", "reproduced", "reproduced"]
+    assert "50% less" in rows[1]["ours"] and "nt 60%" in rows[4]["ours"]

@@ -1,0 +1,90 @@
+"""Cost of the quality half's robustness machinery, in one run on the same images.
+
+    .venv/bin/python benchmarks/bench_robust.py [--params params/default.yaml] [--images 16]
+        [--repeats 3] [--device auto] [--json]
+
+1. The stats-only backbone pass (``Classifier.forward_with_stats(stats_only=True)``: the pass
+   stops after the last early layer the quality heads read) against the whole pass, forward and
+   forward + backward (what score attacks and NT training run), images/second.
+2. Seconds per image of each deployed quality score at the params' sizes: plain heads, feature-space
+   median smoothing (1 backbone pass + ``robust.feature_smoothing.n`` head passes) and input-space
+   median smoothing behind the denoiser (``robust.smoothing.n`` denoiser + backbone passes).
+
+Images: the embedded originals (foolbox ImageNet samples, decoded once, outside the timing). The
+quality heads are fitted for a few epochs on random rows of the right width and the denoiser is
+initialised, not trained: their cost does not depend on their weights. Best of ``--repeats``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import numpy as np
+import torch
+
+from bench_pipeline import _timed  # benchmarks/ is on sys.path when run as a script
+from iqalib import params, quality, robust
+from iqalib.classifiers import load_classifier
+from iqalib.denoiser import DnCNN
+from iqalib.images import embedded_folder, open_image
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    return _timed(fn, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params/default.yaml")
+    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON line last")
+    args = parser.parse_args()
+    p = params.load(args.params)
+    clf = load_classifier(p.classifier, args.device)
+    files = sorted(embedded_folder().glob("*.jpg"))[: args.images]
+    x = torch.from_numpy(np.stack([np.asarray(clf.view(open_image(f)), np.uint8) for f in files]))
+    x = x.permute(0, 3, 1, 2).float().div(255.0).to(clf.device)
+    n = len(x)
+    z = clf.normalize(x * 255.0)
+
+    def forward(stats_only: bool, backward: bool):
+        def run():
+            inp = z.clone().requires_grad_(backward)
+            with torch.set_grad_enabled(backward):
+                _, stats = clf.forward_with_stats(inp, stats_only=stats_only)
+                if backward:
+                    stats.sum().backward()
+        return run
+
+    rates = {f"{'stats_only' if s else 'full'}_{'fwd_bwd' if b else 'fwd'}_img_per_s":
+             n / _best_seconds(forward(s, b), args.repeats) for s in (False, True) for b in (False, True)}
+    q, r = p.quality, p.robust
+    rng = np.random.default_rng(0)
+    model = quality.QualityModel(clf, n_models=r.n_models, hidden=q.hidden, bins=q.bins, epochs=1, seed=0,
+                                 features=q.features, device=args.device).fit(
+        rng.normal(size=(64, clf.stats_dim if q.features == "multilevel" else clf.embedding_dim)).astype(np.float32),
+        rng.uniform(0, 1, 64), progress=False)
+    scorers = {"plain": robust.Scorer("plain", model, clf),
+               "fs": robust.Scorer("fs", model, clf, "feature", r.feature_smoothing.sigma, r.feature_smoothing.n),
+               "dms": robust.Scorer("dms", model, clf, "input", r.smoothing.sigma, r.smoothing.n,
+                                    DnCNN(r.denoiser.layers, r.denoiser.channels).eval().to(clf.device))}
+    seconds = {f"{name}_seconds_per_image": _best_seconds(lambda s=s: s.scores(x), max(1, args.repeats - 1)) / n
+               for name, s in scorers.items()}
+    result = {**{k: round(v, 2) for k, v in rates.items()}, **{k: round(v, 4) for k, v in seconds.items()},
+              "stats_only_fwd_speedup": round(rates["stats_only_fwd_img_per_s"] / rates["full_fwd_img_per_s"], 2),
+              "stats_only_fwd_bwd_speedup": round(rates["stats_only_fwd_bwd_img_per_s"] / rates["full_fwd_bwd_img_per_s"], 2),
+              "fs_vs_dms_time": round(seconds["fs_seconds_per_image"] / seconds["dms_seconds_per_image"], 4),
+              "images": n, "threads": torch.get_num_threads(), "device": str(clf.device),
+              "machine": platform.machine(), "smoothing_n": r.smoothing.n, "feature_smoothing_n": r.feature_smoothing.n}
+    for k, v in result.items():
+        print(f"{k:34s} {v}")
+    if args.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The denoiser DMS-IQA puts in front of a median-smoothed quality metric: a small DnCNN-style
+network (Zhang et al., TIP 2017: conv-ReLU, then conv-BN-ReLU layers, predicting the noise that is
+subtracted) trained on photos with Gaussian noise of the smoothing's sigma, plain MSE. Trains,
+applies, saves and loads; knows nothing of quality or params.
+
+Why by hand: no registry package ships a DnCNN for pixel values in [0, 1] at our sigma that loads
+with ``weights_only=True``; the network is twenty lines.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from iqalib.cache import atomic_write_bytes, atomic_write_text
+
+__all__ = ["DnCNN", "train_denoiser"]
+
+CARD_FORMAT = "iqalib.denoiser/1"
+
+
+class DnCNN(nn.Module):
+    """``layers`` 3×3 convolutions of ``channels`` features; the output is ``x`` minus the predicted
+    noise. Input and output: (N, 3, H, W) in [0, 1] (the output is not clamped)."""
+
+    def __init__(self, layers: int = 5, channels: int = 16):
+        super().__init__()
+        if layers < 2 or channels < 1:
+            raise ValueError("a DnCNN needs at least 2 layers and 1 channel")
+        self.layers, self.channels = int(layers), int(channels)
+        body: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(layers - 2):
+            body += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels),
+                     nn.ReLU(inplace=True)]
+        body.append(nn.Conv2d(channels, 3, 3, padding=1))
+        # The last layer starts at zero: an untrained denoiser is the identity, never worse than nothing.
+        nn.init.zeros_(body[-1].weight)
+        nn.init.zeros_(body[-1].bias)
+        self.body = nn.Sequential(*body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.body(x)
+
+    def save(self, folder: str | Path, card: dict | None = None) -> Path:
+        """``denoiser.pt`` (state dict) and ``card.json`` (architecture and ``card``), atomically."""
+        folder = Path(folder)
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in self.state_dict().items()}, buffer)
+        atomic_write_bytes(folder / "denoiser.pt", buffer.getvalue())
+        atomic_write_text(folder / "card.json", json.dumps(
+            {"format": CARD_FORMAT, "layers": self.layers, "channels": self.channels, **(card or {})}, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "DnCNN":
+        """A denoiser written by ``save`` (weights read with ``weights_only=True``), in eval mode."""
+        folder = Path(folder)
+        card = json.loads((folder / "card.json").read_text())
+        if card.get("format") != CARD_FORMAT:
+            raise ValueError(f"{folder / 'card.json'}: format {card.get('format')!r}, expected {CARD_FORMAT!r}")
+        net = cls(card["layers"], card["channels"])
+        net.load_state_dict(torch.load(folder / "denoiser.pt", map_location="cpu", weights_only=True))
+        net.card = card
+        return net.eval().requires_grad_(False)
+
+
+def _patches(photos: Sequence[np.ndarray], n: int, size: int, g: np.random.Generator) -> torch.Tensor:
+    """``n`` random ``size``² crops (random photo, place, mirror) as (n, 3, size, size) in [0, 1]."""
+    out = np.empty((n, size, size, 3), np.float32)
+    for i in range(n):
+        photo = photos[g.integers(len(photos))]
+        top, left = g.integers(photo.shape[0] - size + 1), g.integers(photo.shape[1] - size + 1)
+        crop = photo[top:top + size, left:left + size]
+        out[i] = crop[:, ::-1] if g.random() < 0.5 else crop
+    return torch.from_numpy(out / 255.0).permute(0, 3, 1, 2).contiguous()
+
+
+def train_denoiser(photos: Sequence[np.ndarray], sigma: float, layers: int = 5, channels: int = 16,
+                   steps: int = 300, batch_size: int = 32, patch: int = 64, lr: float = 1e-3, seed: int = 0,
+                   progress: bool = True) -> tuple[DnCNN, list[dict]]:
+    """Train a ``DnCNN`` on random crops of ``photos`` (uint8 H×W×3 arrays, each side ≥ ``patch``)
+    plus N(0, sigma²) noise, clamped to [0, 1] as the smoothed scorer clamps it; MSE to the clean
+    crop; Adam at ``lr``, cosine-annealed. Returns the network (eval mode) and a per-step log
+    (step, mse, noisy_mse: the MSE of the noisy input, i.e. of doing nothing)."""
+    from tqdm.auto import tqdm
+
+    photos = [p for p in photos if min(p.shape[:2]) >= patch]
+    if not photos:
+        raise ValueError(f"no photo has both sides >= {patch} px")
+    torch_g = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))  # nn.Conv2d initialises from the global RNG
+        net = DnCNN(layers, channels)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    rng = np.random.default_rng(seed)
+    log = []
+    net.train()
+    for step in tqdm(range(steps), desc="denoiser", disable=not progress, leave=False):
+        for group in opt.param_groups:
+            group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
+        clean = _patches(photos, batch_size, patch, rng)
+        noisy = (clean + torch.randn(clean.shape, generator=torch_g) * sigma).clamp(0.0, 1.0)
+        loss = ((net(noisy) - clean) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        log.append({"step": step, "mse": float(loss.detach()), "noisy_mse": float(((noisy - clean) ** 2).mean())})
+    return net.eval().requires_grad_(False), log

@@ -1,0 +1,64 @@
+"""The adaptive attack: the torch SVM decision is scikit-learn's, PGD stays in its ball, and an
+attack that also follows the detector's decision gets past it at least as often as one that does not."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from iqalib import adaptive, detector, quality, robust
+from tests.test_detector import tiny_classifier
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "linear"])
+def test_svm_decision_is_scikit_learns(kernel):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, (80, 6))
+    y = (X[:, 0] + 0.3 * X[:, 5] > 0.6).astype(int)
+    det = detector.FitForTaskDetector(kernels=(kernel,), random_state=0).fit(X, y)
+    probe = rng.uniform(0, 1, (25, 6))
+    ours = adaptive.svm_decision(det)(torch.tensor(probe, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(ours, det.decision_function(probe), rtol=1e-4, atol=1e-4)
+
+
+def test_detector_inputs_are_sorted_top5_and_quality():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0, 0.5]])
+    out = adaptive.detector_inputs(logits, torch.tensor([0.7]))
+    p = logits.softmax(-1)[0].sort(descending=True).values[:5]
+    torch.testing.assert_close(out[0, :5], p)
+    assert out[0, 5] == pytest.approx(0.7)
+
+
+@pytest.fixture(scope="module")
+def system():
+    """A tiny classifier, a quality model on its pooled features, and a detector trained to flag
+    images whose top-1 confidence is low (a stand-in for the UAP-trained one)."""
+    clf = tiny_classifier()
+    rng = np.random.default_rng(0)
+    model = quality.QualityModel(clf, n_models=2, hidden=16, bins=20, epochs=5, features="pooled", seed=0,
+                                 device="cpu").fit(rng.normal(size=(64, clf.embedding_dim)).astype(np.float32),
+                                                   rng.uniform(0.2, 0.8, 64), progress=False)
+    scorer = robust.Scorer("plain", model, clf)
+    x = torch.from_numpy(rng.uniform(0, 1, (40, 3, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        logits = clf.logits_from_pixels(x * 255.0)
+        feats = adaptive.detector_inputs(logits, scorer.draw(x, None)).numpy()
+    y = (feats[:, 0] < np.median(feats[:, 0])).astype(int)
+    det = detector.FitForTaskDetector(kernels=("linear",), random_state=0).fit(feats, y)
+    return clf, scorer, det, x, logits.argmax(1)
+
+
+def test_pgd_stays_in_its_ball_and_the_adaptive_attack_beats_the_oblivious_one(system):
+    clf, scorer, det, x, labels = system
+    eps = 0.25  # the tiny network averages its input away: it takes a large ball to move it
+    oblivious = adaptive.pgd(clf, x, labels, eps, steps=10)
+    adapted = adaptive.pgd(clf, x, labels, eps, scorer, adaptive.svm_decision(det), steps=10)
+    for adv in (oblivious, adapted):
+        assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    plain = adaptive.judge(clf, scorer, det, oblivious, labels)
+    adaptive_result = adaptive.judge(clf, scorer, det, adapted, labels)
+    assert plain["fooled"].mean() > 0.5
+    success = {k: (r["fooled"] & ~r["flagged"]).mean() for k, r in (("oblivious", plain), ("adaptive", adaptive_result))}
+    assert success["adaptive"] >= success["oblivious"] and success["adaptive"] > 0, success
+    feats = adaptive.detector_inputs(clf.logits_from_pixels(adapted * 255.0), torch.from_numpy(adaptive_result["quality"]))
+    np.testing.assert_array_equal(adaptive_result["flagged"], det.predict(feats.detach().double().numpy()).astype(bool))
