@@ -12,7 +12,6 @@ notebooks. The adaptive attack on the whole detector lives in ``iqalib.adaptive`
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,9 +21,8 @@ from scipy import stats
 
 from iqalib.classifiers import Classifier
 
-__all__ = ["score_fn", "feature_fn", "ifgsm", "robustness_score", "median_interval_indices",
-           "median_smoothing", "feature_median_smoothing", "local_lipschitz", "train_nt", "Scorer",
-           "attack_scores", "random_sign"]
+__all__ = ["score_fn", "feature_fn", "ifgsm", "robustness_score", "median_interval_indices", "local_lipschitz",
+           "Scorer", "random_sign", "attack_scores", "train_nt"]
 
 Score = Callable[[torch.Tensor], torch.Tensor]
 
@@ -95,46 +93,6 @@ def median_interval_indices(n: int, radius: float, sigma: float, conf: float = 0
     if q_u is None or q_l is None:
         raise ValueError(f"{n} samples cannot certify radius {radius} at sigma {sigma} with confidence {conf}")
     return q_l - 1, q_u - 1
-
-
-def _smoothed(samples: torch.Tensor, radii: list[float], sigma: float, conf: float) -> dict[str, np.ndarray]:
-    """(n, N) noisy scores -> median and, per radius, the certified lower and upper bounds."""
-    ordered = samples.sort(0).values.cpu().numpy()
-    n = ordered.shape[0]
-    out = {"median": np.median(ordered, 0)}
-    for r in radii:
-        lo, hi = median_interval_indices(n, r, sigma, conf)
-        out[f"low_{r:g}"], out[f"high_{r:g}"] = ordered[lo], ordered[hi]
-    return out
-
-
-@torch.no_grad()
-def median_smoothing(score: Score, x: torch.Tensor, sigma: float = 0.12, n: int = 100,
-                     radii: tuple[float, ...] = (0.1, 0.25), conf: float = 0.999, batch: int = 50,
-                     seed: int = 0) -> dict[str, np.ndarray]:
-    """Median-smoothed score of each image (input space): the median of ``score(clamp(x + N(0, σ²)))``
-    over ``n`` draws (σ on [0, 1] pixels), and per ℓ2 ``radius`` (same units, over the whole image)
-    its certified interval [``low_r``, ``high_r``]. Noise from ``torch.Generator(seed)``."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    samples = []
-    for _ in range(n):
-        noise = torch.randn(x.shape, generator=g).to(x.device) * sigma
-        samples.append(score((x + noise).clamp(0.0, 1.0)))
-    return _smoothed(torch.stack(samples), list(radii), sigma, conf)
-
-
-@torch.no_grad()
-def feature_median_smoothing(quality_model, features: torch.Tensor, sigma: float, n: int = 100,
-                             radii: tuple[float, ...] = (0.1, 0.25), conf: float = 0.999,
-                             seed: int = 0) -> dict[str, np.ndarray]:
-    """Median smoothing in feature space: the heads score ``features + N(0, σ²)`` ``n`` times (one
-    backbone pass, ``n`` head passes). The interval for feature radius r holds for input
-    perturbations up to r / L where ‖Δφ‖ ≤ L‖Δx‖; L is only a local estimate (see
-    ``local_lipschitz``), so this is not a global certificate in input space."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    samples = [quality_model.score_tensor(features + torch.randn(features.shape, generator=g).to(features.device) * sigma)
-               for _ in range(n)]
-    return _smoothed(torch.stack(samples), list(radii), sigma, conf)
 
 
 def local_lipschitz(to_features: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, iters: int = 10,
@@ -292,23 +250,20 @@ def attack_scores(scorer: Scorer, x: torch.Tensor, eps_255: tuple[float, ...], s
 
     Attacks: ``ifgsm_up`` / ``ifgsm_down`` (I-FGSM raising / lowering the score, on ``scorer.expected
     (draws)``: exact for a plain scorer, expectation over ``draws`` noisy copies per step for a
-    smoothed one) and ``random_sign`` (the same ℓ∞ size, no gradient). Each dict also holds
-    ``seconds`` (attack + scoring)."""
+    smoothed one) and ``random_sign`` (the same ℓ∞ size, no gradient)."""
     from tqdm.auto import tqdm
 
     clean = scorer.scores(x)
     rows = []
     todo = [(a, e) for e in eps_255 for a in ("random_sign", "ifgsm_up", "ifgsm_down")]
     for attack, e in tqdm(todo, desc=f"attacks on {scorer.name}", disable=not progress, leave=False):
-        start = time.perf_counter()
         if attack == "random_sign":
             adv = random_sign(x, e / 255, seed)
         else:
             adv = ifgsm(scorer.expected(draws, seed + 1), x, e / 255, step_255 / 255, iters,
                         direction=1 if attack == "ifgsm_up" else -1)
         attacked = scorer.scores(adv)
-        rows.append({"attack": attack, "eps_255": float(e), "clean": clean, "attacked": attacked,
-                     "seconds": time.perf_counter() - start})
+        rows.append({"attack": attack, "eps_255": float(e), "clean": clean, "attacked": attacked})
     return rows
 
 

@@ -101,26 +101,21 @@ def test_certified_intervals_hold_against_an_attack_within_the_radius():
     model = quality.QualityModel(clf, n_models=2, hidden=16, bins=20, epochs=5, features="pooled", seed=0,
                                  device="cpu").fit(rng.normal(size=(64, clf.embedding_dim)).astype(np.float32),
                                                    rng.uniform(0.2, 0.8, 64), progress=False)
-    score = robust.score_fn(model, clf)
-    x = torch.from_numpy(rng.uniform(0, 1, (24, 3, 32, 32)).astype(np.float32))
     radius, sigma = 0.1, 0.12
-    clean = robust.median_smoothing(score, x, sigma=sigma, n=200, radii=(radius,), seed=0)
-    attacked = robust.median_smoothing(score, _pgd_l2_on_smoothed(score, x, radius, sigma), sigma=sigma, n=200,
-                                       radii=(radius,), seed=0)
+    smoothed = robust.Scorer("ms", model, clf, "input", sigma=sigma, n=200, seed=0)
+    x = torch.from_numpy(rng.uniform(0, 1, (24, 3, 32, 32)).astype(np.float32))
+    clean = smoothed.certify(x, (radius,), n=200)
+    attacked = smoothed.certify(_pgd_l2_on_smoothed(robust.score_fn(model, clf), x, radius, sigma), (radius,), n=200)
     low, high = clean[f"low_{radius:g}"], clean[f"high_{radius:g}"]
+    assert clean[f"certified_{radius:g}"].all()
     assert (low <= clean["median"]).all() and (clean["median"] <= high).all()
     assert ((attacked["median"] >= low) & (attacked["median"] <= high)).all()
     assert (attacked["median"] != clean["median"]).any(), "the attack moved the median at all"
 
 
-def test_feature_smoothing_and_local_lipschitz(clf, plain):
+def test_local_lipschitz_is_positive_per_image(clf, plain):
     model, x = plain
-    to_features = robust.feature_fn(model, clf)
-    with torch.no_grad():
-        phi = to_features(x[:2])
-    smoothed = robust.feature_median_smoothing(model, phi, sigma=0.05, n=100, radii=(0.01,))
-    assert smoothed["median"].shape == (2,) and (smoothed["low_0.01"] <= smoothed["high_0.01"]).all()
-    lipschitz = robust.local_lipschitz(to_features, x[:2], iters=3)
+    lipschitz = robust.local_lipschitz(robust.feature_fn(model, clf), x[:2], iters=3)
     assert lipschitz.shape == (2,) and (lipschitz > 0).all()
 
 

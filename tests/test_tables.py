@@ -231,10 +231,9 @@ def test_robust_tables_from_attack_certificate_and_detector_rows():
     from iqalib import tables as t
 
     clean, mos = np.array([0.2, 0.5, 0.8, 0.9]), np.array([0.1, 0.4, 0.7, 0.95])
-    rows = [{"attack": "ifgsm_up", "eps_255": 4.0, "clean": clean, "attacked": clean + 0.1, "seconds": 2.0}]
+    rows = [{"attack": "ifgsm_up", "eps_255": 4.0, "clean": clean, "attacked": clean + 0.1}]
     attacks = t.robust_attacks("plain", rows, mos)
     assert attacks.loc[0, "score_change_mean"] == pytest.approx(0.1) and attacks.loc[0, "srocc"] == pytest.approx(1.0)
-    assert attacks.loc[0, "seconds_per_image"] == pytest.approx(0.5)
     assert attacks.loc[0, "robustness_R"] == pytest.approx(np.mean(np.log10(np.maximum(1 - clean, clean) / (0.1 + 1e-6))))
     cert = {"median": clean, "low_0.1": clean - 0.05, "high_0.1": clean + 0.05, "certified_0.1": np.array([1, 1, 0, 1], bool)}
     certified = t.robust_certified("dms", "input", 0.12, 100, cert, [0.1], 0.3)
