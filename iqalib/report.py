@@ -242,6 +242,26 @@ def plot_roc(roc_points: pd.DataFrame, ax: Any = None, auc: pd.DataFrame | None 
     return fig
 
 
+def plot_vs_eps(df: pd.DataFrame, y: str, ylabel: str, title: str, hue: str = "quality_model",
+                style: str = "attack", ylim: tuple[float, float] | None = None) -> "plt.Figure":
+    """``y`` against the attack radius ``eps_255`` (log axis, ticks at the radii measured), one line
+    per ``hue`` and ``style``, legend beside the axes so it hides no line. Returns the figure."""
+    import seaborn as sns
+    from matplotlib.ticker import NullFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    sns.lineplot(df, x="eps_255", y=y, hue=hue, style=style, markers=True, ax=ax)
+    eps = sorted(df["eps_255"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel="ε (0–255 pixel units)", ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
 def kde_grid(df: pd.DataFrame, x: str, y: str, by: str, xlabel: str, ylabel: str, title: str,
              col_wrap: int = 5) -> "plt.Figure":
     """One bivariate KDE panel per value of ``by`` (seaborn), points overlaid; axes on [0, 1]."""
