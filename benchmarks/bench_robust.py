@@ -46,8 +46,7 @@ def main() -> None:
     p = params.load(args.params)
     clf = load_classifier(p.classifier, args.device)
     files = sorted(embedded_folder().glob("*.jpg"))[: args.images]
-    x = torch.from_numpy(np.stack([np.asarray(clf.view(open_image(f)), np.uint8) for f in files]))
-    x = x.permute(0, 3, 1, 2).float().div(255.0).to(clf.device)
+    x = clf.pixels([open_image(f) for f in files]) / 255.0
     n = len(x)
     z = clf.normalize(x * 255.0)
 

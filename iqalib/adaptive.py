@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from iqalib.classifiers import Classifier
+from iqalib.detector import FitForTaskDetector
+from iqalib.robust import Scorer
 
 __all__ = ["svm_decision", "detector_inputs", "pgd", "judge"]
 
 
-def svm_decision(detector) -> Callable[[torch.Tensor], torch.Tensor]:
+def svm_decision(detector: FitForTaskDetector) -> Callable[[torch.Tensor], torch.Tensor]:
     """(N, 6) [top1..top5, quality] -> (N,) decision values (> 0: not fit), differentiable; the
     fitted pipeline of ``FitForTaskDetector`` (rbf or linear kernel)."""
     scaler, svc = detector.pipeline_.named_steps["scale"], detector.pipeline_.named_steps["svc"]
@@ -49,28 +51,33 @@ def detector_inputs(logits: torch.Tensor, quality: torch.Tensor) -> torch.Tensor
     return torch.cat([logits.softmax(-1).topk(5, dim=-1).values, quality[:, None]], 1)
 
 
-def _forward(classifier: Classifier, scorer, x: torch.Tensor, generator: torch.Generator | None):
-    """Logits and one (noisy, for a smoothed scorer) quality draw from ONE backbone pass (the quality
-    heads read that pass's features), except in input space, where the noisy image is scored."""
+def _forward(classifier: Classifier, scorer: Scorer, x: torch.Tensor, generator: torch.Generator,
+             draws: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and the mean of ``draws`` (noisy, for a smoothed scorer) quality draws from ONE backbone
+    pass (the quality heads read that pass's features), except in input space, where each noisy image
+    is scored."""
     pooled, stats = classifier.forward_with_stats(classifier.normalize(x * 255.0))
     phi = None if scorer.space == "input" else (stats if scorer.quality.features == "multilevel" else pooled)
-    return classifier.head(pooled), scorer.draw(x, generator, phi)
+    n = 1 if scorer.space == "none" else draws
+    return classifier.head(pooled), torch.stack([scorer.draw(x, generator, phi) for _ in range(n)]).mean(0)
 
 
-def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: float, scorer=None,
+def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: float, scorer: Scorer | None = None,
         decision: Callable[[torch.Tensor], torch.Tensor] | None = None, steps: int = 10,
-        step: float | None = None, margin: float = 0.0, seed: int = 0) -> torch.Tensor:
+        step: float | None = None, margin: float = 0.0, draws: int = 1, seed: int = 0) -> torch.Tensor:
     """ℓ∞ PGD of radius ``eps`` (images in [0, 1], classifier view) from ``x``.
 
     Oblivious (``decision`` None): lower the classifier's margin logit[label] − max other logit.
     Adaptive: per image and step, lower that margin while it is above −``margin``, and once it is
     below, lower the detector's decision while it is above −``margin`` (a switching loss: the two
     terms live on different scales, and a weighted sum lets the larger one drown the other; one
-    backward pass per step either way). A smoothed scorer is followed by one fresh noise draw per
-    step (expectation over steps). Step ``step`` (default 2.5 eps / steps, Madry et al.). Returned
-    per image: the last iterate that met both goals under its draw, else the last iterate."""
+    backward pass per step either way). A smoothed scorer is followed through the mean of
+    ``draws`` fresh noise draws per step (expectation over transformation), from a generator
+    salted away from the scorer's own seed, so the attack never sees the very noise the deployed
+    median is taken over. Step ``step`` (default 2.5 eps / steps, Madry et al.). Returned per
+    image: the last iterate that met both goals under its draws, else the last iterate."""
     step = 2.5 * eps / steps if step is None else step
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(seed + 7919)
     x = x.detach()
     adv, kept = x.clone(), x.clone()
     met = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -79,7 +86,7 @@ def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: floa
         if decision is None:
             logits, d = classifier.logits_from_pixels(adv * 255.0), None
         else:
-            logits, quality = _forward(classifier, scorer, adv, g)
+            logits, quality = _forward(classifier, scorer, adv, g, draws)
             d = decision(detector_inputs(logits, quality))
         true = logits.gather(1, labels[:, None]).squeeze(1)
         gap = true - logits.scatter(1, labels[:, None], float("-inf")).max(1).values
@@ -100,7 +107,8 @@ def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: floa
 
 
 @torch.no_grad()
-def judge(classifier: Classifier, scorer, detector, x: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+def judge(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, x: torch.Tensor,
+          labels: torch.Tensor) -> dict[str, np.ndarray]:
     """The deployed system on ``x``: ``fooled`` (top-1 ≠ label), ``flagged`` (the detector says not
     fit, with the scorer's deployed — median, for a smoothed one — quality), ``quality``, ``decision``."""
     logits = classifier.logits_from_pixels(x * 255.0)

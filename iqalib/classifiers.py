@@ -172,8 +172,7 @@ class Classifier:
         for f in taps:
             f = f.float()
             stats += [f.mean((2, 3)), torch.log(f.std((2, 3), correction=0) + 1e-3)]
-        if not stats:
-            pooled = self.backbone(x) if pooled is None else pooled
+        if not stats:  # no taps: the pass ran to the end
             return (None if stats_only else pooled), pooled.new_zeros((pooled.shape[0], 0))
         return (None if stats_only else pooled), torch.cat(stats, 1)
 

@@ -83,11 +83,12 @@ def _patches(photos: Sequence[np.ndarray], n: int, size: int, g: np.random.Gener
 
 def train_denoiser(photos: Sequence[np.ndarray], sigma: float, layers: int = 5, channels: int = 16,
                    steps: int = 300, batch_size: int = 32, patch: int = 64, lr: float = 1e-3, seed: int = 0,
-                   progress: bool = True) -> tuple[DnCNN, list[dict]]:
+                   device: str = "cpu", progress: bool = True) -> tuple[DnCNN, list[dict]]:
     """Train a ``DnCNN`` on random crops of ``photos`` (uint8 H×W×3 arrays, each side ≥ ``patch``)
     plus N(0, sigma²) noise, clamped to [0, 1] as the smoothed scorer clamps it; MSE to the clean
-    crop; Adam at ``lr``, cosine-annealed. Returns the network (eval mode) and a per-step log
-    (step, mse, noisy_mse: the MSE of the noisy input, i.e. of doing nothing)."""
+    crop; Adam at ``lr``, cosine-annealed, on ``device`` (noise drawn on the CPU, so any device
+    gives the same draws). Returns the network (eval mode, on ``device``) and a per-step log (step,
+    mse, noisy_mse: the MSE of the noisy input, i.e. of doing nothing)."""
     from tqdm.auto import tqdm
 
     photos = [p for p in photos if min(p.shape[:2]) >= patch]
@@ -97,6 +98,7 @@ def train_denoiser(photos: Sequence[np.ndarray], sigma: float, layers: int = 5, 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # nn.Conv2d initialises from the global RNG
         net = DnCNN(layers, channels)
+    net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     log = []
@@ -106,6 +108,7 @@ def train_denoiser(photos: Sequence[np.ndarray], sigma: float, layers: int = 5, 
             group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
         clean = _patches(photos, batch_size, patch, rng)
         noisy = (clean + torch.randn(clean.shape, generator=torch_g) * sigma).clamp(0.0, 1.0)
+        clean, noisy = clean.to(device), noisy.to(device)
         loss = ((net(noisy) - clean) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

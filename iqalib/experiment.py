@@ -483,13 +483,11 @@ def robust_data(run: Run) -> RobustData:
                       sample(r.n_srocc, 1), sample(r.n_images, 2), sample(r.n_certified_images, 3))
 
 
-def view_tensor(run: Run, paths: list[str]) -> Any:
-    """(N, 3, S, S) float tensor in [0, 1] of the classifier's view of each image file."""
-    import torch
-
-    arrays = [np.asarray(run.classifier.view(images.open_image(path, allow_grey=True, min_side=1)), np.uint8)
-              for path in paths]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(255.0).to(run.classifier.device)
+def view_tensor(run: Run, items: list[Any]) -> Any:
+    """(N, 3, S, S) float tensor in [0, 1] of the classifier's view of each image file or PIL image."""
+    pics = [images.open_image(item, allow_grey=True, min_side=1) if isinstance(item, (str, Path)) else item
+            for item in items]
+    return run.classifier.pixels(pics) / 255.0
 
 
 def _reuse_or_build(folder: Path, key: dict, build: Any) -> bool:
@@ -500,6 +498,7 @@ def _reuse_or_build(folder: Path, key: dict, build: Any) -> bool:
     text = json.dumps(key, sort_keys=True, default=str)
     if marker.is_file() and marker.read_text() == text:
         return True
+    marker.unlink(missing_ok=True)  # an interrupted rebuild must not pass for the old state
     build(folder)
     atomic_write_text(marker, text)
     return False
@@ -515,7 +514,8 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     p, r = run.params, run.params.robust
     settings = {k: v for k, v in quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
     key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed, "classifier": run.classifier.weights_id,
-           "train_refs": sorted(set(data.train["ref_id"].astype(str))), "embedded_iqa": p.embedded_iqa.to_dict()}
+           "amp": p.amp, "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),
+           "train_refs": sorted(set(data.train["ref_id"].astype(str)))}
     mos = data.train["mos"].to_numpy()
 
     def build_plain(folder: Path) -> None:
@@ -556,7 +556,7 @@ def robust_denoiser(run: Run, data: RobustData) -> tuple[Any, pd.DataFrame]:
     def build(folder: Path) -> None:
         photos = [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs]
         net, log = train_denoiser(photos, p.robust.smoothing.sigma, d.layers, d.channels, d.steps, d.batch_size,
-                                  d.patch, d.lr, seed=p.seed, progress=run.progress)
+                                  d.patch, d.lr, seed=p.seed, device=str(run.classifier.device), progress=run.progress)
         net.save(folder, {"sigma": p.robust.smoothing.sigma, "photos": len(photos), "log": log})
 
     _reuse_or_build(run.folder / DENOISER_FOLDER, key, build)
@@ -590,11 +590,7 @@ def robust_detector_data(run: Run, table: pd.DataFrame) -> dict[str, Any]:
     train = table[src.isin(set(train_ids)) & table["group"].isin(["original", "adversarial"])].reset_index(drop=True)
     held = table[(table["group"] == "original") & src.isin(set(test_ids)) & table["correct"].astype(bool)]
     held = held.head(p.robust.n_images).reset_index(drop=True)
-
-    def views(rows: pd.DataFrame) -> torch.Tensor:
-        pics = [np.asarray(run.classifier.view(im), np.uint8) for im in row_images(run, rows)]
-        return torch.from_numpy(np.stack(pics)).permute(0, 3, 1, 2).float().div(255.0).to(run.classifier.device)
-
-    return {"train": train, "train_x": views(train), "y": (train["group"] == "adversarial").astype(int).to_numpy(),
-            "held": held, "held_x": views(held),
+    return {"train": train, "train_x": view_tensor(run, row_images(run, train)),
+            "y": (train["group"] == "adversarial").astype(int).to_numpy(),
+            "held": held, "held_x": view_tensor(run, row_images(run, held)),
             "labels": torch.tensor(held["label"].astype(int).to_numpy(), device=run.classifier.device)}

@@ -355,7 +355,8 @@ class QualityModel:
     def live_scores(self, features: torch.Tensor) -> torch.Tensor:
         """(n_models, N) scores with autograd through the heads' current parameters (not the
         cached stack): what fine-tuning the heads in place (``robust.train_nt``) optimises."""
-        return _stacked_scores(_stack_heads(self.heads, detach=False), features)
+        weights = {k: v.to(features.device) for k, v in _stack_heads(self.heads, detach=False).items()}
+        return _stacked_scores(weights, features)
 
     def copy(self) -> "QualityModel":
         """An independent copy of the heads and settings that shares the loaded backbone, if any."""

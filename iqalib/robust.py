@@ -20,6 +20,7 @@ import torch
 from scipy import stats
 
 from iqalib.classifiers import Classifier
+from iqalib.quality import QualityModel
 
 __all__ = ["score_fn", "feature_fn", "ifgsm", "robustness_score", "median_interval_indices", "local_lipschitz",
            "Scorer", "random_sign", "attack_scores", "train_nt"]
@@ -140,7 +141,7 @@ class Scorer:
     expectation-over-transformation attack follows); ``scores`` is the deployed, median score."""
 
     name: str
-    quality: object
+    quality: QualityModel
     classifier: Classifier
     space: str = "none"
     sigma: float = 0.0
@@ -169,7 +170,8 @@ class Scorer:
             return self.quality.score_tensor(self.to_features(noisy))
         phi = self.to_features(x) if phi is None else phi
         if self.space == "feature":
-            phi = phi + torch.randn(phi.shape, generator=generator).to(phi.device) * (self.sigma * self.scale.to(phi.device))
+            noise = torch.randn(phi.shape, generator=generator).to(phi.device)
+            phi = phi + noise * (self.sigma * self.scale.to(phi.device))
         return self.quality.score_tensor(phi)
 
     @torch.no_grad()
@@ -184,7 +186,8 @@ class Scorer:
 
     @torch.no_grad()
     def scores(self, x: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-        """(N,) deployed scores: the plain score, or the median of ``n`` noisy scores."""
+        """(N,) deployed scores: the plain score, or the median of ``n`` noisy scores (the lower of
+        the two middle ones when ``n`` is even: an order statistic, as the certificate assumes)."""
         out = [self.samples(x[i:i + batch_size]).median(0).values for i in range(0, len(x), batch_size)]
         return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
 
@@ -213,8 +216,10 @@ class Scorer:
         certify a radius, the interval is the whole score range [0, 1] and ``certified_r`` is False."""
         if self.space == "none":
             raise ValueError("only a smoothed scorer has a certificate")
+        if self.space == "feature" and lipschitz is None:
+            raise ValueError("a feature-space certificate needs the local Lipschitz estimate of each image")
         ordered = self.samples(x, n).sort(0).values.cpu().numpy()
-        out: dict[str, np.ndarray] = {"median": np.median(ordered, 0)}
+        out: dict[str, np.ndarray] = {"median": ordered[(n - 1) // 2]}  # torch's median: the same order statistic
         for r in radii:
             feature_r = (np.full(ordered.shape[1], r) if self.space == "input"
                          else np.asarray(lipschitz, float) * r)
@@ -271,15 +276,17 @@ def attack_scores(scorer: Scorer, x: torch.Tensor, eps_255: tuple[float, ...], s
 # NT: gradient-norm regularised heads (Liu et al., CVPR 2024)
 
 
-def train_nt(plain, classifier: Classifier, views: torch.Tensor, features: np.ndarray, mos: np.ndarray,
-             lam: float = 1e-3, h: float = 1e-2, steps: int = 120, batch_size: int = 256,
-             pixel_batch: int = 16, lr: float = 1e-4, seed: int = 0, progress: bool = True):
+def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, features: np.ndarray,
+             mos: np.ndarray, lam: float = 1e-3, h: float = 1e-2, steps: int = 120, batch_size: int = 256,
+             pixel_batch: int = 16, lr: float = 1e-4, seed: int = 0,
+             progress: bool = True) -> tuple[QualityModel, list[dict]]:
     """A copy of ``plain`` whose heads are fine-tuned with NT's gradient-norm penalty; returns it
     and a per-step log (DataFrame-ready dicts: step, l1, penalty, grad_l1).
 
     The authors' form: on images x in the normalised input space, g = ∂f/∂x once, v = sign(g)
-    detached, dl = (f(x + h v) − f(x)) / h (≈ ‖g‖₁), loss = L1(f(x), MOS) + λ mean(dl²) / 2, with
-    f the ensemble mean. The gradient runs through the frozen backbone (only its early layers for
+    detached, dl = (f(x + h v) − f(x)) / h (≈ ‖g‖₁), loss = L1(f(x), MOS) + λ mean(dl²) / 2. The
+    penalty is on the ensemble mean (the deployed score); the L1 term is each head's, averaged,
+    so every head stays a predictor of its own, as the ensemble's members are. The gradient runs through the frozen backbone (only its early layers for
     ``multilevel`` features: ``forward_with_stats(stats_only=True)``); only the heads train. For CPU cost the two terms
     see different batches: the L1 term ``batch_size`` rows of cached ``features`` (all training
     rows), the penalty ``pixel_batch`` images of ``views`` (training images in the classifier's

@@ -63,10 +63,13 @@ pd.DataFrame({"rows": [len(data.train), len(data.held)], "reference photos": [da
 # **plain**: `n_models` DTNIQ-f heads with the run's settings (notebook 00's recipe) on the training
 # photos. **NT**: those heads fine-tuned with the authors' loss, L1(f(x), MOS) + λ·mean(dl²)/2 with
 # dl = (f(x + h·sign(∇f)) − f(x))/h ≈ ‖∇f‖₁ in the normalised input space; the gradient runs through
-# the frozen backbone's early layers, only the heads train. **DMS**: the plain heads behind input
-# noise and the denoiser (trained with MSE only on the training photos; the paper's rank-preserving
-# loss is not used). **FS**: the plain heads on noisy features (σ in units of each feature's
-# training std). All four are saved under `models/` and reused while their inputs are unchanged.
+# the frozen backbone's early layers, only the heads train (the L1 term per head, the penalty on
+# the ensemble's score). **DMS**: the plain heads behind input noise and the denoiser (trained with
+# MSE only on the training photos; the paper's rank-preserving loss is not used). **FS**: the plain
+# heads on noisy features (σ in units of each feature's training std). The plain and NT heads
+# (`models/quality_plain05/`, `models/quality_nt/`; 3 heads on one split, not notebook 00's
+# deployed ensemble) and the denoiser (`models/denoiser/`) are saved and reused while their inputs
+# are unchanged; DMS and FS are the plain heads behind noise, nothing more to save.
 
 # %%
 models = experiment.robust_quality_models(run, data)
@@ -154,9 +157,11 @@ report.save_figure(fig, "robust_certified", P)
 # Per quality model, one detector (notebook 04's SVM on [top-5, quality]) trained on the first paired
 # split's originals and UAP images, with that model's quality. Attacked: `n_images` held-out
 # originals the classifier gets right. **oblivious**: ℓ∞ PGD on the classifier alone; **adaptive**:
-# PGD on relu(margin) + relu(decision) through classifier, quality model and the SVM's decision
-# function (written in torch from its support vectors; exact, see the tests), so the top-1 changes
-# AND the detector says "fit". `attack_success_rate`: share fooled and judged fit;
+# PGD through classifier, quality model and the SVM's decision function (written in torch from its
+# support vectors; exact, see the tests) with a switching loss — per image, lower the true class's
+# logit margin until the top-1 has changed, then lower the detector's decision until it says "fit"
+# — so the top-1 changes AND the detector says "fit"; a smoothed model is followed through fresh
+# noise draws the deployed median never uses. `attack_success_rate`: share fooled and judged fit;
 # `detection_rate`: share flagged among those fooled; `false_alarm_rate`: the same originals, clean.
 
 # %%
@@ -171,7 +176,7 @@ for name, scorer in scorers.items():
     clean_flagged = adaptive.judge(run.classifier, scorer, det, d["held_x"], d["labels"])["flagged"]
     for e in R.eps_255:
         adv = adaptive.pgd(run.classifier, d["held_x"], d["labels"], e / 255, scorer, adaptive.svm_decision(det),
-                           steps=R.iters, seed=P.seed)
+                           steps=R.iters, draws=R.eot_draws, seed=P.seed)
         for attack, x in (("oblivious", oblivious[e]), ("adaptive", adv)):
             judged = adaptive.judge(run.classifier, scorer, det, x, d["labels"])
             rows.append(tables.robust_detector(name, attack, e, judged, clean_flagged))

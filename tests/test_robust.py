@@ -169,6 +169,8 @@ def test_scorers_plain_input_and_feature_smoothing(clf, plain):
         robust.Scorer("bad", model, clf, "pixels")
     with pytest.raises(ValueError):
         plain_scorer.certify(x, (0.1,), n=10)
+    with pytest.raises(ValueError, match="Lipschitz"):
+        fs.certify(x, (0.1,), n=10)
 
 
 def test_the_denoiser_learns_and_round_trips(tmp_path):
