@@ -446,7 +446,9 @@ def prefill(run: Run, shard: int, of: int) -> dict[str, int]:
 # ------------------------------------------------------------------------------------------------
 # Notebook 05: the quality half under attack, and its defences
 
-ROBUST_PLAIN_FOLDER, ROBUST_NT_FOLDER, DENOISER_FOLDER = "models/quality_plain05", "models/quality_nt", "models/denoiser"
+ROBUST_PLAIN_FOLDER = "models/quality_plain05"
+ROBUST_NT_FOLDER = "models/quality_nt"
+DENOISER_FOLDER = "models/denoiser"
 
 
 @dataclass
@@ -458,7 +460,6 @@ class RobustData:
     train: pd.DataFrame
     train_features: np.ndarray
     held: pd.DataFrame
-    held_features: np.ndarray
     srocc: pd.DataFrame
     attacked: pd.DataFrame
     certified: pd.DataFrame
@@ -479,7 +480,7 @@ def robust_data(run: Run) -> RobustData:
     def sample(n: int, salt: int) -> pd.DataFrame:
         return held_rows.sample(n=min(n, len(held_rows)), random_state=p.seed + salt).reset_index(drop=True)
 
-    return RobustData(table.iloc[train].reset_index(drop=True), x[train], held_rows, x[held],
+    return RobustData(table.iloc[train].reset_index(drop=True), x[train], held_rows,
                       sample(r.n_srocc, 1), sample(r.n_images, 2), sample(r.n_certified_images, 3))
 
 
@@ -508,13 +509,13 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     """The plain heads (``robust.n_models``, the run's quality settings, trained on ``data.train``)
     and their NT fine-tuning (``robust.nt``), saved under ``models/quality_plain05`` and
     ``models/quality_nt`` and reused while nothing they depend on changed. Returns
-    ``{"plain": model, "nt": model, "nt_log": DataFrame, "reused": bool}``."""
+    ``{"plain": model, "nt": model, "nt_log": DataFrame}``."""
     from iqalib import robust
 
     p, r = run.params, run.params.robust
     settings = {k: v for k, v in quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
-    key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed, "classifier": run.classifier.weights_id,
-           "amp": p.amp, "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),
+    key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed,
+           "classifier": run.classifier.weights_id, "amp": p.amp, "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),
            "train_refs": sorted(set(data.train["ref_id"].astype(str)))}
     mos = data.train["mos"].to_numpy()
 
@@ -526,7 +527,7 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     def load(folder: Path) -> QualityModel:
         return QualityModel.load(folder, device=p.device)
 
-    plain_reused = _reuse_or_build(run.folder / ROBUST_PLAIN_FOLDER, key, build_plain)
+    _reuse_or_build(run.folder / ROBUST_PLAIN_FOLDER, key, build_plain)
     plain = load(run.folder / ROBUST_PLAIN_FOLDER)
 
     def build_nt(folder: Path) -> None:
@@ -538,10 +539,9 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
         model.save(folder, training_data={"rows": len(mos), "target": training_label(run),
                                           "nt": {**n.to_dict(), "from": ROBUST_PLAIN_FOLDER, "log": steps}})
 
-    nt_reused = _reuse_or_build(run.folder / ROBUST_NT_FOLDER, {**key, "nt": r.nt.to_dict()}, build_nt)
+    _reuse_or_build(run.folder / ROBUST_NT_FOLDER, {**key, "nt": r.nt.to_dict()}, build_nt)
     nt = load(run.folder / ROBUST_NT_FOLDER)
-    return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"]),
-            "reused": plain_reused and nt_reused}
+    return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"])}
 
 
 def robust_denoiser(run: Run, data: RobustData) -> tuple[Any, pd.DataFrame]:
@@ -594,3 +594,82 @@ def robust_detector_data(run: Run, table: pd.DataFrame) -> dict[str, Any]:
             "y": (train["group"] == "adversarial").astype(int).to_numpy(),
             "held": held, "held_x": view_tensor(run, row_images(run, held)),
             "labels": torch.tensor(held["label"].astype(int).to_numpy(), device=run.classifier.device)}
+
+
+def robust_clean(run: Run, scorers: dict[str, Any], data: RobustData) -> pd.DataFrame:
+    """``robust_models``: each scorer on ``data.srocc`` — SROCC/PLCC against the target, passes per
+    image and measured seconds per image of the deployed score (wall clock, this machine)."""
+    import time
+
+    from iqalib import tables
+
+    x = view_tensor(run, list(data.srocc["path"]))
+    rows = []
+    for name, scorer in scorers.items():
+        start = time.perf_counter()
+        scores = scorer.scores(x)
+        seconds = (time.perf_counter() - start) / len(x)
+        rows.append({"quality_model": name, "space": scorer.space, "n": len(scores),
+                     **dict(zip(("srocc", "plcc"), tables.correlations(scores, data.srocc["mos"]))),
+                     **scorer.passes_per_image(), "seconds_per_image": seconds})
+    return pd.DataFrame(rows)
+
+
+def robust_attack_table(run: Run, scorers: dict[str, Any], data: RobustData) -> pd.DataFrame:
+    """``robust_attacks``: every scorer under ``robust.attack_scores`` (``robust.eps_255``, step,
+    iterations, EOT draws) on ``data.attacked``, against its target scores."""
+    from iqalib import robust, tables
+
+    r = run.params.robust
+    x = view_tensor(run, list(data.attacked["path"]))
+    return pd.concat([tables.robust_attacks(name, robust.attack_scores(
+        scorer, x, r.eps_255, r.step_255, r.iters, r.eot_draws, run.params.seed, run.progress), data.attacked["mos"])
+        for name, scorer in scorers.items()], ignore_index=True)
+
+
+def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> tuple[pd.DataFrame, np.ndarray]:
+    """``robust_certified`` on ``data.certified``: DMS's certificate (``robust.smoothing``) and FS's
+    local one (``robust.feature_smoothing``, with its per-image Lipschitz estimate, also returned),
+    each with its measured seconds per image (FS's include the Lipschitz estimate)."""
+    import time
+
+    from iqalib import robust, tables
+
+    r, seed = run.params.robust, run.params.seed
+    f, s = r.feature_smoothing, r.smoothing
+    x = view_tensor(run, list(data.certified["path"]))
+    start = time.perf_counter()
+    lipschitz = robust.local_lipschitz(scorers["fs"].scaled_features(), x, iters=f.lipschitz_iters, seed=seed)
+    fs = scorers["fs"].certify(x, s.radii, f.n_certify, s.conf, lipschitz)
+    fs_seconds = (time.perf_counter() - start) / len(x)
+    start = time.perf_counter()
+    dms = scorers["dms"].certify(x, s.radii, s.n_certify, s.conf)
+    dms_seconds = (time.perf_counter() - start) / len(x)
+    return pd.concat([tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms, s.radii, dms_seconds),
+                      tables.robust_certified("fs", "feature", f.sigma, f.n_certify, fs, s.radii, fs_seconds)],
+                     ignore_index=True), lipschitz
+
+
+def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+    """``robust_detector``: per scorer, a detector (notebook 04's SVM) trained on the first paired
+    split with that scorer's quality, then, per ``robust.eps_255``, the oblivious PGD (classifier
+    only, the same images for every scorer) and the adaptive PGD through the whole system, judged
+    on ``robust_detector_data``'s held-out originals."""
+    from iqalib import adaptive, detector, tables
+
+    p, r = run.params, run.params.robust
+    d = robust_detector_data(run, table)
+    clf, x, labels = run.classifier, d["held_x"], d["labels"]
+    oblivious = {e: adaptive.pgd(clf, x, labels, e / 255, steps=r.iters, seed=p.seed) for e in r.eps_255}
+    rows = []
+    for name, scorer in scorers.items():
+        train = d["train"][list(detector.TOP5)].assign(quality=scorer.scores(d["train_x"]))
+        det = detector.FitForTaskDetector(random_state=p.seed).fit(train, d["y"], groups=d["train"]["source_id"])
+        decision = adaptive.svm_decision(det)
+        clean_flagged = adaptive.judge(clf, scorer, det, x, labels)["flagged"]
+        for e in r.eps_255:
+            adv = adaptive.pgd(clf, x, labels, e / 255, scorer, decision, steps=r.iters, draws=r.eot_draws, seed=p.seed)
+            for attack, attacked in (("oblivious", oblivious[e]), ("adaptive", adv)):
+                judged = adaptive.judge(clf, scorer, det, attacked, labels)
+                rows.append(tables.robust_detector(name, attack, e, judged, clean_flagged))
+    return pd.DataFrame(rows)

@@ -348,7 +348,7 @@ class QualityModel:
         """The heads' weights stacked along a first axis (built once per set of heads), so all heads
         score a batch in three batched matrix products instead of one small product per head."""
         ident = tuple(id(h) for h in self.heads)
-        if getattr(self, "_stacked", (None,))[0] != ident:
+        if self._stacked[0] != ident:
             self._stacked = (ident, _stack_heads(self.heads, detach=True))
         return self._stacked[1]
 

@@ -28,24 +28,34 @@ __all__ = ["score_fn", "feature_fn", "ifgsm", "robustness_score", "median_interv
 Score = Callable[[torch.Tensor], torch.Tensor]
 
 
-def feature_fn(quality_model, classifier: Classifier) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Images in [0, 1] (N, 3, H, W) -> the (N, D) features the quality heads read, differentiably:
-    the classifier's view as a bilinear, antialiased resize to S×S (its PIL view, up to interpolation
-    rounding), 0–255 pixels, normalisation, ONE backbone pass (``Classifier.forward_with_stats``)."""
-    s = classifier.input_size
-    kind = quality_model.features
+def _head_input(quality_model: QualityModel, classifier: Classifier) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Normalised network input -> the features the heads read, from ONE backbone pass (stopped
+    after the last early layer for ``multilevel`` features)."""
+    multilevel = quality_model.features == "multilevel"
 
-    def features(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (s, s):
-            x = torch.nn.functional.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
-        pooled, statistics = classifier.forward_with_stats(classifier.normalize(x * 255.0),
-                                                           stats_only=kind == "multilevel")
-        return statistics if kind == "multilevel" else pooled
+    def features(z: torch.Tensor) -> torch.Tensor:
+        pooled, statistics = classifier.forward_with_stats(z, stats_only=multilevel)
+        return statistics if multilevel else pooled
 
     return features
 
 
-def score_fn(quality_model, classifier: Classifier) -> Score:
+def feature_fn(quality_model: QualityModel, classifier: Classifier) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Images in [0, 1] (N, 3, H, W) -> the (N, D) features the quality heads read, differentiably:
+    the classifier's view as a bilinear, antialiased resize to S×S (its PIL view, up to interpolation
+    rounding), 0–255 pixels, normalisation, ONE backbone pass (``Classifier.forward_with_stats``)."""
+    s = classifier.input_size
+    head_input = _head_input(quality_model, classifier)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (s, s):
+            x = torch.nn.functional.interpolate(x, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        return head_input(classifier.normalize(x * 255.0))
+
+    return features
+
+
+def score_fn(quality_model: QualityModel, classifier: Classifier) -> Score:
     """Images in [0, 1] (N, 3, H, W) -> predicted quality in [0, 1] (N,), differentiably, through
     the classifier's view, backbone and the quality model's heads (mean over the ensemble). The
     model must have been trained on this backbone (ValueError otherwise, as ``features`` checks)."""
@@ -285,12 +295,13 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, f
 
     The authors' form: on images x in the normalised input space, g = ∂f/∂x once, v = sign(g)
     detached, dl = (f(x + h v) − f(x)) / h (≈ ‖g‖₁), loss = L1(f(x), MOS) + λ mean(dl²) / 2. The
-    penalty is on the ensemble mean (the deployed score); the L1 term is each head's, averaged,
-    so every head stays a predictor of its own, as the ensemble's members are. The gradient runs through the frozen backbone (only its early layers for
-    ``multilevel`` features: ``forward_with_stats(stats_only=True)``); only the heads train. For CPU cost the two terms
-    see different batches: the L1 term ``batch_size`` rows of cached ``features`` (all training
-    rows), the penalty ``pixel_batch`` images of ``views`` (training images in the classifier's
-    view, [0, 1]). AdamW at ``lr``, cosine-annealed over ``steps``."""
+    penalty is on the ensemble mean (the deployed score); the L1 term is each head's, averaged, so
+    every head stays a predictor of its own, as the ensemble's members are. The gradient runs
+    through the frozen backbone (only its early layers for ``multilevel`` features); only the heads
+    train. For CPU cost the two terms see different batches: the L1 term ``batch_size`` rows of
+    cached ``features`` (all training rows), the penalty ``pixel_batch`` images of ``views``
+    (training images in the classifier's view, [0, 1]). AdamW at ``lr``, cosine-annealed over
+    ``steps``."""
     from tqdm.auto import tqdm
 
     plain.classifier(classifier)  # the one backbone-compatibility check
@@ -304,10 +315,7 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, f
     opt = torch.optim.AdamW(heads_params, lr=lr, weight_decay=plain.weight_decay)
     g = torch.Generator().manual_seed(int(seed))
 
-    def stats(z: torch.Tensor) -> torch.Tensor:  # the heads' input from normalised pixels
-        pooled, statistics = classifier.forward_with_stats(z, stats_only=plain.features == "multilevel")
-        return statistics if plain.features == "multilevel" else pooled
-
+    stats = _head_input(plain, classifier)
     log = []
     for step in tqdm(range(steps), desc="NT fine-tuning", disable=not progress, leave=False):
         for group in opt.param_groups:

@@ -5,7 +5,8 @@ paper's values).
 Table I ``table1``; Tables II–III ``group_summary``; Table IV ``table4``; Table V ``table5``; beyond
 the paper ``rates_at_false_alarm`` (any detector's scores: ``rates_from_scores``) and ``ablation``;
 the IQA metrics ``correlations``, ``mean_std``, ``iqa_performance``, ``type_level_oracle`` and
-``per_distortion``; notebook 05's ``robust_attacks``, ``robust_certified``, ``robust_detector``. The detector itself, its splits and ROC curves live in ``detector``.
+``per_distortion``; notebook 05's ``robust_attacks``, ``robust_certified`` and ``robust_detector``.
+The detector itself, its splits and ROC curves live in ``detector``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from iqalib.detector import (COLUMN_SETS, FEATURES, _eval_rows, _finite, _mean_o
 
 __all__ = ["table1", "fooling_rate", "matched_threshold", "summarize", "group_summary", "table4", "table5", "bootstrap_ci", "rates_from_scores",
            "rates_at_false_alarm", "ablation", "KERNEL_CHOICES", "kernel_ablation", "correlations", "mean_std", "iqa_performance",
-           "type_level_oracle", "per_distortion", "robust_attacks", "robust_certified", "robust_detector"]
+           "type_level_oracle", "per_distortion",
+           "robust_attacks", "robust_certified", "robust_detector"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -42,16 +42,14 @@
 params_path = "../params/default.yaml"
 
 # %%
-import time
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from iqalib import adaptive, detector, experiment, report, robust, tables, verdicts
+from iqalib import experiment, report, verdicts
 
 run = experiment.open_run(params_path)
-P, R = run.params, run.params.robust
+P = run.params
 report.use_style()
 target = experiment.training_label(run)
 data = experiment.robust_data(run)
@@ -87,17 +85,8 @@ report.save_figure(fig, "robust_training", P)
 # score costs — backbone, head and denoiser passes per image, and seconds per image on this machine.
 
 # %%
-x_srocc = experiment.view_tensor(run, list(data.srocc["path"]))
-rows = []
-for name, scorer in scorers.items():
-    start = time.perf_counter()
-    scores = scorer.scores(x_srocc)
-    seconds = (time.perf_counter() - start) / len(x_srocc)
-    rows.append({"quality_model": name, "space": scorer.space, "n": len(scores),
-                 **dict(zip(("srocc", "plcc"), tables.correlations(scores, data.srocc["mos"]))),
-                 **scorer.passes_per_image(), "seconds_per_image": seconds})
-clean = pd.DataFrame(rows)
-report.save_table(clean, "robust_models", P, f"Quality models on {len(x_srocc)} held-out images: SROCC/PLCC against "
+clean = experiment.robust_clean(run, scorers, data)
+report.save_table(clean, "robust_models", P, f"Quality models on {len(data.srocc)} held-out images: SROCC/PLCC against "
                   f"{target}, passes and seconds per image (2-core CPU unless the manifest says otherwise).")
 
 # %% [markdown]
@@ -108,11 +97,8 @@ report.save_table(clean, "robust_models", P, f"Quality models on {len(x_srocc)} 
 # R = mean log10(max(1 − s, s)/(|s − s′| + 1e-6)) on [0, 1] scores: higher is more robust.
 
 # %%
-x_attack = experiment.view_tensor(run, list(data.attacked["path"]))
-attacks = pd.concat([tables.robust_attacks(name, robust.attack_scores(
-    scorer, x_attack, R.eps_255, R.step_255, R.iters, R.eot_draws, P.seed, run.progress), data.attacked["mos"])
-    for name, scorer in scorers.items()], ignore_index=True)
-report.save_table(attacks, "robust_attacks", P, f"Score attacks on {len(x_attack)} held-out images per model; "
+attacks = experiment.robust_attack_table(run, scorers, data)
+report.save_table(attacks, "robust_attacks", P, f"Score attacks on {len(data.attacked)} held-out images per model; "
                   f"SROCC/PLCC after attack against {target}.",
                   view_columns=["quality_model", "attack", "eps_255", "score_change_mean", "srocc", "robustness_R"])
 
@@ -130,19 +116,8 @@ report.save_figure(report.plot_vs_eps(attacks, "score_change_mean", "mean |s −
 # whole range (width 1).
 
 # %%
-x_cert = experiment.view_tensor(run, list(data.certified["path"]))
-F, S = R.feature_smoothing, R.smoothing
-start = time.perf_counter()
-lipschitz = robust.local_lipschitz(scorers["fs"].scaled_features(), x_cert, iters=F.lipschitz_iters, seed=P.seed)
-fs_cert = scorers["fs"].certify(x_cert, S.radii, F.n_certify, S.conf, lipschitz)
-fs_seconds = (time.perf_counter() - start) / len(x_cert)
-start = time.perf_counter()
-dms_cert = scorers["dms"].certify(x_cert, S.radii, S.n_certify, S.conf)
-dms_seconds = (time.perf_counter() - start) / len(x_cert)
-certified = pd.concat([tables.robust_certified("dms", "input", S.sigma, S.n_certify, dms_cert, S.radii, dms_seconds),
-                       tables.robust_certified("fs", "feature", F.sigma, F.n_certify, fs_cert, S.radii, fs_seconds)],
-                      ignore_index=True)
-report.save_table(certified, "robust_certified", P, f"Certified intervals on {len(x_cert)} held-out images; FS: local "
+certified, lipschitz = experiment.robust_certificates(run, scorers, data)
+report.save_table(certified, "robust_certified", P, f"Certified intervals on {len(data.certified)} held-out images; FS: local "
                   f"Lipschitz estimate, median L = {pd.Series(lipschitz).median():.1f} (feature std units per unit ℓ2).")
 
 # %%
@@ -166,22 +141,8 @@ report.save_figure(fig, "robust_certified", P)
 
 # %%
 table, _ = experiment.build_groups(run, run.quality)  # cached: the table of notebooks 02–04
-d = experiment.robust_detector_data(run, table)
-oblivious = {e: adaptive.pgd(run.classifier, d["held_x"], d["labels"], e / 255, steps=R.iters, seed=P.seed)
-             for e in R.eps_255}
-rows = []
-for name, scorer in scorers.items():
-    train = d["train"][list(detector.TOP5)].assign(quality=scorer.scores(d["train_x"]))
-    det = detector.FitForTaskDetector(random_state=P.seed).fit(train, d["y"], groups=d["train"]["source_id"])
-    clean_flagged = adaptive.judge(run.classifier, scorer, det, d["held_x"], d["labels"])["flagged"]
-    for e in R.eps_255:
-        adv = adaptive.pgd(run.classifier, d["held_x"], d["labels"], e / 255, scorer, adaptive.svm_decision(det),
-                           steps=R.iters, draws=R.eot_draws, seed=P.seed)
-        for attack, x in (("oblivious", oblivious[e]), ("adaptive", adv)):
-            judged = adaptive.judge(run.classifier, scorer, det, x, d["labels"])
-            rows.append(tables.robust_detector(name, attack, e, judged, clean_flagged))
-detected = pd.DataFrame(rows)
-report.save_table(detected, "robust_detector", P, f"Detector under attack, {len(d['held_x'])} held-out originals per "
+detected = experiment.robust_detection(run, scorers, table)
+report.save_table(detected, "robust_detector", P, f"Detector under attack, {detected['n'].max()} held-out originals per "
                   "model and ε.", view_columns=["quality_model", "attack", "eps_255", "fooled_rate",
                                                 "attack_success_rate", "detection_rate", "false_alarm_rate"])
 
