@@ -49,7 +49,7 @@ class Run:
         """How ``features`` runs a pass for this run: store, batch, progress, worker processes, precision."""
         p = self.params
         return {"cache": self.cache, "batch_size": p.batch_size, "progress": self.progress,
-                "num_workers": workers(p), "amp": p.amp}
+                "num_workers": workers(p), "amp": p.amp, "backbone_in_workers": p.backbone_in_workers}
 
     @cached_property
     def classifier(self) -> Classifier:
@@ -515,7 +515,9 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     p, r = run.params, run.params.robust
     settings = {k: v for k, v in quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
     key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed,
-           "classifier": run.classifier.weights_id, "amp": p.amp, "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),
+           "classifier": run.classifier.weights_id, "amp": p.amp,
+           **({"backbone_in_workers": True} if p.backbone_in_workers else {}),
+           "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),
            "train_refs": sorted(set(data.train["ref_id"].astype(str)))}
     mos = data.train["mos"].to_numpy()
 

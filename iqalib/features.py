@@ -152,17 +152,47 @@ class _JobViews(torch.utils.data.Dataset):
         return torch.from_numpy(stacked), reasons
 
 
+class _JobRows(_JobViews):
+    """A batch of job indices -> (the usable jobs' rows as ONE (n, D + S) float32 tensor, reasons):
+    the CPU side AND the backbone pass of a batch in one process, single-threaded
+    (``backbone_in_workers``). On a CPU-only machine one single-threaded pass per core does more
+    work than one pass spread over all cores, whose threads wait on each other (and on the image
+    work) at every layer."""
+
+    def __init__(self, classifier: Classifier, jobs: Sequence[ImageJob], amp: bool):
+        super().__init__(classifier, jobs)
+        self.classifier, self.amp = classifier, amp
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, list[str | None]]:
+        views, reasons = super().__getitem__(indices)
+        if not len(views):
+            return torch.zeros((0, self.classifier.embedding_dim + self.classifier.stats_dim)), reasons
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # already 1 in a DataLoader worker; the main process (0 workers) too
+        try:
+            return torch.from_numpy(pixel_rows(self.classifier, views, self.amp)), reasons
+        finally:
+            torch.set_num_threads(threads)
+
+
+def _in_workers(classifier: Classifier, backbone_in_workers: bool) -> bool:
+    # A device pass stays in the main process, which owns the device.
+    return backbone_in_workers and classifier.device.type == "cpu"
+
+
 def _worker_init(_worker_id: int) -> None:
     # Below the main process: where the cores are shared, the backbone's threads keep the cores and
     # the workers fill the time those threads leave idle (prefetching keeps the next batches ready).
     os.nice(5)
 
 
-def prepared(classifier: Classifier, jobs: Sequence[ImageJob], batch_size: int, num_workers: int = 0):
+def prepared(classifier: Classifier, jobs: Sequence[ImageJob], batch_size: int, num_workers: int = 0,
+             backbone_in_workers: bool = False, amp: bool = False):
     """Batches ``(views: (n, S, S, 3) uint8 tensor of the usable jobs, reasons: per job None or its
     skip reason)`` for ``jobs``, in job order: decoded, viewed and distorted in ``num_workers``
     worker processes (0: in this process). Each job is seeded by itself, so the views are the same
-    for any number of workers."""
+    for any number of workers. With ``backbone_in_workers`` (CPU) the batches hold the jobs'
+    ``pixel_rows`` instead of their views, each computed single-threaded where it was prepared."""
     import multiprocessing
 
     kwargs = {}
@@ -171,17 +201,23 @@ def prepared(classifier: Classifier, jobs: Sequence[ImageJob], batch_size: int, 
         kwargs = {"multiprocessing_context": "fork" if "fork" in methods else None, "prefetch_factor": 4,
                   "worker_init_fn": _worker_init}
     batches = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(range(len(jobs))), batch_size, False)
-    return torch.utils.data.DataLoader(_JobViews(classifier, jobs), batch_size=None, sampler=batches,
-                                       num_workers=num_workers, **kwargs)
+    dataset = _JobRows(classifier, jobs, amp) if _in_workers(classifier, backbone_in_workers) else \
+        _JobViews(classifier, jobs)
+    return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=batches, num_workers=num_workers, **kwargs)
 
 
-def job_keys(classifier: Classifier, jobs: Sequence[ImageJob], amp: bool = False) -> list[str | None]:
+def job_keys(classifier: Classifier, jobs: Sequence[ImageJob], amp: bool = False,
+             backbone_in_workers: bool = False) -> list[str | None]:
     """The content key of each job's row (None: the file is missing): backbone weights,
     preprocessing, the file's content hash and the job's view, distortion, level and seed."""
     model_fields = {"model": classifier.weights_id, "prep": classifier.preprocessing_id, "v": EMBEDDING_VERSION,
                     "with_stats": True}
     if amp:
         model_fields["amp"] = "bf16"  # another precision gives other numbers: never mix them in one key
+    if _in_workers(classifier, backbone_in_workers):
+        # One thread sums in another order than several for some batch shapes (last float bits,
+        # measured up to 5e-6 on EfficientNet-Lite0): its rows get their own keys, as bf16's do.
+        model_fields["threads"] = 1
     digests: dict[str, str] = {}
     keys: list[str | None] = []
     for job in jobs:
@@ -196,7 +232,7 @@ def job_keys(classifier: Classifier, jobs: Sequence[ImageJob], amp: bool = False
 
 def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ShardStore | ArrayCache | None = None,
           batch_size: int = 16, progress: bool = True, desc: str = "backbone", num_workers: int = 0,
-          amp: bool = False) -> tuple[np.ndarray, list[str | None]]:
+          amp: bool = False, backbone_in_workers: bool = False) -> tuple[np.ndarray, list[str | None]]:
     """``pixel_rows`` for image jobs, one pass per image not yet in ``cache``.
 
     Returns the (N, D + S) array (rows of skipped images are NaN) and, per job, None or the skip
@@ -204,10 +240,14 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ShardStore | 
     so neither the classifier head nor a quality head ever needs a second pass over an image.
     The CPU side (decode, view, distortion) streams through ``num_workers`` worker processes while
     this process runs the batched passes; the rows are the same for any number of workers.
+    ``backbone_in_workers`` (CPU only; ignored on a device): each worker also runs the backbone on
+    the batches it prepared, single-threaded (the main process does the same with 0 workers), so
+    the rows are again the same for any number of workers, under keys of their own.
     """
     from tqdm.auto import tqdm
 
-    keys = job_keys(classifier, jobs, amp)
+    keys = job_keys(classifier, jobs, amp, backbone_in_workers)
+    in_workers = _in_workers(classifier, backbone_in_workers)
     reasons: list[str | None] = [None if key is not None else "missing" for key in keys]
     dim = classifier.embedding_dim + classifier.stats_dim
     out = np.full((len(jobs), dim), np.nan, dtype=np.float32)
@@ -225,14 +265,15 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ShardStore | 
         return out, reasons
     bar = tqdm(total=len(todo), desc=desc, disable=not progress, leave=False)
     done = 0
-    for views, batch_reasons in prepared(classifier, [jobs[i] for i in todo], batch_size, num_workers):
+    for batch, batch_reasons in prepared(classifier, [jobs[i] for i in todo], batch_size, num_workers,
+                                         backbone_in_workers, amp):
         chunk = todo[done : done + len(batch_reasons)]
         done += len(batch_reasons)
         ok = [i for i, reason in zip(chunk, batch_reasons) if reason is None]
         for i, reason in zip(chunk, batch_reasons):
             reasons[i] = reason
         if ok:
-            for i, vector in zip(ok, pixel_rows(classifier, views, amp)):
+            for i, vector in zip(ok, batch.numpy() if in_workers else pixel_rows(classifier, batch, amp)):
                 out[i] = vector
                 if cache is not None:
                     cache.put(keys[i], vector)

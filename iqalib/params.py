@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 16,
     "num_workers": None,  # processes for CPU-side image work (decode, distort, view; IQA set build); None: the cores
     "amp": False,  # backbone passes under bf16 autocast + channels-last (meant for CUDA; other numbers than fp32)
+    "backbone_in_workers": False,  # CPU only: each worker also runs the backbone, single-threaded (own cache keys)
     "classifier": "efficientnet_lite0",
     "classifier_weights": None,  # a file for torch.load(weights_only=True); default: package / torch cache
     "classifiers_table1": ["efficientnet_lite0"],
@@ -321,6 +322,7 @@ SCHEMA: dict[str, Rule] = {
     "batch_size": _POSITIVE,
     "num_workers": integer(min=0).or_null(),
     "amp": boolean(),
+    "backbone_in_workers": boolean(),
     "classifier": _CLASSIFIER,
     "classifier_weights": text(expected="a file path").or_null(),
     "classifiers_table1": list_of(_CLASSIFIER),

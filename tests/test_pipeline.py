@@ -95,6 +95,26 @@ def test_rows_are_the_same_with_zero_and_two_workers(tmp_path):
     np.testing.assert_array_equal(ShardStore(tmp_path / "b").get(features.job_keys(clf, jobs)[3]), serial[3])
 
 
+def test_backbone_in_workers_gives_the_same_rows_for_any_workers_under_keys_of_its_own(tmp_path):
+    clf = tiny_classifier()
+    paths = _photos(tmp_path / "img", 6)
+    (tmp_path / "img" / "broken.jpg").write_text("not an image")
+    jobs = _jobs(paths) + [features.ImageJob(str(tmp_path / "img" / "broken.jpg"))]
+    shared, reasons = features.embed(clf, jobs, None, batch_size=5, progress=False)
+    threads = torch.get_num_threads()
+    alone, reasons0 = features.embed(clf, jobs, ShardStore(tmp_path / "a"), batch_size=5, progress=False,
+                                     backbone_in_workers=True)
+    assert torch.get_num_threads() == threads  # the main process gets its threads back
+    parallel, reasons2 = features.embed(clf, jobs, ShardStore(tmp_path / "b"), batch_size=5, progress=False,
+                                        num_workers=2, backbone_in_workers=True)
+    assert reasons == reasons0 == reasons2 and reasons[-1] == "not_an_image"
+    np.testing.assert_array_equal(alone, parallel)
+    np.testing.assert_allclose(alone, shared, atol=1e-4, equal_nan=True)  # the same pass, one thread
+    keys = features.job_keys(clf, jobs, backbone_in_workers=True)
+    assert not set(keys) & set(features.job_keys(clf, jobs))
+    np.testing.assert_array_equal(ShardStore(tmp_path / "b").get(keys[3]), alone[3])
+
+
 _CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
