@@ -12,8 +12,10 @@ EfficientNet-Lite0 on this machine's CPU. Measured, each on a fresh store:
 * the JPEG 2000 encoder (Pillow/OpenJPEG) at the level definitions' five rates;
 * the CPU side alone (decode + view + distort) through 0, 1, 2 worker processes;
 * end to end: the serial path (``num_workers=0``, one ``.npy`` file per image: ``ArrayCache``)
-  against ``num_workers`` 1 and 2 with the sharded ``ShardStore``;
-* peak RSS of a fresh process embedding ``--rss-jobs`` jobs each (new path), and files per 1000 images.
+  against ``num_workers`` 0, 1 and 2 with the sharded ``ShardStore``, and 2 workers that also run
+  the backbone single-threaded (``backbone_in_workers``);
+* peak RSS of a fresh process embedding ``--rss-jobs`` jobs each (new path), and files per 1000 images;
+* the ceilings the stage costs put on the end-to-end gain (``ceilings``: arithmetic, not measured).
 
 With ``--json`` the last line is one JSON object with at least ``prep_speedup_2v1``,
 ``end_to_end_speedup_vs_serial``, ``rss_ratio_10k_vs_2k`` and ``cache_files_per_1000_images``.
@@ -99,6 +101,13 @@ def stage_costs(clf, paths: list[Path]) -> dict[str, float]:
     batch = np.stack([features._view_array(clf, im) for im in (decoded * 2)[:32]])
     features.pixel_rows(clf, batch)  # warm-up
     ms["backbone_batch32"] = _timed(lambda: features.pixel_rows(clf, batch), 3) / len(batch) * 1e3
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what one backbone process per core would cost (see ceilings())
+    try:
+        features.pixel_rows(clf, batch)
+        ms["backbone_batch32_1_thread"] = _timed(lambda: features.pixel_rows(clf, batch), 3) / len(batch) * 1e3
+    finally:
+        torch.set_num_threads(threads)
     rows = features.pixel_rows(clf, batch)
     with tempfile.TemporaryDirectory() as tmp:
         store, files = ShardStore(Path(tmp) / "s", shard_rows=4096), ArrayCache(Path(tmp) / "a")
@@ -106,6 +115,24 @@ def stage_costs(clf, paths: list[Path]) -> dict[str, float]:
         ms["store_sharded"] = _timed(lambda: ([store.put(k, r) for k, r in zip(keys, rows)], store.flush())) / len(rows) * 1e3
         ms["store_one_file_each"] = _timed(lambda: [files.put(k, r) for k, r in zip(keys, rows)]) / len(rows) * 1e3
     return {k: round(v, 2) for k, v in ms.items()}
+
+
+def ceilings(ms: dict[str, float], cores: int, threads: int) -> dict[str, float]:
+    """Upper bounds on the end-to-end gain over the serial path, from the stage costs (arithmetic,
+    not a measurement). A distorted job's CPU side is decode + view + the mean of the four
+    distortions; originals are 1 job in 21. Serial wall time per job = CPU side + backbone. With the
+    backbone's ``threads`` threads in the main process busy on the cores for the whole pass, workers
+    can only use what is left: wall >= (threads x backbone + CPU side) / cores. One single-threaded
+    backbone per core (each process preparing and embedding its own batches) needs
+    (1-thread backbone + CPU side) / cores."""
+    distort = np.mean([ms[f"distort_{name}"] for name in TYPES])
+    cpu = ms["decode"] + ms["view_and_tensor"] + distort * 20 / 21
+    serial = cpu + ms["backbone_batch32"]
+    main_threads = (min(threads, cores) * ms["backbone_batch32"] + cpu) / cores
+    per_core = (ms["backbone_batch32_1_thread"] + cpu) / cores
+    return {"cpu_side_ms": round(cpu, 2), "serial_ms": round(serial, 2),
+            "ceiling_backbone_in_main": round(serial / max(main_threads, ms["backbone_batch32"]), 2),
+            "ceiling_one_backbone_per_core": round(serial / max(per_core, cpu), 2)}
 
 
 def jpeg2000_codecs(paths: list[Path]) -> list[dict]:
@@ -122,8 +149,8 @@ def jpeg2000_codecs(paths: list[Path]) -> list[dict]:
         Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").load()
         return len(buffer.getvalue())
 
-    # Only Pillow/OpenJPEG is installed; imagecodecs and glymur are on PyPI but not dependencies
-    # (glymur needs the system OpenJPEG library) and are not measured here.
+    # Pillow/OpenJPEG is what distortions.jpeg2000 uses. glymur (PyPI) drives the same OpenJPEG
+    # library through files and needs the system libopenjp2; it is not measured.
     codecs = {"pillow_openjpeg": pillow}
     for name, fn in codecs.items():
         for size, ims in images.items():
@@ -135,19 +162,44 @@ def jpeg2000_codecs(paths: list[Path]) -> list[dict]:
             out.append({"codec": name, "size": size, "ms_per_image": round(elapsed, 1),
                         "bpp_target": list(bpps), "bpp_achieved_mean": [round(float(np.mean(achieved[k::len(bpps)])), 3)
                                                                         for k in range(len(bpps))]})
+    out += _imagecodecs(images["view_224"])
     return out
 
 
-def prep_rate(clf, jobs, workers: int) -> float:
-    """Jobs per second of the CPU side alone (decode + view + distort), no backbone."""
-    t0 = time.perf_counter()
-    n = sum(len(reasons) for _, reasons in features.prepared(clf, jobs, 32, workers))
-    return n / (time.perf_counter() - t0)
+def _imagecodecs(views: list[Image.Image]) -> list[dict]:
+    """imagecodecs' OpenJPEG encoder, where installed (``pip install imagecodecs``; not a dependency).
+    Its ``level`` is a PSNR target in dB, not a rate, so the bits per pixel it gives vary by image:
+    measured at two PSNR targets, with the mean bits per pixel they gave."""
+    try:
+        import imagecodecs
+    except ImportError:
+        return [{"codec": "imagecodecs", "installed": False}]
+    out = []
+    for threads in (1, 2):
+        for psnr in (20, 25):
+            t0 = time.perf_counter()
+            sizes = []
+            for im in views:
+                encoded = imagecodecs.jpeg2k_encode(np.asarray(im), level=psnr, numthreads=threads)
+                imagecodecs.jpeg2k_decode(encoded, numthreads=threads)
+                sizes.append(len(encoded))
+            out.append({"codec": f"imagecodecs {imagecodecs.__version__}", "size": "view_224", "threads": threads,
+                        "psnr_target_db": psnr, "ms_per_image": round((time.perf_counter() - t0) / len(views) * 1e3, 1),
+                        "bpp_achieved_mean": round(float(np.mean(sizes)) * 8 / (224 * 224), 3)})
+    return out
 
 
-def embed_rate(clf, jobs, store, workers: int) -> float:
+def prep_rate(clf, jobs, workers: int, repeat: int = 2) -> float:
+    """Jobs per second of the CPU side alone (decode + view + distort), no backbone; the best of
+    ``repeat`` runs, as for the stage costs (this machine's speed moves from run to run)."""
+    seconds = _timed(lambda: sum(len(reasons) for _, reasons in features.prepared(clf, jobs, 32, workers)), repeat)
+    return len(jobs) / seconds
+
+
+def embed_rate(clf, jobs, store, workers: int, backbone_in_workers: bool = False) -> float:
     t0 = time.perf_counter()
-    features.embed(clf, jobs, store, batch_size=32, progress=False, num_workers=workers)
+    features.embed(clf, jobs, store, batch_size=32, progress=False, num_workers=workers,
+                   backbone_in_workers=backbone_in_workers)
     return len(jobs) / (time.perf_counter() - t0)
 
 
@@ -193,13 +245,16 @@ def main() -> None:
         jobs = make_jobs(paths)
         result["jobs"] = len(jobs)
         result["stage_ms_per_image"] = stage_costs(clf, paths)
+        result["ceilings"] = ceilings(result["stage_ms_per_image"], os.cpu_count() or 1, torch.get_num_threads())
         result["jpeg2000"] = jpeg2000_codecs(paths)
         prep = {w: prep_rate(clf, jobs, w) for w in (0, 1, 2)}
         result["prep_jobs_per_s"] = {str(w): round(r, 1) for w, r in prep.items()}
         serial = embed_rate(clf, jobs, ArrayCache(tmp / "serial"), 0)
-        new = {w: embed_rate(clf, jobs, ShardStore(tmp / f"sharded{w}"), w) for w in (0, 1, 2)}
+        new = {f"workers_{w}_sharded": embed_rate(clf, jobs, ShardStore(tmp / f"sharded{w}"), w) for w in (0, 1, 2)}
+        in_main = max(new.values())
+        new["workers_2_sharded_backbone_in_workers"] = embed_rate(clf, jobs, ShardStore(tmp / "per_core"), 2, True)
         result["end_to_end_jobs_per_s"] = {"serial_one_file_each": round(serial, 1),
-                                           **{f"workers_{w}_sharded": round(r, 1) for w, r in new.items()}}
+                                           **{name: round(r, 1) for name, r in new.items()}}
         serial_files = sum(1 for p in (tmp / "serial").rglob("*.npy"))
     small, large = (rss_child(n, args.photos, 2) for n in args.rss_jobs)
     result["rss"] = {str(args.rss_jobs[0]): small, str(args.rss_jobs[1]): large}
@@ -208,7 +263,11 @@ def main() -> None:
         "prep_speedup_2v1": round(prep[2] / prep[1], 2),
         "prep_speedup_2v0": round(prep[2] / prep[0], 2),
         "end_to_end_speedup_vs_serial": round(best / serial, 2),
-        "best_workers": max(new, key=new.get),
+        "best_config": max(new, key=new.get),
+        "end_to_end_speedup_backbone_in_main": round(in_main / serial, 2),
+        "end_to_end_ceiling_backbone_in_main": result["ceilings"]["ceiling_backbone_in_main"],
+        "end_to_end_speedup_backbone_in_workers": round(new["workers_2_sharded_backbone_in_workers"] / serial, 2),
+        "end_to_end_ceiling_one_backbone_per_core": result["ceilings"]["ceiling_one_backbone_per_core"],
         "rss_ratio_10k_vs_2k": round(large["peak_rss_mb"] / small["peak_rss_mb"], 3),
         "cache_files_per_1000_images": round(large["files"] / large["rows"] * 1000, 2),
         "serial_cache_files_per_1000_images": round(serial_files / len(jobs) * 1000, 1),

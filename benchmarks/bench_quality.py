@@ -9,7 +9,8 @@ quality model (one backbone pass feeds both heads). The quality model is an init
 the size the params file gives (``quality.n_models``, ``quality.hidden``, ``quality.bins``; the
 embedded default: 10 heads of 512, ``paper.yaml``: 10 of 2048): its cost does not depend on the
 weights' values. The heads run as one stacked computation; ``--looped`` adds the one-head-at-a-time
-loop for comparison. Reports the best of ``--repeats`` runs (images/second) after one warm-up.
+loop for comparison. Reports the best of ``--repeats`` rounds (images/second) after one warm-up;
+each round times every variant once, in turn.
 """
 from __future__ import annotations
 
@@ -26,14 +27,18 @@ from iqalib.classifiers import load_classifier
 from iqalib.images import embedded_folder, open_image
 
 
-def _best_rate(fn, n_images: int, repeats: int) -> float:
-    fn()  # warm-up: allocator, kernels, lazy imports
-    best = float("inf")
+def _best_rates(fns: dict, n_images: int, repeats: int) -> dict[str, float]:
+    """Images/second of each callable, best of ``repeats`` rounds. Each round times every callable
+    once, in turn, so a slow phase of the machine falls on all of them rather than on one."""
+    for fn in fns.values():
+        fn()  # warm-up: allocator, kernels, lazy imports
+    best = dict.fromkeys(fns, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return n_images / best
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: n_images / seconds for name, seconds in best.items()}
 
 
 def main() -> None:
@@ -58,20 +63,31 @@ def main() -> None:
     rng = np.random.default_rng(0)  # initialise the heads: a tiny fit on random features and scores
     model.fit(rng.normal(size=(8, dim)).astype(np.float32), rng.uniform(size=8), progress=False)
 
-    classify = _best_rate(lambda: features.predict(clf, images, batch_size=args.batch_size), len(images), args.repeats)
-    both = _best_rate(lambda: features.predict(clf, images, model, args.batch_size), len(images), args.repeats)
-    looped = None
-    if args.looped:
+    def one_at_a_time(x):
+        rows = torch.from_numpy(np.asarray(x, np.float32))
+        with torch.inference_mode():
+            return np.stack([head(rows).numpy() for head in model.heads])
+
+    def looped_predict():
         stacked = model.member_scores
-
-        def one_at_a_time(x):
-            rows = torch.from_numpy(np.asarray(x, np.float32))
-            with torch.inference_mode():
-                return np.stack([head(rows).numpy() for head in model.heads])
-
         model.member_scores = one_at_a_time
-        looped = _best_rate(lambda: features.predict(clf, images, model, args.batch_size), len(images), args.repeats)
-        model.member_scores = stacked
+        try:
+            return features.predict(clf, images, model, args.batch_size)
+        finally:
+            model.member_scores = stacked
+
+    runs = {"classify": lambda: features.predict(clf, images, batch_size=args.batch_size),
+            "both": lambda: features.predict(clf, images, model, args.batch_size)}
+    if args.looped:
+        runs["looped"] = looped_predict
+    rates = _best_rates(runs, len(images), args.repeats)
+    classify, both, looped = rates["classify"], rates["both"], rates.get("looped")
+    # The heads alone on one batch of feature rows: what quality adds to a pass, without the
+    # backbone's run-to-run spread (a few per cent on this machine) around it.
+    rows = rng.normal(size=(args.batch_size, model.feature_dim)).astype(np.float32)
+    heads = {"stacked": lambda: model.member_scores(rows), "one by one": lambda: one_at_a_time(rows)}
+    heads_ms = {k: 1e3 / r for k, r in _best_rates({k: (lambda f=f: [f() for _ in range(20)]) for k, f in heads.items()},
+                                                    20 * args.batch_size, args.repeats).items()}
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {clf.device}")
@@ -81,6 +97,8 @@ def main() -> None:
     print(f"classify + quality (stacked)  : {both:7.1f} images/s, ratio {both / classify:.2f}")
     if looped is not None:
         print(f"classify + quality (one by one): {looped:7.1f} images/s, ratio {looped / classify:.2f}")
+    print(f"quality heads alone, ms/image  : stacked {heads_ms['stacked']:.3f}, one by one {heads_ms['one by one']:.3f} "
+          f"(the whole classify pass: {1e3 / classify:.1f})")
 
 
 if __name__ == "__main__":
