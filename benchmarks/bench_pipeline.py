@@ -9,7 +9,7 @@ classifier's view (as the Distorted group is made): ``photos x 21`` jobs. Classi
 EfficientNet-Lite0 on this machine's CPU. Measured, each on a fresh store:
 
 * time per stage and image: decode, view + tensor, each distortion, backbone (batch 32), store write;
-* the JPEG 2000 encoder (Pillow/OpenJPEG) at the level definitions' five rates;
+* the JPEG 2000 encoders (Pillow/OpenJPEG with 1 and 2 threads; glymur, imagecodecs where installed);
 * the CPU side alone (decode + view + distort) through 0, 1, 2 worker processes;
 * end to end: the serial path (``num_workers=0``, one ``.npy`` file per image: ``ArrayCache``)
   against ``num_workers`` 0, 1 and 2 with the sharded ``ShardStore``, and 2 workers that also run
@@ -137,7 +137,8 @@ def ceilings(ms: dict[str, float], cores: int, threads: int) -> dict[str, float]
 
 def jpeg2000_codecs(paths: list[Path]) -> list[dict]:
     """Encode+decode time (ms per 224 px view and per full image) and achieved bits per pixel of the
-    JPEG 2000 encoder, at the level definitions' rates."""
+    JPEG 2000 encoders (Pillow with one and two OpenJPEG threads; glymur and imagecodecs where
+    installed), at the level definitions' rates."""
     bpps = distortions.LEVEL_PARAMS["jpeg2000"][0]
     images = {"view_224": [open_image(p).resize((224, 224)) for p in paths[:10]],
               "full_375": [open_image(p) for p in paths[:10]]}
@@ -149,9 +150,29 @@ def jpeg2000_codecs(paths: list[Path]) -> list[dict]:
         Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").load()
         return len(buffer.getvalue())
 
-    # Pillow/OpenJPEG is what distortions.jpeg2000 uses. glymur (PyPI) drives the same OpenJPEG
-    # library through files and needs the system libopenjp2; it is not measured.
-    codecs = {"pillow_openjpeg": pillow}
+    def pillow_two_threads(im, bpp):
+        # Pillow has no thread option, but OpenJPEG (>= 2.4, encoder too) reads OPJ_NUM_THREADS
+        # whenever the caller sets no thread count itself.
+        os.environ["OPJ_NUM_THREADS"] = "2"
+        try:
+            return pillow(im, bpp)
+        finally:
+            del os.environ["OPJ_NUM_THREADS"]
+
+    # Pillow/OpenJPEG is what distortions.jpeg2000 uses.
+    codecs = {"pillow_openjpeg": pillow, "pillow_openjpeg_OPJ_NUM_THREADS_2": pillow_two_threads}
+    try:  # glymur (PyPI; not a dependency) drives the system libopenjp2 through files
+        import glymur
+
+        def glymur_files(im, bpp, folder=Path(tempfile.mkdtemp())):
+            path = folder / "x.jp2"
+            glymur.Jp2k(str(path), data=np.asarray(im), cratios=[24.0 / bpp])
+            glymur.Jp2k(str(path))[:]
+            return path.stat().st_size
+
+        codecs[f"glymur {glymur.__version__} (OpenJPEG {glymur.version.openjpeg_version})"] = glymur_files
+    except (ImportError, OSError):
+        out.append({"codec": "glymur", "installed": False})
     for name, fn in codecs.items():
         for size, ims in images.items():
             t0 = time.perf_counter()
