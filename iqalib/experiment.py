@@ -516,7 +516,8 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     settings = {k: v for k, v in quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
     key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed,
            "classifier": run.classifier.weights_id, "amp": p.amp,
-           **({"backbone_in_workers": True} if p.backbone_in_workers else {}),
+           **({"backbone_in_workers": True} if features.runs_backbone_in_workers(run.classifier, p.backbone_in_workers)
+              else {}),
            "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),
            "train_refs": sorted(set(data.train["ref_id"].astype(str)))}
     mos = data.train["mos"].to_numpy()

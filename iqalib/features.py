@@ -166,17 +166,23 @@ class _JobRows(_JobViews):
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, list[str | None]]:
         views, reasons = super().__getitem__(indices)
         if not len(views):
-            return torch.zeros((0, self.classifier.embedding_dim + self.classifier.stats_dim)), reasons
+            return torch.zeros((0, self.classifier.embedding_dim + self.classifier.stats_dim), dtype=torch.float32), reasons
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # already 1 in a DataLoader worker; the main process (0 workers) too
+        # Already 1 in a DataLoader worker, where more would also be unsafe: the parent's OpenMP
+        # pool does not survive the fork. The main process (0 workers) drops to 1 for the pass.
+        torch.set_num_threads(1)
+        if torch.get_num_threads() != 1:  # e.g. a native thread pool that has already started
+            raise RuntimeError("backbone_in_workers needs single-threaded passes, but torch kept "
+                               f"{torch.get_num_threads()} threads; set backbone_in_workers: false")
         try:
             return torch.from_numpy(pixel_rows(self.classifier, views, self.amp)), reasons
         finally:
             torch.set_num_threads(threads)
 
 
-def _in_workers(classifier: Classifier, backbone_in_workers: bool) -> bool:
-    # A device pass stays in the main process, which owns the device.
+def runs_backbone_in_workers(classifier: Classifier, backbone_in_workers: bool) -> bool:
+    """Whether the ``backbone_in_workers`` switch acts for this classifier: on CPU only, since a
+    device pass stays in the main process, which owns the device."""
     return backbone_in_workers and classifier.device.type == "cpu"
 
 
@@ -195,14 +201,15 @@ def prepared(classifier: Classifier, jobs: Sequence[ImageJob], batch_size: int, 
     ``pixel_rows`` instead of their views, each computed single-threaded where it was prepared."""
     import multiprocessing
 
+    in_workers = runs_backbone_in_workers(classifier, backbone_in_workers)
     kwargs = {}
     if num_workers > 0:
         methods = multiprocessing.get_all_start_methods()
         kwargs = {"multiprocessing_context": "fork" if "fork" in methods else None, "prefetch_factor": 4,
-                  "worker_init_fn": _worker_init}
+                  # workers that run the backbone do the main work: not below the main process
+                  "worker_init_fn": None if in_workers else _worker_init}
     batches = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(range(len(jobs))), batch_size, False)
-    dataset = _JobRows(classifier, jobs, amp) if _in_workers(classifier, backbone_in_workers) else \
-        _JobViews(classifier, jobs)
+    dataset = _JobRows(classifier, jobs, amp) if in_workers else _JobViews(classifier, jobs)
     return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=batches, num_workers=num_workers, **kwargs)
 
 
@@ -214,9 +221,11 @@ def job_keys(classifier: Classifier, jobs: Sequence[ImageJob], amp: bool = False
                     "with_stats": True}
     if amp:
         model_fields["amp"] = "bf16"  # another precision gives other numbers: never mix them in one key
-    if _in_workers(classifier, backbone_in_workers):
+    if runs_backbone_in_workers(classifier, backbone_in_workers):
         # One thread sums in another order than several for some batch shapes (last float bits,
-        # measured up to 5e-6 on EfficientNet-Lite0): its rows get their own keys, as bf16's do.
+        # measured up to 5e-6 on EfficientNet-Lite0): its rows get their own keys, as bf16's do,
+        # so switching it off again finds the rows the shared pass made. (Like the device, the
+        # machine's thread count is not in the key.)
         model_fields["threads"] = 1
     digests: dict[str, str] = {}
     keys: list[str | None] = []
@@ -247,7 +256,7 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ShardStore | 
     from tqdm.auto import tqdm
 
     keys = job_keys(classifier, jobs, amp, backbone_in_workers)
-    in_workers = _in_workers(classifier, backbone_in_workers)
+    in_workers = runs_backbone_in_workers(classifier, backbone_in_workers)
     reasons: list[str | None] = [None if key is not None else "missing" for key in keys]
     dim = classifier.embedding_dim + classifier.stats_dim
     out = np.full((len(jobs), dim), np.nan, dtype=np.float32)
@@ -273,7 +282,10 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ShardStore | 
         for i, reason in zip(chunk, batch_reasons):
             reasons[i] = reason
         if ok:
-            for i, vector in zip(ok, batch.numpy() if in_workers else pixel_rows(classifier, batch, amp)):
+            # A worker's rows arrive in shared memory: copied, so the store does not keep one open
+            # segment (and file descriptor) per batch until it flushes.
+            rows = batch.numpy().copy() if in_workers else pixel_rows(classifier, batch, amp)
+            for i, vector in zip(ok, rows):
                 out[i] = vector
                 if cache is not None:
                     cache.put(keys[i], vector)

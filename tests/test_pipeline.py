@@ -115,6 +115,23 @@ def test_backbone_in_workers_gives_the_same_rows_for_any_workers_under_keys_of_i
     np.testing.assert_array_equal(ShardStore(tmp_path / "b").get(keys[3]), alone[3])
 
 
+def test_rows_from_workers_hold_no_shared_memory_until_the_store_flushes(tmp_path, monkeypatch):
+    clf = tiny_classifier()
+    jobs = _jobs(_photos(tmp_path / "img", 10))  # 40 jobs, one batch each
+    open_at_flush = []
+    flush = ShardStore.flush
+
+    def counting_flush(self):
+        open_at_flush.append(len(os.listdir("/proc/self/fd")))
+        return flush(self)
+
+    monkeypatch.setattr(ShardStore, "flush", counting_flush)
+    before = len(os.listdir("/proc/self/fd"))
+    features.embed(clf, jobs, ShardStore(tmp_path / "s"), batch_size=1, progress=False, num_workers=2,
+                   backbone_in_workers=True)
+    assert open_at_flush and max(open_at_flush) < before + 20  # not one per batch (40)
+
+
 _CHILD = """
 import sys, time
 sys.path.insert(0, {repo!r})
