@@ -54,16 +54,30 @@ class ImageJob:
     allow_grey: bool = False
     distort_in_view: bool = False
 
-    def load(self, classifier: Classifier | None = None) -> Image.Image:
-        """Decode the file once and apply view and distortion; raises ``ImageSkip``."""
-        image = open_image(self.path, min_side=self.min_side, allow_grey=self.allow_grey)
-        if self.view != "full":
-            image = apply_view(image, self.view)
+    def load(self, classifier: Classifier | None = None, memo: dict | None = None) -> Image.Image:
+        """Decode the file once and apply view and distortion; raises ``ImageSkip``.
+
+        ``memo`` (a dict the caller keeps, e.g. for one batch) shares the decoded view of a file,
+        and its classifier view, between the jobs made from it: the Distorted group's 20 jobs of a
+        photo decode it once. Pillow's operations return new images, so sharing changes no pixel."""
+        memo = {} if memo is None else memo
+        source = (self.path, self.min_side, self.allow_grey, self.view)
+        if source not in memo:
+            try:
+                image = open_image(self.path, min_side=self.min_side, allow_grey=self.allow_grey)
+                memo[source] = image if self.view == "full" else apply_view(image, self.view)
+            except ImageSkip as skip:
+                memo[source] = skip
+        image = memo[source]
+        if isinstance(image, ImageSkip):
+            raise image
         if self.distortion is not None:
             if self.distort_in_view:
                 if classifier is None:
                     raise ValueError("a job distorted in the classifier's view needs the classifier")
-                image = classifier.view(image)
+                if source + ("in_view",) not in memo:
+                    memo[source + ("in_view",)] = classifier.view(image)
+                image = memo[source + ("in_view",)]
             image = _distortions.distort(image, self.distortion, int(self.level), self.seed, self.noise_id or self.path)
         return image
 
@@ -140,10 +154,10 @@ class _JobViews(torch.utils.data.Dataset):
         return len(self.jobs)
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, list[str | None]]:
-        views, reasons = [], []
+        views, reasons, memo = [], [], {}
         for i in indices:
             try:
-                views.append(np.asarray(self.view(self.jobs[i].load(self._classifier)), dtype=np.uint8))
+                views.append(np.asarray(self.view(self.jobs[i].load(self._classifier, memo)), dtype=np.uint8))
                 reasons.append(None)
             except ImageSkip as skip:
                 reasons.append(skip.reason)

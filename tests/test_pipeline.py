@@ -18,6 +18,7 @@ from PIL import Image
 
 from iqalib import features, quality
 from iqalib.cache import ShardStore
+from iqalib.images import open_image
 from tests.conftest import REPO, colourful
 from tests.test_detector import tiny_classifier
 
@@ -93,6 +94,20 @@ def test_rows_are_the_same_with_zero_and_two_workers(tmp_path):
     assert reasons0 == reasons2 and reasons0[-2:] == ["not_an_image", "missing"]
     np.testing.assert_array_equal(serial, parallel)
     np.testing.assert_array_equal(ShardStore(tmp_path / "b").get(features.job_keys(clf, jobs)[3]), serial[3])
+
+
+def test_jobs_of_one_photo_share_its_decode_and_give_the_pixels_of_separate_loads(tmp_path, monkeypatch):
+    clf = tiny_classifier()
+    paths = _photos(tmp_path / "img", 3)
+    (tmp_path / "img" / "broken.jpg").write_text("not an image")
+    broken = str(tmp_path / "img" / "broken.jpg")
+    jobs = _jobs(paths) + [features.ImageJob(broken), features.ImageJob(broken, distortion="jpeg", level=1)]
+    separately = [np.asarray(clf.view(job.load(clf))) for job in jobs[:-2]]
+    decoded = []
+    monkeypatch.setattr(features, "open_image", lambda *a, **k: decoded.append(a[0]) or open_image(*a, **k))
+    views, reasons = features._JobViews(clf, jobs)[list(range(len(jobs)))]
+    assert reasons[-2:] == ["not_an_image"] * 2 and len(decoded) == len(paths) + 1  # once per file
+    np.testing.assert_array_equal(views.numpy(), np.stack(separately))
 
 
 def test_backbone_in_workers_gives_the_same_rows_for_any_workers_under_keys_of_its_own(tmp_path):
