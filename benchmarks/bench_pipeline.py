@@ -121,14 +121,15 @@ def stage_costs(clf, paths: list[Path]) -> dict[str, float]:
 def ceilings(ms: dict[str, float], cores: int, threads: int, workers: int = 2) -> dict[str, float]:
     """Upper bounds on the end-to-end gain over the serial path, from the stage costs (arithmetic,
     not a measurement; the store write and the hand-over are left out, so a measured ratio of
-    rates can come out a little above them). A distorted job's CPU side is decode + view + the
-    mean of the four distortions; originals are 1 job in 21. Serial wall time per job = CPU side +
+    rates can come out a little above them). A photo's 21 jobs (original, then 20 distorted)
+    decode and view it once per batch of 32 they fall in: 1 + 20/32 times on average; each
+    distorted job adds the mean of the four distortions. Serial wall time per job = CPU side +
     backbone. With the backbone's ``threads`` threads in the main process busy on the cores for the
     whole pass, workers can only use what is left: wall >= max(backbone, (threads x backbone + CPU
     side) / cores). ``workers`` single-threaded backbones, each preparing and embedding its own
     batches, need (1-thread backbone + CPU side) / min(workers, cores)."""
     distort = np.mean([ms[f"distort_{name}"] for name in TYPES])
-    cpu = ms["decode"] + ms["view_and_tensor"] + distort * 20 / 21
+    cpu = (ms["decode"] + ms["view_and_tensor"]) * (1 + 20 / 32) / 21 + distort * 20 / 21
     serial = cpu + ms["backbone_batch32"]
     main_threads = (min(threads, cores) * ms["backbone_batch32"] + cpu) / cores
     per_core = (ms["backbone_batch32_1_thread"] + cpu) / min(workers, cores)

@@ -142,7 +142,7 @@ class _ViewOnly:
 
 class _JobViews(torch.utils.data.Dataset):
     """A batch of job indices -> (the usable jobs' views as ONE (n, S, S, 3) uint8 tensor, each job's
-    skip reason or None): the CPU side of a pass (decode once, view, distortion), run in
+    skip reason or None): the CPU side of a pass (decode each file once, view, distortion), run in
     ``DataLoader`` workers when there are any. One tensor per batch, because DataLoader hands
     tensors over in shared memory and each hand-over has a fixed cost."""
 
