@@ -10,7 +10,8 @@ EfficientNet-Lite0 on this machine's CPU. Measured, each on a fresh store:
 
 * time per stage and image: decode, view + tensor, each distortion, backbone (batch 32), store write;
 * the JPEG 2000 encoders (Pillow/OpenJPEG with 1 and 2 threads; glymur, imagecodecs where installed);
-* the CPU side alone (decode + view + distort) through 0, 1, 2 worker processes;
+* the CPU side alone (decode + view + distort) through 0, 1, 2 worker processes, best of 3
+  interleaved rounds;
 * end to end: the serial path (``num_workers=0``, one ``.npy`` file per image: ``ArrayCache``)
   against ``num_workers`` 0, 1 and 2 with the sharded ``ShardStore``, and 2 workers that also run
   the backbone single-threaded (``backbone_in_workers``);
@@ -226,11 +227,22 @@ def _imagecodecs(views: list[Image.Image]) -> list[dict]:
     return out
 
 
-def prep_rate(clf, jobs, workers: int, repeat: int = 2) -> float:
-    """Jobs per second of the CPU side alone (decode + view + distort), no backbone; the best of
-    ``repeat`` runs, as for the stage costs (this machine's speed moves from run to run)."""
-    seconds = _timed(lambda: sum(len(reasons) for _, reasons in features.prepared(clf, jobs, 32, workers)), repeat)
-    return len(jobs) / seconds
+def prep_rates(clf, jobs, counts=(0, 1, 2), rounds: int = 3) -> tuple[dict[int, float], list[dict[str, float]]]:
+    """Jobs per second of the CPU side alone (decode + view + distort), no backbone, per worker
+    count: the best of ``rounds`` rounds, and every round's rates. Each round runs every count, in
+    alternating order (0 1 2, then 2 1 0, ...), as ``bench_quality`` does its variants: this
+    machine's speed drifts by 10-20 % over a minute, and timing consecutive blocks would put the
+    drift on one count."""
+    per_round = []
+    for r in range(rounds):
+        rates = {}
+        for w in (counts if r % 2 == 0 else counts[::-1]):
+            start = time.perf_counter()
+            sum(len(reasons) for _, reasons in features.prepared(clf, jobs, 32, w))
+            rates[w] = len(jobs) / (time.perf_counter() - start)
+        per_round.append({str(w): round(rates[w], 1) for w in counts})
+    best = {w: max(r[str(w)] for r in per_round) for w in counts}
+    return best, per_round
 
 
 def embed_rate(clf, jobs, store, workers: int, backbone_in_workers: bool = False) -> float:
@@ -284,8 +296,9 @@ def main() -> None:
         result["stage_ms_per_image"] = stage_costs(clf, paths)
         result["ceilings"] = ceilings(result["stage_ms_per_image"], cpus_available(), torch.get_num_threads())
         result["jpeg2000"] = jpeg2000_codecs(paths, tmp)
-        prep = {w: prep_rate(clf, jobs, w) for w in (0, 1, 2)}
+        prep, prep_rounds = prep_rates(clf, jobs)
         result["prep_jobs_per_s"] = {str(w): round(r, 1) for w, r in prep.items()}
+        result["prep_jobs_per_s_per_round"] = prep_rounds
         serial = embed_rate(clf, jobs, ArrayCache(tmp / "serial"), 0)
         new = {f"workers_{w}_sharded": embed_rate(clf, jobs, ShardStore(tmp / f"sharded{w}"), w) for w in (0, 1, 2)}
         in_main = max(new.values())
@@ -299,6 +312,7 @@ def main() -> None:
     summary = {
         "prep_speedup_2v1": round(prep[2] / prep[1], 2),
         "prep_speedup_2v0": round(prep[2] / prep[0], 2),
+        "prep_speedup_2v1_per_round": [round(r["2"] / r["1"], 2) for r in prep_rounds],
         "end_to_end_speedup_vs_serial": round(best / serial, 2),
         "best_config": max(new, key=new.get),
         "end_to_end_speedup_backbone_in_main": round(in_main / serial, 2),
