@@ -3,7 +3,8 @@ pure pandas/numpy/scipy, no I/O (``report`` writes and shows them; ``paper_vs_ou
 paper's values).
 
 Table I ``table1``; Tables II–III ``group_summary``; Table IV ``table4``; Table V ``table5``; beyond
-the paper ``rates_at_false_alarm`` (any detector's scores: ``rates_from_scores``) and ``ablation``;
+the paper ``rates_at_false_alarm`` (any detector's scores: ``rates_from_scores``), ``ablation``,
+``kernel_ablation`` and ``learning_curve``;
 the IQA metrics ``correlations``, ``mean_std``, ``iqa_performance``, ``type_level_oracle`` and
 ``per_distortion``; notebook 05's ``robust_attacks``, ``robust_certified`` and ``robust_detector``.
 The detector itself, its splits and ROC curves live in ``detector``.
@@ -21,7 +22,7 @@ from iqalib.detector import (COLUMN_SETS, FEATURES, _eval_rows, _finite, _mean_o
                              baseline1, baseline2, paired_splits, roc_per_group, split_scores)
 
 __all__ = ["table1", "fooling_rate", "matched_threshold", "summarize", "group_summary", "table4", "table5", "bootstrap_ci", "rates_from_scores",
-           "rates_at_false_alarm", "ablation", "KERNEL_CHOICES", "kernel_ablation", "correlations", "mean_std", "iqa_performance",
+           "rates_at_false_alarm", "ablation", "KERNEL_CHOICES", "kernel_ablation", "learning_curve", "correlations", "mean_std", "iqa_performance",
            "type_level_oracle", "per_distortion",
            "robust_attacks", "robust_certified", "robust_detector"]
 
@@ -326,6 +327,40 @@ def kernel_ablation(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, n
                      progress=False)
         parts.append(t.rename(columns={"features": "kernel"}).assign(kernel=name))
     return pd.concat(parts, ignore_index=True)
+
+
+def learning_curve(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                   fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), seed: int = 0) -> pd.DataFrame:
+    """Would more training pairs help? The detector (top-5 + quality) trained on a seeded share of
+    each split's training sources, judged on the split's SAME held-out pairs whatever the share (the
+    sources left out of training are not added to the test side). One row per share:
+    ``fraction, train_pairs`` (mean over splits), ``test_pairs, auc, auc_std`` (adversarial vs
+    held-out originals, mean ± std over splits) and ``quality_auc`` (the predicted quality alone as
+    the score on the same pairs, untrained: low quality = not fit)."""
+    from sklearn.metrics import roc_auc_score
+
+    src, group = features["source_id"].astype(str), features["group"]
+    rows = []
+    for fraction in fractions:
+        if not 0 < fraction <= 1:
+            raise ValueError(f"learning_curve fractions must lie in (0, 1], got {fraction!r}")
+        aucs, q_aucs, n_train, n_test = [], [], [], []
+        for k, (train_ids, test_ids) in enumerate(splits):
+            rng = np.random.default_rng([seed, k])
+            size = max(2, round(fraction * len(train_ids)))
+            kept = np.sort(rng.choice(np.asarray(train_ids, dtype=object), size=min(size, len(train_ids)), replace=False))
+            sc = split_scores(features, [(kept, test_ids)], seed=seed, progress=False)
+            ev = sc[(sc["role"] == "eval") & sc["source_id"].astype(str).isin(set(map(str, test_ids)))
+                    & sc["group"].isin(["original", "adversarial"])]
+            y = (ev["group"] == "adversarial").to_numpy()
+            test = features.iloc[ev["row"].to_numpy()]
+            aucs.append(roc_auc_score(y, _finite(ev["score"].to_numpy())))
+            q_aucs.append(roc_auc_score(y, _finite(-test["quality"].to_numpy())))
+            n_train.append(len(kept))
+            n_test.append(int(((group == "adversarial") & src.isin(set(map(str, test_ids)))).sum()))
+        rows.append({"fraction": float(fraction), "train_pairs": float(np.mean(n_train)), "test_pairs": float(np.mean(n_test)),
+                     "auc": float(np.mean(aucs)), "auc_std": _std(aucs), "quality_auc": float(np.mean(q_aucs))})
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------------

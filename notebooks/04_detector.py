@@ -105,6 +105,20 @@ report.save_table(kernels, "kernel_ablation", P, "Detector (top-5 + quality) per
                   view_columns=["kernel", "group", "auc", "detection_rate", "detection_rate_at_fpr"])
 
 # %% [markdown]
+# ## Beyond the paper: would more training pairs help? (learning curve)
+# The paper's detectors train on about 19,000 pairs each; a run on a few hundred photos trains on
+# far fewer. Same splits, the same held-out pairs; each detector trained on a seeded share of its
+# split's training pairs. An AUC still rising at the full share says more photos would help; a flat
+# one says the six inputs set the ceiling. `quality_auc`: the predicted quality alone as the score
+# (low = not fit), untrained, on the same pairs.
+
+# %%
+curve = tables.learning_curve(features, splits, seed=P.seed)
+report.save_table(curve, "learning_curve", P, "Detector AUC, adversarial vs held-out originals, by training pairs per "
+                  "split (same splits and held-out pairs); quality_auc: predicted quality alone. "
+                  + ("Embedded labelled photos, quality trained on pseudo-MOS." if "embedded" in P.quality.train_sets else ""))
+
+# %% [markdown]
 # ## Beyond the paper: Feature Squeezing (Xu et al., NDSS 2018) as a peer detector
 # L1 distance between the softmax on an image and on its squeezed versions (5-bit colour depth,
 # 2×2 median filter), thresholded at the same false-alarm rate on the same held-out originals. It

@@ -263,3 +263,26 @@ def test_robust_verdicts_follow_their_stated_rules():
     rows = verdicts.robust(models, attacks, certified, detected)
     assert [r["verdict"] for r in rows] == ["reproduced", "reproduced", "not reproduced", "reproduced", "reproduced"]
     assert "50% less" in rows[1]["ours"] and "nt 60%" in rows[4]["ours"]
+
+
+def test_learning_curve_keeps_the_held_out_pairs_and_ends_at_the_full_detector(features, splits, scores):
+    from sklearn.metrics import roc_auc_score
+
+    curve = tables.learning_curve(features, splits, fractions=(0.25, 1.0), seed=0)
+    assert list(curve["fraction"]) == [0.25, 1.0]
+    assert list(curve["train_pairs"]) == [round(0.25 * len(splits[0][0])), len(splits[0][0])]
+    assert (curve["test_pairs"] == len(splits[0][1])).all()  # the same held-out pairs at every share
+    # all the training pairs: the detector of Table V on the same splits
+    _, auc = D.roc_per_group(features, scores=scores)
+    assert curve["auc"].iloc[-1] == pytest.approx(auc.set_index("group").loc["adversarial", "auc"])
+    assert curve["auc"].between(0, 1).all() and curve["auc_std"].ge(0).all()
+    # quality alone needs no training: one value, computed by hand on the first split's test pairs
+    test = features[features["source_id"].isin(set(splits[0][1])) & features["group"].isin(["original", "adversarial"])]
+    first = roc_auc_score(test["group"] == "adversarial", -test["quality"])
+    per_split = [roc_auc_score(t["group"] == "adversarial", -t["quality"]) for t in (
+        features[features["source_id"].isin(set(te)) & features["group"].isin(["original", "adversarial"])]
+        for _, te in splits)]
+    assert per_split[0] == pytest.approx(first)
+    assert list(curve["quality_auc"]) == pytest.approx([np.mean(per_split)] * len(curve))
+    with pytest.raises(ValueError, match=r"fractions must lie in \(0, 1\]"):
+        tables.learning_curve(features, splits, fractions=(0.0,))
