@@ -94,17 +94,28 @@ def cache_for(run_folder: str | Path) -> ShardStore:
     return ShardStore(Path(run_folder) / "cache" / "embeddings")
 
 
-def pixel_rows(classifier: Classifier, views: np.ndarray | torch.Tensor, amp: bool = False) -> np.ndarray:
+def pixel_rows(classifier: Classifier, views: np.ndarray | torch.Tensor, amp: bool = False,
+               pad_to: int | None = None) -> np.ndarray:
     """(N, D + S) float32 from (N, S, S, 3) uint8 arrays (or tensors) of the classifier's view: pooled
     embedding then early-layer statistics of ONE backbone pass (``Classifier.forward_with_stats``).
     Every inference pass of iqalib ends here.
+
+    ``pad_to``: a batch of fewer views is padded with black views to that many, and only the
+    views' rows are returned. The backend picks its kernels by batch shape, and other shapes give
+    other last bits (EfficientNet-Lite0 on CPU: batches of 1-8 differ from 32 by up to 3.8e-6 at
+    1 thread, a batch of 1 by 4.8e-7 at 2), so ``embed`` pads every pass to its batch size: a
+    row is then the same whether its batch was full, the run's last, or what a resumed run had left.
 
     On CUDA the batch goes through pinned memory with a non-blocking copy; ``amp`` (CUDA, and CPU
     for tests) runs the pass under bf16 autocast with channels-last tensors: faster on tensor cores,
     not bitwise equal to fp32 (on the test photos the softmax stays within 0.05 and the top-1 the
     same: tests/test_pipeline.py).
     """
-    x = (views if isinstance(views, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(views))).permute(0, 3, 1, 2)
+    x = views if isinstance(views, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(views))
+    n = len(x)
+    if pad_to is not None and 0 < n < pad_to:
+        x = torch.cat([x, x.new_zeros((pad_to - n, *x.shape[1:]))])
+    x = x.permute(0, 3, 1, 2)
     if classifier.device.type == "cuda":
         x = x.pin_memory().to(classifier.device, non_blocking=True)
     x = classifier.normalize(x.float())
@@ -114,7 +125,7 @@ def pixel_rows(classifier: Classifier, views: np.ndarray | torch.Tensor, amp: bo
                 pooled_part, stats_part = classifier.forward_with_stats(x.contiguous(memory_format=torch.channels_last))
         else:
             pooled_part, stats_part = classifier.forward_with_stats(x)
-        return torch.cat([pooled_part.float(), stats_part.float()], 1).cpu().numpy()
+        return torch.cat([pooled_part.float(), stats_part.float()], 1)[:n].cpu().numpy()
 
 
 def _view_array(classifier: Classifier, image: Image.Image) -> np.ndarray:
@@ -173,9 +184,9 @@ class _JobRows(_JobViews):
     work than one pass spread over all cores, whose threads wait on each other (and on the image
     work) at every layer."""
 
-    def __init__(self, classifier: Classifier, jobs: Sequence[ImageJob], amp: bool):
+    def __init__(self, classifier: Classifier, jobs: Sequence[ImageJob], amp: bool, batch_size: int):
         super().__init__(classifier, jobs)
-        self.classifier, self.amp = classifier, amp
+        self.classifier, self.amp, self.batch_size = classifier, amp, batch_size
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, list[str | None]]:
         views, reasons = super().__getitem__(indices)
@@ -189,7 +200,7 @@ class _JobRows(_JobViews):
             raise RuntimeError("backbone_in_workers needs single-threaded passes, but torch kept "
                                f"{torch.get_num_threads()} threads; set backbone_in_workers: false")
         try:
-            return torch.from_numpy(pixel_rows(self.classifier, views, self.amp)), reasons
+            return torch.from_numpy(pixel_rows(self.classifier, views, self.amp, pad_to=self.batch_size)), reasons
         finally:
             torch.set_num_threads(threads)
 
@@ -223,7 +234,7 @@ def prepared(classifier: Classifier, jobs: Sequence[ImageJob], batch_size: int, 
                   # workers that run the backbone do the main work: not below the main process
                   "worker_init_fn": None if in_workers else _worker_init}
     batches = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(range(len(jobs))), batch_size, False)
-    dataset = _JobRows(classifier, jobs, amp) if in_workers else _JobViews(classifier, jobs)
+    dataset = _JobRows(classifier, jobs, amp, batch_size) if in_workers else _JobViews(classifier, jobs)
     return torch.utils.data.DataLoader(dataset, batch_size=None, sampler=batches, num_workers=num_workers, **kwargs)
 
 
@@ -298,7 +309,7 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ShardStore | 
         if ok:
             # A worker's rows arrive in shared memory: copied, so the store does not keep one open
             # segment (and file descriptor) per batch until it flushes.
-            rows = batch.numpy().copy() if in_workers else pixel_rows(classifier, batch, amp)
+            rows = batch.numpy().copy() if in_workers else pixel_rows(classifier, batch, amp, pad_to=batch_size)
             for i, vector in zip(ok, rows):
                 out[i] = vector
                 if cache is not None:
