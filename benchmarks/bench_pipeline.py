@@ -329,9 +329,8 @@ def main() -> None:
         prep, prep_rounds = prep_rates(clf, jobs)
         result["prep_jobs_per_s"] = {str(w): round(r, 1) for w, r in prep.items()}
         result["prep_jobs_per_s_per_round"] = prep_rounds
-        e2e, e2e_rounds, serial_files = end_to_end_rates(clf, jobs, tmp)
-        serial = e2e.pop("serial_one_file_each")
-        new = e2e
+        new, e2e_rounds, serial_files = end_to_end_rates(clf, jobs, tmp)
+        serial = new.pop("serial_one_file_each")
         in_main = max(v for k, v in new.items() if not k.endswith("backbone_in_workers"))
         result["end_to_end_jobs_per_s"] = {"serial_one_file_each": round(serial, 1),
                                            **{name: round(r, 1) for name, r in new.items()}}

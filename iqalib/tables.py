@@ -330,13 +330,15 @@ def kernel_ablation(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, n
 
 
 def learning_curve(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]], *,
-                   fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), seed: int = 0) -> pd.DataFrame:
+                   fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), seed: int = 0,
+                   scores: pd.DataFrame | None = None) -> pd.DataFrame:
     """Would more training pairs help? The detector (top-5 + quality) trained on a seeded share of
     each split's training sources, judged on the split's SAME held-out pairs whatever the share (the
     sources left out of training are not added to the test side). One row per share:
     ``fraction, train_pairs`` (mean over splits), ``test_pairs, auc, auc_std`` (adversarial vs
     held-out originals, mean ± std over splits) and ``quality_auc`` (the predicted quality alone as
-    the score on the same pairs, untrained: low quality = not fit)."""
+    the score on the same pairs, untrained: low quality = not fit). ``scores``: the ``split_scores``
+    of the same splits (Table V's), reused for the full share instead of training it again."""
     from sklearn.metrics import roc_auc_score
 
     src, group = features["source_id"].astype(str), features["group"]
@@ -349,7 +351,10 @@ def learning_curve(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np
             rng = np.random.default_rng([seed, k])
             size = max(2, round(fraction * len(train_ids)))
             kept = np.sort(rng.choice(np.asarray(train_ids, dtype=object), size=min(size, len(train_ids)), replace=False))
-            sc = split_scores(features, [(kept, test_ids)], seed=seed, progress=False)
+            if scores is not None and len(kept) == len(train_ids):
+                sc = scores[scores["split"] == k]
+            else:
+                sc = split_scores(features, [(kept, test_ids)], seed=seed, progress=False)
             ev = sc[(sc["role"] == "eval") & sc["source_id"].astype(str).isin(set(map(str, test_ids)))
                     & sc["group"].isin(["original", "adversarial"])]
             y = (ev["group"] == "adversarial").to_numpy()

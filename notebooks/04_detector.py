@@ -113,7 +113,7 @@ report.save_table(kernels, "kernel_ablation", P, "Detector (top-5 + quality) per
 # (low = not fit), untrained, on the same pairs.
 
 # %%
-curve = tables.learning_curve(features, splits, seed=P.seed)
+curve = tables.learning_curve(features, splits, seed=P.seed, scores=scores)
 report.save_table(curve, "learning_curve", P, "Detector AUC, adversarial vs held-out originals, by training pairs per "
                   "split (same splits and held-out pairs); quality_auc: predicted quality alone. "
                   + ("Embedded labelled photos, quality trained on pseudo-MOS." if "embedded" in P.quality.train_sets else ""))
