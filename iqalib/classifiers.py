@@ -182,6 +182,23 @@ class Classifier:
             x = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
             return int(self.forward_with_stats(x)[1].shape[1])
 
+    @cached_property
+    def stat_layout(self) -> list[tuple[str, int]]:
+        """The ``stat_taps`` as (module name, channels), in the order their statistics fill a row:
+        each tap gives its channels' means, then their log-stds."""
+        model = getattr(self.backbone, "model", self.backbone)
+        names = {id(m): n for n, m in model.named_modules()}
+        channels: list[int] = []
+        handles = [m.register_forward_hook(lambda _m, _i, out: channels.append(int(out.shape[1])))
+                   for m in self.stat_taps()]
+        try:
+            with torch.inference_mode():
+                self.backbone(torch.zeros(1, 3, self.input_size, self.input_size, device=self.device))
+        finally:
+            for h in handles:
+                h.remove()
+        return [(names.get(id(m), type(m).__name__), c) for m, c in zip(self.stat_taps(), channels)]
+
     def proba_from_embeddings(self, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """(N, 1000) float32 softmax probabilities from cached embeddings (cheap: head only)."""
         out = []

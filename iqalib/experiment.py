@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from iqalib import attacks, features, fooling, images
+from iqalib import attacks, features, fooling, images, probes
 from iqalib.cache import ShardStore, atomic_write_text, cached_images
 from iqalib.classifiers import Classifier, load_classifier
 from iqalib.params import Frozen, data_path, load, resolve_path, run_dir, workers
@@ -378,6 +378,35 @@ def row_jobs(run: Run, table: pd.DataFrame) -> list[features.ImageJob]:
         else:
             jobs.append(features.ImageJob(path, view=r.view, min_side=1, allow_grey=True))
     return jobs
+
+
+def uap_probe(run: Run, table: pd.DataFrame) -> dict[str, Any]:
+    """The run's UAP and its ``probes.controls`` on the Original group of ``table`` (``features.csv``):
+    ``maps`` (name -> map), and per name (``probes.CLEAN`` for the originals) the images' predicted
+    ``quality``, ``top1`` and early-layer ``stats``, rows in the originals' order. Originals and
+    their UAP twins come from the cache (the rows of ``table``); only the controls take new passes,
+    at the full batch shape like every cached row."""
+    clf = run.classifier
+    originals_ = table[table["group"] == "original"].reset_index(drop=True)
+    twins = table[table["group"] == "adversarial"].set_index("parent_id")
+    missing = set(originals_["image_id"]) - set(twins.index)
+    if missing:
+        raise ValueError(f"{len(missing)} originals have no UAP image in the table (e.g. {sorted(missing)[0]}); "
+                         "build the groups with experiment.build_groups first")
+    twins = twins.loc[originals_["image_id"]].reset_index()
+    v, _ = attacks.load_uap(_attacks_dir(run) / "uap")
+    maps = probes.controls(v, seed=run.params.seed)
+    rows = {probes.CLEAN: features.embed(clf, row_jobs(run, originals_), **run.pass_options)[0],
+            probes.UAP: features.embed(clf, row_jobs(run, twins), **run.pass_options)[0]}
+    base = row_images(run, originals_)
+    for name, m in maps.items():
+        if name not in rows:
+            perturbed = [attacks.apply_perturbation(im, m, clf.view) for im in base]
+            rows[name] = features.backbone_rows(clf, perturbed, run.params.batch_size, run.params.amp, pad=True)
+    return {"maps": maps,
+            "quality": {k: features.scores(run.quality, clf, r) for k, r in rows.items()},
+            "top1": {k: features.top1_from_embeddings(clf, r)[0] for k, r in rows.items()},
+            "stats": {k: features.stats(clf, r) for k, r in rows.items()}}
 
 
 def row_images(run: Run, table: pd.DataFrame) -> list[Image.Image]:

@@ -133,13 +133,14 @@ def _view_array(classifier: Classifier, image: Image.Image) -> np.ndarray:
 
 
 def backbone_rows(classifier: Classifier, images: Sequence[Image.Image], batch_size: int = 32,
-                  amp: bool = False) -> np.ndarray:
-    """``pixel_rows`` for PIL images of any size (the classifier's view is taken), in batches."""
+                  amp: bool = False, pad: bool = False) -> np.ndarray:
+    """``pixel_rows`` for PIL images of any size (the classifier's view is taken), in batches;
+    ``pad``: every pass at the full batch shape, as ``embed`` runs it (see ``pixel_rows``)."""
     dim = classifier.embedding_dim + classifier.stats_dim
     out = [np.zeros((0, dim), np.float32)]
     for start in range(0, len(images), batch_size):
         views = np.stack([_view_array(classifier, im) for im in images[start : start + batch_size]])
-        out.append(pixel_rows(classifier, views, amp))
+        out.append(pixel_rows(classifier, views, amp, pad_to=batch_size if pad else None))
     return np.concatenate(out)
 
 

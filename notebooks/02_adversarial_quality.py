@@ -46,7 +46,8 @@ import json
 
 from IPython.display import Image as ShowImage, Markdown, display
 
-from iqalib import experiment, report, semantic, tables, verdicts
+import seaborn as sns
+from iqalib import experiment, probes, report, semantic, tables, verdicts
 from iqalib.classifiers import imagenet_names
 
 run = experiment.open_run(params_path)
@@ -107,6 +108,53 @@ fig = report.kde_grid(adv, x="quality", y="wup", by="panel", xlabel="predicted q
 report.save_figure(fig, "fig3_uap_similarity_vs_quality", P)
 print(f"top-1 changed on {(adv['pred'] != adv['pred_original']).mean():.0%} of UAP images; "
       f"mean similarity {adv['wup'].mean():.2f}")
+
+# %% [markdown]
+# ## Beyond the paper: is the quality model blind to small perturbations, or to this one?
+# Table II compares UAP images with their originals. Here the same originals also get three control
+# maps, each ONE map added to every image as a UAP is (`iqalib/probes.py`): the UAP's own values
+# with its pixels shuffled (same RMS and ‖·‖∞, no structure), Gaussian noise at the UAP's RMS, and
+# random ±ξ signs. `auc_vs_originals` is quality alone telling perturbed images from originals
+# (unpaired, as a no-reference detector must); `top1_changed` is each map's fooling rate.
+
+# %%
+probe = experiment.uap_probe(run, features)
+controls = probes.visibility(probe["quality"], probe["top1"], probe["maps"])
+report.save_table(controls, "uap_controls", P, "Predicted quality of the Original group under the UAP and three "
+                  "control maps of its amplitude (0–255 units; one map for every image). " + source)
+
+# %% [markdown]
+# Where each map moves the early-layer statistics the quality heads read (the channels' spatial
+# means and log-stds at each tap of the backbone): the length of the mean change, each statistic in
+# units of its spread over the originals, and the cosine between that change and the one Gaussian
+# noise makes (1 = moved the way noise moves it).
+
+# %%
+shift = probes.feature_shift(probe["stats"], run.classifier.stat_layout)
+report.save_table(shift, "uap_feature_shift", P, "Mean change of the early-layer statistics per tap and map (Original "
+                  "group); cosine to the change under Gaussian noise at the UAP's RMS.", show=False)
+long = shift.assign(where=shift["tap"] + " " + shift["statistic"]).melt(
+    id_vars=["where", "perturbation"], value_vars=["shift", "cosine_to_reference"], var_name="measure")
+long["measure"] = long["measure"].map({"shift": "length of the mean change (spread units)",
+                                       "cosine_to_reference": "cosine with the change noise makes"})
+grid = sns.catplot(data=long, x="where", y="value", hue="perturbation", col="measure", kind="bar", sharey=False,
+                   height=2.8, aspect=1.6)
+grid.set_titles("{col_name}").set_xticklabels(rotation=60, ha="right").set_axis_labels("", "")
+grid.figure.suptitle("Early-layer statistics: UAP vs control maps of its amplitude (Original group)", y=1.03)
+report.save_figure(grid.figure, "uap_feature_shift", P)
+
+# %%
+c = controls.set_index("perturbation")
+auc, drop = c["auc_vs_originals"], c["drop"]
+cos = shift[(shift["perturbation"] == probes.UAP) & (shift["statistic"] == "log-std")].set_index("tap")["cosine_to_reference"]
+display(Markdown(
+    f"Quality alone tells the UAP images from their originals at AUC **{auc[probes.UAP]:.2f}** (mean drop "
+    f"{drop[probes.UAP]:.3f}); the UAP's values with their pixels shuffled at **{auc[probes.SHUFFLED]:.2f}** "
+    f"({drop[probes.SHUFFLED]:.3f}), Gaussian noise of its RMS at **{auc[probes.NOISE]:.2f}** ({drop[probes.NOISE]:.3f}). "
+    f"Top-1 changed: {c.loc[probes.UAP, 'top1_changed']:.0%} under the UAP, at most "
+    f"{c.drop(index=[probes.UAP, probes.CLEAN])['top1_changed'].max():.0%} under a control. Cosine of the UAP's change "
+    "of the log-std statistics with the change noise makes, tap by tap: "
+    + ", ".join(f"{t} {v:+.2f}" for t, v in cos.items()) + "."))
 
 # %% [markdown]
 # ## Fig. 1: a gallery
