@@ -162,6 +162,7 @@ def save_table(df: pd.DataFrame, name: str, params: Frozen, caption: str = "", f
     under the caption. ``show=False`` only writes. Returns nothing, so a cell that ends with this
     call shows the table once."""
     folder = _folder(params, "tables")
+    caption = caption.strip()  # Markdown shows "**text **" literally: no space may stand inside the bold
     atomic_write_text(folder / f"{name}.csv", df.to_csv(index=False))
     markdown = df.to_markdown(index=False, floatfmt=floatfmt)
     atomic_write_text(folder / f"{name}.md", (f"{caption}\n\n" if caption else "") + markdown + "\n")

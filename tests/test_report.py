@@ -53,6 +53,12 @@ def test_shown_view_is_narrow_rounded_and_captioned(P, shown):
     assert all(len(cell.strip().split(".")[-1]) <= 3 for cell in text.splitlines()[4].split("|")[2:-1])
 
 
+def test_caption_with_edge_spaces_stays_bold(P, shown):
+    report.save_table(_wide(2, 2), "spaced", P, "Table II. Caption built from parts. ")
+    assert shown[0]["text/markdown"].startswith("**Table II. Caption built from parts.**\n")
+    assert (params.run_dir(P) / "tables" / "spaced.md").read_text().startswith("Table II. Caption built from parts.\n\n|")
+
+
 def test_long_and_wide_view_keeps_key_columns():
     view, note = report.table_view(_wide(rows=40, cols=20))
     assert list(view.columns[:1]) == ["group"] and len(view.columns) == report.MAX_VIEW_COLUMNS
