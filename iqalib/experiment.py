@@ -386,7 +386,8 @@ def uap_probe(run: Run, table: pd.DataFrame, limit: int | None = 1000) -> dict[s
     ``quality``, ``top1`` and early-layer ``stats``, rows in the originals' order. Originals and
     their UAP twins come from the cache (the rows of ``table``); only the controls take new passes,
     at the full batch shape like every cached row. ``limit``: at most that many originals, a seeded
-    sample (paper scale has ~38k; a thousand measure the means to well under 0.01)."""
+    sample (paper scale has ~38k; the standard error of a mean over a thousand is std/√1000, e.g.
+    0.003 at the std 0.106 of the paper's Table II)."""
     clf = run.classifier
     originals_ = table[table["group"] == "original"]
     if limit is not None and len(originals_) > limit:
