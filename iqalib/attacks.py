@@ -39,17 +39,6 @@ __all__ = [
 ]
 
 
-@torch.no_grad()
-def _logits_uint8(classifier: Classifier, arrays: np.ndarray, batch_size: int = 32) -> torch.Tensor:
-    """Logits (N, C) for (N, S, S, 3) uint8 arrays that are already the classifier's view."""
-    out = []
-    for start in range(0, len(arrays), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(arrays[start : start + batch_size]))
-        x = x.to(classifier.device).permute(0, 3, 1, 2).float()
-        out.append(classifier.logits_from_pixels(x).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(classifier.wnids))
-
-
 # --------------------------------------------------------------------------------------------
 # DeepFool
 # --------------------------------------------------------------------------------------------
@@ -185,8 +174,8 @@ def _fooling_rate_arrays(
     if len(base) == 0:
         return float("nan")
     if clean is None:
-        clean = _logits_uint8(classifier, base, batch_size).argmax(1)
-    adv = _logits_uint8(classifier, _add_perturbation(base, v), batch_size).argmax(1)
+        clean = classifier.view_logits(base, batch_size).argmax(1)
+    adv = classifier.view_logits(_add_perturbation(base, v), batch_size).argmax(1)
     return float(np.mean((clean != adv).numpy()))
 
 
@@ -262,7 +251,7 @@ class UniversalPerturbation:
         clf = self.classifier
         s = clf.input_size
         base = np.stack([_base_array(im, (s, s), clf.view) for im in images])  # uint8, kept on CPU
-        clean = _logits_uint8(clf, base).argmax(1)
+        clean = clf.view_logits(base).argmax(1)
         rng = np.random.default_rng(self.seed)
         v = torch.zeros(3, s, s, device=clf.device)
         self.history_ = []

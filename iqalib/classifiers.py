@@ -4,6 +4,16 @@ backbone embedding, its head, and batched class probabilities.
 Owns model construction and weights loading; knows nothing of datasets, caches or quality.
 The split into ``backbone`` (pixels -> pooled embedding) and ``head`` (embedding -> logits)
 is what lets the quality model reuse the classifier's one backbone pass per image.
+
+A classifier runs through one of TWO inference paths, and nothing else runs it:
+
+* the cached forward pass, ``features.embed`` (image jobs) and ``features.predict`` (images given
+  directly), built on ``forward_with_stats``: everything that reads the scores of given images
+  (class probabilities, early-layer statistics, predicted quality);
+* the gradient path, ``logits_from_pixels`` on 0–255 view tensors: attacks (DeepFool, UAP, PGD),
+  the fooling-image generators, NT training and the differentiable quality scores of ``robust``
+  and ``adaptive``. Between gradient steps these check their progress with ``view_logits``
+  (no gradients, uncached): the same logits, on pixels that exist only in memory.
 """
 from __future__ import annotations
 
@@ -208,16 +218,25 @@ class Classifier:
                 out.append(self.head(e).softmax(1).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.wnids)), np.float32)
 
+    def view_logits(self, views: np.ndarray, batch_size: int = 32) -> torch.Tensor:
+        """(N, 1000) logits on the CPU of (N, S, S, 3) uint8 arrays that already are this
+        classifier's view, in batches, without gradients: how the gradient path (attacks,
+        fooling-image generators) checks its own progress between gradient steps."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(views), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(views[start : start + batch_size]))
+                x = x.to(self.device).permute(0, 3, 1, 2).float()
+                out.append(self.logits_from_pixels(x).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0, len(self.wnids))
+
     def predict_proba(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
-        """(N, 1000) class probabilities of PIL images, for the attack generators' own bookkeeping
-        (they sit below ``features`` and already drive ``logits_from_pixels``); experiments read
-        probabilities from ``features``, which caches them."""
-        out = [np.zeros((0, len(self.wnids)), np.float32)]
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                logits = self.logits_from_pixels(self.pixels(images[start : start + batch_size]))
-                out.append(logits.softmax(1).float().cpu().numpy())
-        return np.concatenate(out)
+        """(N, 1000) class probabilities of PIL images through ``view_logits``: the generators' own
+        bookkeeping. Experiments read probabilities from ``features``, which caches them."""
+        if not len(images):
+            return np.zeros((0, len(self.wnids)), np.float32)
+        views = np.stack([np.asarray(self.view(im), dtype=np.uint8) for im in images])
+        return self.view_logits(views, batch_size).softmax(1).numpy()
 
 
 class _LastTapReached(Exception):

@@ -1,9 +1,8 @@
-"""The fit-for-task detector (paper Sections IV–V): the paper's two quality baselines, an SVM on
-[top-5 softmax, predicted quality] as a scikit-learn estimator (with image-level inference and safe
-persistence), paired leakage-free splits, one detector per split, and ROC curves per group.
+"""The fit-for-task detector (paper Section V): an SVM on [top-5 softmax, predicted quality] as a
+scikit-learn estimator, with image-level inference and safe persistence (skops, allow-listed types).
 
-Tables built from the per-split scores (Table V, fixed false-alarm rates, ablation) live in
-``tables``; other detectors (Feature Squeezing) in ``peers``; plotting in ``report``.
+Its evaluation on paired splits (Table V's scores, ROC, ablations) lives in ``evaluation``; the
+tables in ``tables``; other detectors (Feature Squeezing) in ``peers``.
 """
 from __future__ import annotations
 
@@ -12,25 +11,20 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import GridSearchCV, ShuffleSplit, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
 from iqalib.cache import atomic_write_bytes, atomic_write_text
+from iqalib.feature_table import FEATURES, TOP5
 
-GROUPS: tuple[str, ...] = ("original", "distorted", "adversarial", "fool_ev", "fool_gd")
-FOOLING: tuple[str, ...] = ("fool_ev", "fool_gd")
-TOP5: tuple[str, ...] = ("top1", "top2", "top3", "top4", "top5")
-FEATURES: tuple[str, ...] = TOP5 + ("quality",)
-COLUMN_SETS: dict[str, tuple[str, ...]] = {"quality": ("quality",), "top5": TOP5, "top5+quality": FEATURES}
 
 DETECTOR_FORMAT = 1
 PIPELINE_FILE = "pipeline.skops"
@@ -57,97 +51,19 @@ class UntrustedModelError(ValueError):
 # small helpers on the features table
 
 
-def _ordered_groups(groups: Iterable[str]) -> list[str]:
-    """Paper order first (original, distorted, adversarial, fool_ev, fool_gd), then any others."""
-    present = {g for g in groups if isinstance(g, str)}
-    return [g for g in GROUPS if g in present] + sorted(present - set(GROUPS))
-
-
-def _sources(features: pd.DataFrame) -> pd.Series:
-    """source_id as strings (None where missing) so ids compare equal however the CSV was parsed."""
-    s = features["source_id"]
-    return s.map(lambda v: None if pd.isna(v) or v == "" else str(v)).astype(object)
-
-
-def _labelled(features: pd.DataFrame) -> np.ndarray:
-    """True where the true class is known (fooling images have none: accuracy is undefined)."""
-    if "label" not in features:
-        return ~features["group"].isin(FOOLING).to_numpy()
-    return features["label"].notna().to_numpy()
-
-
-def _correct(features: pd.DataFrame) -> np.ndarray:
-    """Classifier correct per row (False where no label); tolerant of CSV round trips."""
-    if "correct" in features:
-        mapping = {True: True, False: False, "True": True, "False": False, "true": True, "false": False,
-                   1: True, 0: False, 1.0: True, 0.0: False}
-        c = features["correct"].map(lambda v: mapping.get(v, False) if not pd.isna(v) else False)
-        return c.to_numpy(bool) & _labelled(features)
-    return (features["pred"].to_numpy() == features["label"].to_numpy()) & _labelled(features)
-
-
-def _mean_or_nan(values: np.ndarray) -> float:
-    return float(np.mean(values)) if len(values) else float("nan")
-
-
-def _std(values: Sequence[float]) -> float:
-    """Sample std (ddof=1) over splits, ignoring NaN; NaN with fewer than two values."""
-    v = np.asarray(values, float)
-    v = v[~np.isnan(v)]
-    return float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
-
-
 # --------------------------------------------------------------------------------------------------
 # Table IV baselines
-
-
-def baseline1(features: pd.DataFrame) -> pd.DataFrame:
-    """Baseline 1 (Table IV): classifier accuracy per group, every image accepted.
-
-    Columns: ``group, n, n_labelled, accuracy`` (accuracy in [0, 1]). Fooling images have no true
-    class, so their accuracy is undefined and reported as NaN.
-    """
-    labelled, correct = _labelled(features), _correct(features)
-    rows = []
-    for group in _ordered_groups(features["group"]):
-        m = (features["group"] == group).to_numpy()
-        lab = m & labelled
-        rows.append({"group": group, "n": int(m.sum()), "n_labelled": int(lab.sum()),
-                     "accuracy": _mean_or_nan(correct[lab])})
-    return pd.DataFrame(rows)
-
-
-def baseline2(features: pd.DataFrame, thresholds: Sequence[float] = (0.3, 0.35)) -> pd.DataFrame:
-    """Baseline 2 (Table IV): reject an image when its predicted quality < threshold.
-
-    One row per (group, threshold): ``group, threshold, n, detection_rate, n_fit, fit_accuracy``.
-    ``detection_rate`` in [0, 1] is the share flagged not fit (NaN quality counts as not fit);
-    ``fit_accuracy`` in [0, 1] is the classifier's accuracy on images judged fit (NaN when no image
-    is judged fit or the group has no labels, i.e. fooling images).
-    """
-    quality = features["quality"].to_numpy(float)
-    labelled, correct = _labelled(features), _correct(features)
-    rows = []
-    for group in _ordered_groups(features["group"]):
-        m = (features["group"] == group).to_numpy()
-        for t in thresholds:
-            flagged = ~(quality >= t)  # NaN quality -> flagged
-            fit = m & ~flagged & labelled
-            rows.append({"group": group, "threshold": float(t), "n": int(m.sum()),
-                         "detection_rate": _mean_or_nan(flagged[m]), "n_fit": int((m & ~flagged).sum()),
-                         "fit_accuracy": _mean_or_nan(correct[fit])})
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------------
 # the detector
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (np.integer,)):
         return int(value)
     if isinstance(value, (np.floating, float)):
@@ -399,9 +315,9 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
             "columns": list(self.columns),
             "classifier": {"name": params.pop("classifier_name"), "weights_id": params.pop("classifier_weights_id")},
             "quality_model": quality_folder,
-            "params": _jsonable(params),
-            "best_params": _jsonable(self.best_params_),
-            "cv_score": _jsonable(self.cv_score_),
+            "params": jsonable(params),
+            "best_params": jsonable(self.best_params_),
+            "cv_score": jsonable(self.cv_score_),
             "n_train": self.n_train_,
             "pipeline_sha256": hashlib.sha256(data).hexdigest(),
             "versions": {"scikit-learn": sklearn.__version__, "skops": skops.__version__},
@@ -456,110 +372,7 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
 # paired splits and per-split scores
 
 
-def paired_splits(features: pd.DataFrame, n_splits: int = 10, train_size: float = 0.5,
-                  seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n_splits`` random (train_source_ids, test_source_ids) halves of the sources that have both
-    an original and an adversarial image; ids are strings, sorted, disjoint within a split."""
-    src, group = _sources(features), features["group"]
-    ids = np.array(sorted(set(src[group == "original"].dropna()) & set(src[group == "adversarial"].dropna())),
-                   dtype=object)
-    if len(ids) < 2:
-        raise ValueError(f"need at least 2 sources with an original and an adversarial image, found {len(ids)}")
-    splitter = ShuffleSplit(n_splits=n_splits, train_size=train_size, random_state=seed)
-    return [(np.sort(ids[tr]), np.sort(ids[te])) for tr, te in splitter.split(ids)]
-
-
-def split_scores(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, *,
-                 n_splits: int = 10, seed: int = 0, columns: Sequence[str] = FEATURES, progress: bool = True,
-                 **detector_kw: Any) -> pd.DataFrame:
-    """Train one detector per split and score the rows it trained on and the rows it is judged on.
-
-    Training: originals + adversarial images of the split's training sources (y = adversarial).
-    Evaluation: every row, of any group, whose source_id is NOT a training source (fooling images
-    have none, so they are always evaluated); thus held-out originals include those without a
-    successful attack. Returns one row per (split, role, image): ``split, role ('train'|'eval'),
-    row (position in features), group, source_id, score (decision_function, +inf = unusable),
-    flagged (bool, not fit), correct, labelled, best_params (JSON)``. ``progress``: a tqdm bar over splits.
-    """
-    if splits is None:
-        splits = paired_splits(features, n_splits=n_splits, seed=seed)
-    src, group = _sources(features), features["group"].to_numpy()
-    correct, labelled = _correct(features), _labelled(features)
-    X = features[list(columns)]
-    frames = []
-    bar = tqdm(splits, desc="detector splits", disable=not progress, leave=False)
-    for k, (train_ids, _test_ids) in enumerate(bar):
-        in_train = src.isin(set(train_ids)).to_numpy()
-        train = in_train & np.isin(group, ("original", "adversarial"))
-        det = FitForTaskDetector(columns=tuple(columns), **{"random_state": seed, **detector_kw})
-        det.fit(X[train], (group[train] == "adversarial").astype(int), groups=src[train].to_numpy())
-        params = json.dumps(_jsonable(det.best_params_), sort_keys=True)
-        for role, mask in (("train", train), ("eval", ~in_train)):
-            rows = np.flatnonzero(mask)
-            frames.append(pd.DataFrame({
-                "split": k, "role": role, "row": rows, "group": group[rows], "source_id": src.to_numpy()[rows],
-                "score": det.decision_function(X.iloc[rows]), "flagged": det.predict(X.iloc[rows]).astype(bool),
-                "correct": correct[rows], "labelled": labelled[rows], "best_params": params}))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _eval_rows(scores: pd.DataFrame) -> pd.DataFrame:
-    return scores[scores["role"] == "eval"]
-
 # --------------------------------------------------------------------------------------------------
 # beyond the paper: ROC per group
 
 
-def _finite(scores: np.ndarray) -> np.ndarray:
-    """+inf / NaN (unusable -> surely not fit) become one above the largest finite score."""
-    s = np.asarray(scores, float)
-    bad = ~np.isfinite(s)
-    if bad.any():
-        top = np.max(s[~bad]) if (~bad).any() else 0.0
-        s = np.where(bad, top + 1.0, s)
-    return s
-
-
-def roc_per_group(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, *,
-                  columns: Sequence[str] = FEATURES, seed: int = 0, scores: pd.DataFrame | None = None,
-                  n_points: int = 101, **detector_kw: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """ROC of the detector score: negatives = held-out originals, positives = one group at a time.
-
-    Returns (points, auc). ``points``: ``group, fpr, tpr, tpr_std`` on a common fpr grid of
-    ``n_points`` in [0, 1], tpr averaged over splits (vertical averaging; the score scale differs
-    between split models, so scores are never pooled). ``auc``: ``group, auc, auc_std, n_splits,
-    n_pos, n_neg`` (ROC AUC in [0, 1], mean and sample std over splits; counts are per-split means).
-    """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    if scores is None:
-        scores = split_scores(features, splits, seed=seed, columns=columns, **detector_kw)
-    ev = _eval_rows(scores)
-    grid = np.linspace(0.0, 1.0, n_points)
-    curves: dict[str, list[np.ndarray]] = {}
-    aucs: dict[str, list[tuple[float, int, int]]] = {}
-    for k, e in ev.groupby("split", sort=True):
-        s = _finite(e["score"].to_numpy())
-        neg = (e["group"] == "original").to_numpy()
-        if not neg.any():
-            continue
-        for group in _ordered_groups(e["group"]):
-            if group == "original":
-                continue
-            pos = (e["group"] == group).to_numpy()
-            y = np.r_[np.zeros(neg.sum()), np.ones(pos.sum())]
-            sc = np.r_[s[neg], s[pos]]
-            fpr, tpr, _ = roc_curve(y, sc)
-            # best tpr reachable at false-alarm <= x: a step curve, well defined at repeated fpr
-            curves.setdefault(group, []).append(tpr[np.searchsorted(fpr, grid, side="right") - 1])
-            aucs.setdefault(group, []).append((roc_auc_score(y, sc), int(pos.sum()), int(neg.sum())))
-    points, table = [], []
-    for group, c in curves.items():
-        c = np.vstack(c)
-        points.append(pd.DataFrame({"group": group, "fpr": grid, "tpr": c.mean(0),
-                                    "tpr_std": c.std(0, ddof=1) if len(c) > 1 else np.nan}))
-        a = np.array(aucs[group], float)
-        table.append({"group": group, "auc": float(a[:, 0].mean()), "auc_std": _std(a[:, 0]),
-                      "n_splits": len(a), "n_pos": int(round(a[:, 1].mean())), "n_neg": int(round(a[:, 2].mean()))})
-    points_df = pd.concat(points, ignore_index=True) if points else pd.DataFrame(columns=["group", "fpr", "tpr", "tpr_std"])
-    return points_df, pd.DataFrame(table, columns=["group", "auc", "auc_std", "n_splits", "n_pos", "n_neg"])

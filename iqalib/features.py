@@ -1,12 +1,18 @@
-"""The ONE place a classifier's backbone runs for inference: each image is decoded once, distorted
-if its job says so, put through ONE backbone pass, and turned into class probabilities (classifier
-head), early-layer statistics and the pooled embedding (what quality heads read) and, given a
-quality model, predicted quality. Passes over image jobs are cached on disk; the per-image table
-every later step reads (``features.csv``) is built here.
+"""The cached forward pass: the ONE place a classifier's backbone runs to score given images.
+Each image is decoded once, distorted if its job says so, put through ONE backbone pass, and
+turned into class probabilities (classifier head), early-layer statistics and the pooled
+embedding (what quality heads read) and, given a quality model, predicted quality.
 
-Owns ``ImageJob`` (how to produce one image: file, view, distortion, seed) and the cache keys. It
-trains nothing and reads no params: ``experiment`` lists the jobs, ``quality``/``detector`` call
-``predict`` for images given directly.
+Two entry points, one pass underneath (``pixel_rows``):
+
+* ``embed(classifier, jobs)``: image jobs (``ImageJob``: file, view, distortion, seed), cached on
+  disk by content key; what every experiment group and IQA set goes through;
+* ``predict(classifier, images)``: PIL images or paths given directly (a deployed detector, an
+  image made in memory), uncached.
+
+The other inference path, gradients through ``Classifier.logits_from_pixels`` (attacks,
+generators, robust training), is documented in ``classifiers``. This module trains nothing and
+reads no params: ``groups`` lists the jobs and builds ``features.csv`` from the rows.
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from PIL import Image
 from iqalib import distortions as _distortions
 from iqalib.cache import ArrayCache, ShardStore, key_of
 from iqalib.classifiers import Classifier
+from iqalib.feature_table import TABLE_COLUMNS
 from iqalib.images import ImageSkip, apply_view, as_rgb, file_digest, open_image
 
 EMBEDDING_VERSION = 1  # bump when what is cached for the same key changes
@@ -438,15 +445,17 @@ def load_inputs(images: Sequence[Any], min_side: int = 1) -> tuple[list[Image.Im
 
 
 def predict(classifier: Classifier, images: Sequence[Any], quality: Any = None, batch_size: int = 32,
-            min_side: int = 1) -> Prediction:
+            min_side: int = 1, amp: bool = False, pad: bool = False) -> Prediction:
     """Probabilities and (with ``quality``) predicted quality of PIL images or image paths, from
     ONE backbone pass per image, each decoded once. Unusable inputs (``images.open_image`` rules,
-    a side under ``min_side``) are NaN rows with their reason; nothing raises for a bad image."""
+    a side under ``min_side``) are NaN rows with their reason; nothing raises for a bad image.
+    ``amp``/``pad`` as in ``pixel_rows``: ``pad`` runs every batch at ``batch_size``, the shape
+    ``embed`` runs, so the rows equal the cached rows of the same images to the last bit."""
     loaded, reasons = load_inputs(images, min_side)
     idx = [i for i, image in enumerate(loaded) if image is not None]
     embedded = np.full((len(loaded), classifier.embedding_dim + classifier.stats_dim), np.nan, np.float32)
     if idx:
-        embedded[idx] = backbone_rows(classifier, [loaded[i] for i in idx], batch_size)
+        embedded[idx] = backbone_rows(classifier, [loaded[i] for i in idx], batch_size, amp, pad)
     proba = probabilities(classifier, embedded)
     q = scores(quality, classifier, embedded) if quality is not None else np.full(len(loaded), np.nan, np.float32)
     return Prediction(proba, q, embedded, reasons)
@@ -484,13 +493,6 @@ def iqa_predictions(classifier: Classifier, table: pd.DataFrame, cache: ShardSto
     out = out[ok].reset_index(drop=True)
     out["wup"] = wup_by_index(out["top1_ref"].to_numpy(), out["top1"].to_numpy())
     return out, skip_counts(reasons)
-
-
-#: Columns of ``features.csv``: what each image is (enough to rebuild it without parsing ids), then
-#: what the classifier and the quality model say about it.
-TABLE_COLUMNS = ("group", "image_id", "parent_id", "source_id", "view", "distortion", "level", "attack", "seed",
-                 "label", "path", "top1", "top2", "top3", "top4", "top5", "pred", "quality", "correct",
-                 "correct_vs_clean")
 
 
 def table(classifier: Classifier, jobs: Sequence[ImageJob], meta: pd.DataFrame, quality: Any = None,

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from iqalib.attacks import _logits_uint8  # the same batched forward pass on 8-bit arrays
 from iqalib.classifiers import IMAGENET_MEAN, Classifier
 
 # Bump when a change here alters what a generator produces, so cache keys that include it stop
@@ -324,7 +323,7 @@ class EvolutionaryFooling:
 
     def _probs(self, arrays: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return _logits_uint8(self.classifier, arrays, self.batch_size).softmax(1).numpy()
+            return self.classifier.view_logits(arrays, self.batch_size).softmax(1).numpy()
 
     # ------------------------------------------------------------------------------------------
     def __call__(self, targets: Sequence[int] | None = None) -> tuple[list[Image.Image], np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 fit-for-task detector at the same false-alarm rate. Today: Feature Squeezing (Xu et al., NDSS 2018).
 
 Each peer gives a score per image (higher = more likely not fit; NaN = unusable) and a rates table
-with the columns of ``tables.rates_at_false_alarm``, so ``pd.concat`` of both compares them.
+with the columns of ``evaluation.rates_at_false_alarm``, so ``pd.concat`` of both compares them.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from iqalib import features
-from iqalib.detector import _correct, _labelled, _sources
+from iqalib import feature_table
 from iqalib.tables import rates_from_scores
 
 __all__ = ["feature_squeezing_scores", "feature_squeezing_rates"]
@@ -47,7 +47,7 @@ def feature_squeezing_scores(classifier: Any, images: Sequence[Any], *, bit_dept
         # The squeezed views go through the same backbone pass as every other image (features).
         arrays = (depth, median) if plain_proba is not None else (view, depth, median)
         squeezed = [[Image.fromarray(a) for a in batch] for batch in arrays]
-        p = [features.probabilities(classifier, features.backbone_rows(classifier, s, batch_size)) for s in squeezed]
+        p = [features.predict(classifier, s, batch_size=batch_size).proba for s in squeezed]
         if plain_proba is not None:
             p.insert(0, np.asarray(plain_proba, np.float32)[idx])
         out[idx] = np.maximum(np.abs(p[0] - p[1]).sum(1), np.abs(p[0] - p[2]).sum(1))
@@ -60,21 +60,21 @@ def feature_squeezing_rates(scores_df: pd.DataFrame, target_fpr: float = 0.05, *
     """Detection rate per group of feature squeezing at ``target_fpr`` false alarms on originals.
 
     ``scores_df``: ``group`` and ``score`` (NaN = unusable = flagged), plus ``source_id`` when
-    ``splits`` is given: then, exactly like ``tables.rates_at_false_alarm``, each split sets its
+    ``splits`` is given: then, exactly like ``evaluation.rates_at_false_alarm``, each split sets its
     threshold on the originals not in its training half and is judged on the rows not in it (feature
     squeezing trains nothing; this only makes the two methods see the same images). Without
-    ``splits`` all originals set one threshold. Columns as ``tables.rates_at_false_alarm`` with
+    ``splits`` all originals set one threshold. Columns as ``evaluation.rates_at_false_alarm`` with
     method 'feature_squeezing'.
     """
     has_labels = "correct" in scores_df or {"pred", "label"} <= set(scores_df)
     base = pd.DataFrame({"group": scores_df["group"].to_numpy(), "score": scores_df["score"].to_numpy(float),
                          "row": np.arange(len(scores_df)),
-                         "correct": _correct(scores_df) if has_labels else False,
-                         "labelled": _labelled(scores_df) if "label" in scores_df else False})
+                         "correct": feature_table.correct(scores_df) if has_labels else False,
+                         "labelled": feature_table.labelled(scores_df) if "label" in scores_df else False})
     base["score"] = base["score"].fillna(np.inf)
     if splits is None:
         ev = base.assign(split=0)
     else:
-        src = _sources(scores_df)
+        src = feature_table.sources(scores_df)
         ev = pd.concat([base[~src.isin(set(tr)).to_numpy()].assign(split=k) for k, (tr, _) in enumerate(splits)])
     return rates_from_scores(ev, target_fpr, "feature_squeezing", n_boot=n_boot, seed=seed)

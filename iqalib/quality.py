@@ -62,6 +62,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from iqalib import metrics
 from iqalib.cache import atomic_write_bytes, atomic_write_text
 from iqalib.classifiers import Classifier, load_classifier, resolve_device
 
@@ -485,8 +486,6 @@ def evaluate_splits(embeddings: np.ndarray, mos: np.ndarray, groups: np.ndarray,
     and ``test_groups``) and the fitted ``QualityModel`` with ``n_models = n_splits``: the very
     heads evaluated, i.e. the paper's ensemble of models trained on different splits.
     """
-    from iqalib.tables import correlations  # the IQA metrics live with the other tables
-
     model_kwargs.pop("n_models", None)
     model = QualityModel(n_models=n_splits, holdout=test_size, seed=seed, **model_kwargs)
     model.fit(embeddings, mos, groups, progress=progress)
@@ -498,7 +497,7 @@ def evaluate_splits(embeddings: np.ndarray, mos: np.ndarray, groups: np.ndarray,
     for k, held_out in enumerate(model.heldout_groups_):
         test = ok & np.isin(g, held_out)
         pred = model.member_scores(x[test])[k]
-        srocc, plcc = correlations(pred, y[test])
+        srocc, plcc = metrics.correlations(pred, y[test])
         rows.append({"split": k, "n_train": int((ok & ~test).sum()), "n_test": int(test.sum()), "srocc": srocc,
                      "plcc": plcc, "test_groups": ",".join(held_out)})
     return pd.DataFrame(rows), model

@@ -222,7 +222,7 @@ def save_figure(fig: "plt.Figure", name: str, params: Frozen, show: bool = True)
 
 def plot_roc(roc_points: pd.DataFrame, ax: Any = None, auc: pd.DataFrame | None = None) -> "plt.Figure":
     """One ROC curve per group (``group``, ``fpr``, ``tpr`` columns, e.g. from
-    ``detector.roc_per_group``) plus the chance diagonal; AUC in the legend when ``auc`` has
+    ``evaluation.roc_per_group``) plus the chance diagonal; AUC in the legend when ``auc`` has
     ``group`` and ``auc`` columns. Returns the figure."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))

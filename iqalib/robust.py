@@ -22,7 +22,7 @@ from scipy import stats
 from iqalib.classifiers import Classifier
 from iqalib.quality import QualityModel
 
-__all__ = ["score_fn", "feature_fn", "ifgsm", "robustness_score", "median_interval_indices", "local_lipschitz",
+__all__ = ["score_fn", "feature_fn", "ifgsm", "median_interval_indices", "local_lipschitz",
            "Scorer", "random_sign", "attack_scores", "train_nt"]
 
 Score = Callable[[torch.Tensor], torch.Tensor]
@@ -83,13 +83,6 @@ def ifgsm(score: Score, x: torch.Tensor, eps: float, step: float = 1 / 255, iter
             adv = adv + direction * step * torch.nan_to_num(grad, nan=0.0).sign()
             adv = torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp(0.0, 1.0)
     return adv.detach()
-
-
-def robustness_score(clean: np.ndarray, attacked: np.ndarray) -> float:
-    """The MSU metrics-robustness benchmark's R (Antsiferova et al., arXiv 2310.06958) on scores in
-    [0, 1]: mean of log10(max(1 − s, s) / (|s − s′| + 1e-6)); higher = more robust."""
-    s, t = np.asarray(clean, float), np.asarray(attacked, float)
-    return float(np.mean(np.log10(np.maximum(1.0 - s, s) / (np.abs(s - t) + 1e-6))))
 
 
 def median_interval_indices(n: int, radius: float, sigma: float, conf: float = 0.999) -> tuple[int, int]:

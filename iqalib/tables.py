@@ -1,30 +1,22 @@
-"""Tables I–V and the IQA metrics, from the features table and the detectors' per-split scores —
-pure pandas/numpy/scipy, no I/O (``report`` writes and shows them; ``paper_vs_ours`` adds the
-paper's values).
+"""Tables I–V and the IQA tables, shaped from the features table and from detectors' per-split
+scores — pure pandas/numpy/scipy: no I/O, no training (``report`` writes and shows them;
+``paper_vs_ours`` adds the paper's values; ``evaluation`` trains the detectors whose scores
+these tables summarise; the numbers themselves come from ``metrics``).
 
-Table I ``table1``; Tables II–III ``group_summary``; Table IV ``table4``; Table V ``table5``; beyond
-the paper ``rates_at_false_alarm`` (any detector's scores: ``rates_from_scores``), ``ablation``,
-``kernel_ablation`` and ``learning_curve``;
-the IQA metrics ``correlations``, ``mean_std``, ``iqa_performance``, ``type_level_oracle`` and
-``per_distortion``; notebook 05's ``robust_attacks``, ``robust_certified`` and ``robust_detector``.
-The detector itself, its splits and ROC curves live in ``detector``.
+Table I ``table1``; Tables II–III ``group_summary``; Table IV ``baseline1``/``baseline2``/``table4``;
+Table V ``table5``; any detector's scores at a false-alarm rate ``rates_from_scores``; the IQA
+tables ``iqa_performance``, ``type_level_oracle`` and ``per_distortion``; notebook 05's
+``robust_attacks``, ``robust_certified`` and ``robust_detector``.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from iqalib.detector import (COLUMN_SETS, FEATURES, _eval_rows, _finite, _mean_or_nan, _ordered_groups, _std,
-                             baseline1, baseline2, paired_splits, roc_per_group, split_scores)
-
-__all__ = ["table1", "fooling_rate", "matched_threshold", "summarize", "group_summary", "table4", "table5", "bootstrap_ci", "rates_from_scores",
-           "rates_at_false_alarm", "ablation", "KERNEL_CHOICES", "kernel_ablation", "learning_curve", "correlations", "mean_std", "iqa_performance",
-           "type_level_oracle", "per_distortion",
-           "robust_attacks", "robust_certified", "robust_detector"]
+from iqalib import feature_table, metrics
 
 
 # --------------------------------------------------------------------------------------------------
@@ -76,7 +68,7 @@ def table4(features: pd.DataFrame, thresholds: Sequence[float] = (0.3, 0.35)) ->
     accepted; with ``n``, ``n_labelled``), then per threshold T Baseline-2's ``detection_rate_qT``
     (share with predicted quality < T) and ``fit_accuracy_qT`` (accuracy on the rest), T in hundredths
     (``q030`` = 0.30) as in the paper's layout. Fractions in [0, 1]; NaN where undefined (fooling
-    images have no true class). See ``detector.baseline1`` / ``baseline2``.
+    images have no true class). See ``baseline1`` / ``baseline2``.
     """
     table = baseline1(features)
     b2 = baseline2(features, thresholds)
@@ -100,42 +92,6 @@ def matched_threshold(features: pd.DataFrame, share_below: float) -> float:
 # bootstrap intervals over images
 
 
-def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    return np.mean(x, axis=axis)
-
-
-def bootstrap_ci(samples: tuple[np.ndarray, ...], statistic: Callable[..., Any] = _mean, *, paired: bool = True,
-                 n_boot: int = 1000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval at level 1 − ``alpha`` (``scipy.stats.bootstrap``, seeded).
-
-    ``samples``: a tuple of 1-d arrays passed to ``statistic(*samples, axis=-1)``, which must be
-    vectorised over ``axis`` (the default is the mean of one sample). With ``paired`` one index
-    resample is shared by all samples (e.g. an image's fit weight and its correctness), else each is
-    resampled on its own. Resamples whose statistic is NaN (e.g. no image judged fit) are left out
-    before taking percentiles. Returns (low, high); (NaN, NaN) with fewer than two observations.
-    """
-    samples = tuple(np.asarray(s, float) for s in samples)
-    sizes = [len(s) for s in samples]
-    if paired and len(set(sizes)) > 1:
-        raise ValueError(f"paired samples must have one length; got {sizes}")
-    if min(sizes) < 2 or n_boot < 1:
-        return float("nan"), float("nan")
-    # resamples per vectorised call: bounds memory at ~10^7 values for large groups
-    batch = max(1, min(n_boot, 10_000_000 // max(sizes)))
-    # A degenerate distribution (e.g. no image flagged) has a well-defined percentile interval, a
-    # point; scipy warns about it anyway. NaN resamples are dropped below.
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        res = stats.bootstrap(samples, statistic, n_resamples=n_boot, batch=batch, vectorized=True, paired=paired,
-                              confidence_level=1 - alpha, method="percentile", rng=np.random.default_rng(seed))
-    dist = res.bootstrap_distribution
-    dist = dist[~np.isnan(dist)]
-    if not len(dist):
-        return float("nan"), float("nan")
-    low, high = np.percentile(dist, [100 * alpha / 2, 100 * (1 - alpha / 2)])
-    return float(low), float(high)
-
-
 def _ratio(w: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
     """Fit-weighted accuracy sum(w·c) / sum(w) along ``axis``; NaN where no weight."""
     total = np.sum(w, axis=axis)
@@ -149,10 +105,10 @@ def _image_level_ci(ev: pd.DataFrame, flag: str, n_boot: int, seed: int, alpha: 
     per_image = ev.assign(_flag=ev[flag].astype(float)).groupby("row").agg(
         flag=("_flag", "mean"), correct=("correct", "first"), labelled=("labelled", "first"))
     out = dict(zip(("detection_rate_ci_low", "detection_rate_ci_high"),
-                   bootstrap_ci((per_image["flag"].to_numpy(),), n_boot=n_boot, alpha=alpha, seed=seed)))
+                   metrics.bootstrap_ci((per_image["flag"].to_numpy(),), n_boot=n_boot, alpha=alpha, seed=seed)))
     lab = per_image[per_image["labelled"].astype(bool)]
     fit_weight, corr = 1.0 - lab["flag"].to_numpy(), lab["correct"].to_numpy(float)
-    ci = (bootstrap_ci((fit_weight, corr), _ratio, paired=True, n_boot=n_boot, alpha=alpha, seed=seed)
+    ci = (metrics.bootstrap_ci((fit_weight, corr), _ratio, paired=True, n_boot=n_boot, alpha=alpha, seed=seed)
           if fit_weight.sum() > 0 else (float("nan"), float("nan")))
     out.update(fit_accuracy_ci_low=ci[0], fit_accuracy_ci_high=ci[1])
     return out
@@ -169,9 +125,9 @@ def _split_rates(ev: pd.DataFrame, flag: str = "flagged") -> pd.DataFrame:
         fit_lab = ~flagged & g["labelled"].to_numpy(bool)
         rows.append({"split": k, "group": group, "n": len(g), "n_flagged": int(flagged.sum()),
                      "detection_rate": float(flagged.mean()), "n_fit": int((~flagged).sum()),
-                     "fit_accuracy": _mean_or_nan(g["correct"].to_numpy(bool)[fit_lab])})
+                     "fit_accuracy": metrics.mean_or_nan(g["correct"].to_numpy(bool)[fit_lab])})
     out = pd.DataFrame(rows)
-    order = {g: i for i, g in enumerate(_ordered_groups(out["group"]))}
+    order = {g: i for i, g in enumerate(feature_table.ordered_groups(out["group"]))}
     return out.sort_values(["split", "group"], key=lambda s: s.map(order) if s.name == "group" else s,
                            ignore_index=True)
 
@@ -179,12 +135,12 @@ def _split_rates(ev: pd.DataFrame, flag: str = "flagged") -> pd.DataFrame:
 def _summarise(per_split: pd.DataFrame, ev: pd.DataFrame, flag: str, ci: bool, n_boot: int,
                seed: int) -> pd.DataFrame:
     rows = []
-    for group in _ordered_groups(per_split["group"]):
+    for group in feature_table.ordered_groups(per_split["group"]):
         g = per_split[per_split["group"] == group]
         row = {"group": group, "detection_rate": float(g["detection_rate"].mean()),
-               "detection_rate_std": _std(g["detection_rate"]),
+               "detection_rate_std": metrics.sample_std(g["detection_rate"]),
                "fit_accuracy": float(g["fit_accuracy"].mean()) if g["fit_accuracy"].notna().any() else float("nan"),
-               "fit_accuracy_std": _std(g["fit_accuracy"]), "n": int(round(g["n"].mean()))}
+               "fit_accuracy_std": metrics.sample_std(g["fit_accuracy"]), "n": int(round(g["n"].mean()))}
         if ci:
             row.update(_image_level_ci(ev[ev["group"] == group], flag, n_boot, seed))
         rows.append(row)
@@ -193,7 +149,7 @@ def _summarise(per_split: pd.DataFrame, ev: pd.DataFrame, flag: str, ci: bool, n
 
 def table5(scores: pd.DataFrame, *, ci: bool = True, n_boot: int = 1000,
            seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Paper Table V from ``detector.split_scores`` (one detector per paired 50/50 split; see there
+    """Paper Table V from ``evaluation.split_scores`` (one detector per paired 50/50 split; see there
     for who is evaluated).
 
     Returns ``per_split`` (``split, group, n, n_flagged, detection_rate, n_fit, fit_accuracy,
@@ -205,7 +161,7 @@ def table5(scores: pd.DataFrame, *, ci: bool = True, n_boot: int = 1000,
     no true class); ``n`` is the mean number of images evaluated per split. The 95 % CIs
     (``n_boot`` percentile-bootstrap resamples seeded by ``seed``) resample images.
     """
-    ev = _eval_rows(scores)
+    ev = scores[scores["role"] == "eval"]
     per_split = _split_rates(ev)
     params = ev.groupby("split")["best_params"].first()
     per_split["best_params"] = per_split["split"].map(params)
@@ -214,11 +170,6 @@ def table5(scores: pd.DataFrame, *, ci: bool = True, n_boot: int = 1000,
 
 # --------------------------------------------------------------------------------------------------
 # beyond the paper: fixed false-alarm rates and the ablation
-
-
-def _threshold_at_fpr(negatives: np.ndarray, target_fpr: float) -> float:
-    """Smallest sample threshold t with share(negatives > t) <= target_fpr."""
-    return float(np.quantile(negatives, 1.0 - target_fpr, method="higher"))
 
 
 def rates_from_scores(ev: pd.DataFrame, target_fpr: float, method: str, *, n_boot: int = 1000, seed: int = 0,
@@ -238,8 +189,8 @@ def rates_from_scores(ev: pd.DataFrame, target_fpr: float, method: str, *, n_boo
         neg = (e["group"] == "original").to_numpy()
         if not neg.any():
             raise ValueError(f"split {k}: no evaluated originals to set the false-alarm threshold on")
-        finite = _finite(s)
-        t = _threshold_at_fpr(finite[neg], target_fpr)
+        finite = metrics.finite(s)
+        t = metrics.threshold_at_fpr(finite[neg], target_fpr)
         thresholds[k] = t
         parts.append(e.assign(at_fpr=(finite > t) | ~np.isfinite(s)))
     ev = pd.concat(parts)
@@ -255,141 +206,8 @@ def rates_from_scores(ev: pd.DataFrame, target_fpr: float, method: str, *, n_boo
     return table
 
 
-def rates_at_false_alarm(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-                         *, target_fpr: float = 0.05, columns: Sequence[str] = FEATURES, seed: int = 0,
-                         scores: pd.DataFrame | None = None, n_boot: int = 1000, ci: bool = True,
-                         **detector_kw: Any) -> pd.DataFrame:
-    """Detection rate per group when each split's threshold gives ``target_fpr`` false alarms on its
-    held-out originals (so ``original``'s detection_rate is the realised false-alarm rate <= target).
-
-    Columns as ``rates_from_scores`` with method 'fit_for_task' — the same as
-    ``peers.feature_squeezing_rates``, so ``pd.concat`` of both is one comparison table. Pass
-    ``scores`` (from ``detector.split_scores``) to reuse trained detectors.
-    """
-    if scores is None:
-        scores = split_scores(features, splits, seed=seed, columns=columns, **detector_kw)
-    return rates_from_scores(_eval_rows(scores), target_fpr, "fit_for_task", n_boot=n_boot, seed=seed, ci=ci)
-
-
-def ablation(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None, *,
-             n_splits: int = 10, seed: int = 0, column_sets: Mapping[str, Sequence[str]] | None = None,
-             target_fpr: float = 0.05, scores: Mapping[str, pd.DataFrame] | None = None,
-             **detector_kw: Any) -> pd.DataFrame:
-    """Which inputs carry the signal: the detector trained on each column set (default: quality
-    only, top-5 only, both) on the same splits.
-
-    One row per (feature set, group): ``features, group, auc, auc_std, detection_rate,
-    detection_rate_std, detection_rate_at_fpr, detection_rate_at_fpr_std`` (AUC against held-out
-    originals, NaN for ``original`` itself; rates in [0, 1]). ``scores`` may hold precomputed
-    ``split_scores`` per set name; the others are trained here.
-    """
-    column_sets = dict(COLUMN_SETS if column_sets is None else column_sets)
-    if splits is None:
-        splits = paired_splits(features, n_splits=n_splits, seed=seed)
-    scores = dict(scores or {})
-    out = []
-    for name, columns in column_sets.items():
-        sc = scores.get(name)
-        if sc is None:
-            sc = split_scores(features, splits, seed=seed, columns=columns, **detector_kw)
-        _, summary = table5(sc, ci=False)
-        _, auc = roc_per_group(features, scores=sc)
-        at = rates_at_false_alarm(features, scores=sc, target_fpr=target_fpr, ci=False)
-        t = summary[["group", "detection_rate", "detection_rate_std"]].merge(auc[["group", "auc", "auc_std"]],
-                                                                            on="group", how="left")
-        t = t.merge(at[["group", "detection_rate", "detection_rate_std"]].rename(columns={
-            "detection_rate": "detection_rate_at_fpr", "detection_rate_std": "detection_rate_at_fpr_std"}),
-            on="group", how="left")
-        t.insert(0, "features", name)
-        out.append(t[["features", "group", "auc", "auc_std", "detection_rate", "detection_rate_std",
-                      "detection_rate_at_fpr", "detection_rate_at_fpr_std"]])
-    return pd.concat(out, ignore_index=True)
-
-
-#: The detector's kernel choices compared by ``kernel_ablation``: the paper says only "SVM"; ours
-#: picks rbf or linear by grouped cross-validation on adversarial vs originals.
-KERNEL_CHOICES: dict[str, tuple[str, ...]] = {"rbf or linear (chosen by CV)": ("rbf", "linear"),
-                                              "linear only": ("linear",), "rbf only": ("rbf",)}
-
-
-def kernel_ablation(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]], *, seed: int = 0,
-                    target_fpr: float = 0.05, choices: Mapping[str, Sequence[str]] | None = None,
-                    scores: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
-    """The detector (top-5 + quality) with each kernel choice on the same splits: rows as
-    ``ablation`` with ``kernel`` in place of ``features``. Cross-validation only ever sees
-    adversarial images and originals; this table shows what the choice does to the groups it never
-    sees (an RBF SVM's decision far from its training data falls back to its intercept)."""
-    parts = []
-    for name, kernels in dict(KERNEL_CHOICES if choices is None else choices).items():
-        given = (scores or {}).get(name)
-        t = ablation(features, splits, seed=seed, column_sets={"top5+quality": FEATURES}, target_fpr=target_fpr,
-                     scores={"top5+quality": given} if given is not None else None, kernels=tuple(kernels),
-                     progress=False)
-        parts.append(t.rename(columns={"features": "kernel"}).assign(kernel=name))
-    return pd.concat(parts, ignore_index=True)
-
-
-def learning_curve(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]], *,
-                   fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), seed: int = 0,
-                   scores: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Would more training pairs help? The detector (top-5 + quality) trained on a seeded share of
-    each split's training sources, judged on the split's SAME held-out pairs whatever the share (the
-    sources left out of training are not added to the test side). One row per share:
-    ``fraction, train_pairs`` (mean over splits), ``test_pairs, auc, auc_std`` (adversarial vs
-    held-out originals, mean ± std over splits) and ``quality_auc`` (the predicted quality alone as
-    the score on the same pairs, untrained: low quality = not fit). ``scores``: the ``split_scores``
-    of the same splits (Table V's), reused for the full share instead of training it again."""
-    from sklearn.metrics import roc_auc_score
-
-    src, group = features["source_id"].astype(str), features["group"]
-    rows = []
-    for fraction in fractions:
-        if not 0 < fraction <= 1:
-            raise ValueError(f"learning_curve fractions must lie in (0, 1], got {fraction!r}")
-        aucs, q_aucs, n_train, n_test = [], [], [], []
-        for k, (train_ids, test_ids) in enumerate(splits):
-            rng = np.random.default_rng([seed, k])
-            size = max(2, round(fraction * len(train_ids)))
-            kept = np.sort(rng.choice(np.asarray(train_ids, dtype=object), size=min(size, len(train_ids)), replace=False))
-            if scores is not None and len(kept) == len(train_ids):
-                sc = scores[scores["split"] == k]
-            else:
-                sc = split_scores(features, [(kept, test_ids)], seed=seed, progress=False)
-            ev = sc[(sc["role"] == "eval") & sc["source_id"].astype(str).isin(set(map(str, test_ids)))
-                    & sc["group"].isin(["original", "adversarial"])]
-            y = (ev["group"] == "adversarial").to_numpy()
-            test = features.iloc[ev["row"].to_numpy()]
-            aucs.append(roc_auc_score(y, _finite(ev["score"].to_numpy())))
-            q_aucs.append(roc_auc_score(y, _finite(-test["quality"].to_numpy())))
-            n_train.append(len(kept))
-            n_test.append(int(((group == "adversarial") & src.isin(set(map(str, test_ids)))).sum()))
-        rows.append({"fraction": float(fraction), "train_pairs": float(np.mean(n_train)), "test_pairs": float(np.mean(n_test)),
-                     "auc": float(np.mean(aucs)), "auc_std": _std(aucs), "quality_auc": float(np.mean(q_aucs))})
-    return pd.DataFrame(rows)
-
-
 # --------------------------------------------------------------------------------------------------
 # IQA metrics
-
-
-def correlations(pred: np.ndarray, mos: np.ndarray) -> tuple[float, float]:
-    """(SROCC, PLCC) over rows where both are finite; NaN when fewer than 3 rows or no spread."""
-    pred, mos = np.asarray(pred, float), np.asarray(mos, float)
-    ok = ~np.isnan(pred) & ~np.isnan(mos)
-    if ok.sum() < 3 or np.ptp(pred[ok]) == 0 or np.ptp(mos[ok]) == 0:
-        return float("nan"), float("nan")
-    return float(stats.spearmanr(pred[ok], mos[ok])[0]), float(stats.pearsonr(pred[ok], mos[ok])[0])
-
-
-def mean_std(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, float]:
-    """``{c: mean, c_std: sample std (ddof=1)}`` of each column over the rows (e.g. SROCC over
-    splits), NaN ignored; the std is NaN with fewer than two values."""
-    out: dict[str, float] = {}
-    for c in columns:
-        v = pd.to_numeric(df[c], errors="coerce")
-        out[c] = float(v.mean())
-        out[f"{c}_std"] = _std(v)
-    return out
 
 
 def iqa_performance(per_split: pd.DataFrame, train_name: str, target: str,
@@ -405,10 +223,10 @@ def iqa_performance(per_split: pd.DataFrame, train_name: str, target: str,
         held = f", {len(str(per_split['test_groups'].iloc[0]).split(','))} held out each"
     rows = [{"dataset": train_name, "split": f"held-out references ({len(per_split)} splits{held})",
              "target": target, "n": int(round(per_split["n_test"].mean())) if len(per_split) else 0,
-             **mean_std(per_split, ["srocc", "plcc"])}]
+             **metrics.mean_std(per_split, ["srocc", "plcc"])}]
     for name, (pred, mos) in (cross or {}).items():
         pred, mos = np.asarray(pred, float), np.asarray(mos, float)
-        srocc, plcc = correlations(pred, mos)
+        srocc, plcc = metrics.correlations(pred, mos)
         rows.append({"dataset": name, "split": f"cross-dataset (trained on {train_name})", "target": "MOS",
                      "n": int(np.sum(~np.isnan(pred) & ~np.isnan(mos))), "srocc": srocc, "srocc_std": np.nan,
                      "plcc": plcc, "plcc_std": np.nan})
@@ -426,7 +244,7 @@ def type_level_oracle(table: pd.DataFrame, groups: np.ndarray, heldout_groups: l
         means = table[~test].groupby(["distortion", "level"])["mos"].mean()
         keys = pd.MultiIndex.from_frame(table.loc[test, ["distortion", "level"]])
         guess = means.reindex(keys).to_numpy(float)  # NaN where a (type, level) never occurs in training
-        out.append(correlations(guess, table.loc[test, "mos"].to_numpy(float))[0])
+        out.append(metrics.correlations(guess, table.loc[test, "mos"].to_numpy(float))[0])
     return np.asarray(out)
 
 
@@ -439,7 +257,7 @@ def per_distortion(held: pd.DataFrame) -> pd.DataFrame:
         lambda g: stats.spearmanr(g["level"], g["pred"]).statistic, include_groups=False)
     within = within.groupby(level="distortion").mean()
     return held.groupby("distortion").apply(lambda g: pd.Series({
-        "n": len(g), "srocc": correlations(g["pred"].to_numpy(float), g["mos"].to_numpy(float))[0],
+        "n": len(g), "srocc": metrics.correlations(g["pred"].to_numpy(float), g["mos"].to_numpy(float))[0],
         "spearman_level_pred_within_image": within[g.name],
         "spearman_level_pred_pooled": stats.spearmanr(g["level"], g["pred"]).statistic,
         "spearman_level_mos_pooled": stats.spearmanr(g["level"], g["mos"]).statistic}),
@@ -455,14 +273,12 @@ def robust_attacks(model: str, rows: Sequence[Mapping[str, Any]], mos: np.ndarra
     ε, the mean |s − s′|, SROCC/PLCC of the attacked scores against ``mos``, the MSU robustness
     score R (higher = more robust). Timings are in ``robust_models`` and ``robust_certified`` only, so
     this table is the same bytes on every render of the same params."""
-    from iqalib.robust import robustness_score
-
     out = []
     for r in rows:
-        srocc, plcc = correlations(r["attacked"], mos)
+        srocc, plcc = metrics.correlations(r["attacked"], mos)
         out.append({"quality_model": model, "attack": r["attack"], "eps_255": r["eps_255"], "n": len(r["clean"]),
                     "score_change_mean": float(np.mean(np.abs(r["attacked"] - r["clean"]))), "srocc": srocc,
-                    "plcc": plcc, "robustness_R": robustness_score(r["clean"], r["attacked"])})
+                    "plcc": plcc, "robustness_R": metrics.robustness_score(r["clean"], r["attacked"])})
     return pd.DataFrame(out)
 
 
@@ -487,3 +303,41 @@ def robust_detector(model: str, attack: str, eps_255: float, judged: Mapping[str
             "fooled_rate": float(fooled.mean()), "attack_success_rate": float((fooled & ~flagged).mean()),
             "detection_rate": float(flagged[fooled].mean()) if fooled.any() else float("nan"),
             "false_alarm_rate": float(np.mean(clean_flagged))}
+
+
+def baseline1(features: pd.DataFrame) -> pd.DataFrame:
+    """Baseline 1 (Table IV): classifier accuracy per group, every image accepted.
+
+    Columns: ``group, n, n_labelled, accuracy`` (accuracy in [0, 1]). Fooling images have no true
+    class, so their accuracy is undefined and reported as NaN.
+    """
+    labelled, correct = feature_table.labelled(features), feature_table.correct(features)
+    rows = []
+    for group in feature_table.ordered_groups(features["group"]):
+        m = (features["group"] == group).to_numpy()
+        lab = m & labelled
+        rows.append({"group": group, "n": int(m.sum()), "n_labelled": int(lab.sum()),
+                     "accuracy": metrics.mean_or_nan(correct[lab])})
+    return pd.DataFrame(rows)
+
+
+def baseline2(features: pd.DataFrame, thresholds: Sequence[float] = (0.3, 0.35)) -> pd.DataFrame:
+    """Baseline 2 (Table IV): reject an image when its predicted quality < threshold.
+
+    One row per (group, threshold): ``group, threshold, n, detection_rate, n_fit, fit_accuracy``.
+    ``detection_rate`` in [0, 1] is the share flagged not fit (NaN quality counts as not fit);
+    ``fit_accuracy`` in [0, 1] is the classifier's accuracy on images judged fit (NaN when no image
+    is judged fit or the group has no labels, i.e. fooling images).
+    """
+    quality = features["quality"].to_numpy(float)
+    labelled, correct = feature_table.labelled(features), feature_table.correct(features)
+    rows = []
+    for group in feature_table.ordered_groups(features["group"]):
+        m = (features["group"] == group).to_numpy()
+        for t in thresholds:
+            flagged = ~(quality >= t)  # NaN quality -> flagged
+            fit = m & ~flagged & labelled
+            rows.append({"group": group, "threshold": float(t), "n": int(m.sum()),
+                         "detection_rate": metrics.mean_or_nan(flagged[m]), "n_fit": int((m & ~flagged).sum()),
+                         "fit_accuracy": metrics.mean_or_nan(correct[fit])})
+    return pd.DataFrame(rows)

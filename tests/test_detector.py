@@ -19,6 +19,7 @@ from sklearn.preprocessing import FunctionTransformer
 from torch import nn
 
 from iqalib import detector as D
+from iqalib import evaluation, feature_table, tables
 from iqalib.classifiers import Classifier, plain_resize_view
 from iqalib.features import backbone_rows, pooled
 
@@ -54,7 +55,7 @@ def synthetic_features(n_sources: int = 60, n_fool: int = 20, seed: int = 0) -> 
         for level in (3, 5):
             add("distorted", sid, label, rng.normal(0.6, 0.15), rng.normal(0.45 - 0.03 * level, 0.08), 0.6,
                 "gaussian_blur", level)
-    for group in D.FOOLING:
+    for group in feature_table.FOOLING:
         for _ in range(n_fool):
             add(group, None, None, rng.normal(0.95, 0.03), rng.normal(0.2, 0.08), 0.0)
     frame = pd.DataFrame(rows)
@@ -69,12 +70,12 @@ def features() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def splits(features):
-    return D.paired_splits(features, n_splits=N_SPLITS, seed=0)
+    return evaluation.paired_splits(features, n_splits=N_SPLITS, seed=0)
 
 
 @pytest.fixture(scope="module")
 def scores(features, splits) -> pd.DataFrame:
-    return D.split_scores(features, splits, seed=0, progress=False)
+    return evaluation.split_scores(features, splits, seed=0, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +124,7 @@ def _tiny_table() -> pd.DataFrame:
 
 
 def test_baseline1_matches_hand_computation():
-    t = D.baseline1(_tiny_table())
+    t = tables.baseline1(_tiny_table())
     assert list(t.columns[:1]) == ["group"] and list(t["group"]) == ["original", "adversarial", "fool_ev"]
     acc = dict(zip(t["group"], t["accuracy"]))
     assert acc["original"] == pytest.approx(3 / 4) and acc["adversarial"] == pytest.approx(1 / 2)
@@ -131,7 +132,7 @@ def test_baseline1_matches_hand_computation():
 
 
 def test_baseline2_matches_hand_computation():
-    t = D.baseline2(_tiny_table(), thresholds=(0.3, 0.35)).set_index(["group", "threshold"])
+    t = tables.baseline2(_tiny_table(), thresholds=(0.3, 0.35)).set_index(["group", "threshold"])
     assert t.index.names == ["group", "threshold"] and len(t) == 6
     # originals, quality 0.9 0.5 0.32 0.2: t=0.3 rejects 0.2 -> fit {0.9 ok, 0.5 ok, 0.32 wrong}
     assert t.loc[("original", 0.3), "detection_rate"] == pytest.approx(1 / 4)
@@ -153,9 +154,9 @@ def test_paired_splits_are_disjoint_halves_and_deterministic(features, splits):
     assert len(splits) == N_SPLITS
     for train, test in splits:
         assert not set(train) & set(test) and set(train) | set(test) == paired and len(train) == len(test) == 30
-    again = D.paired_splits(features, n_splits=N_SPLITS, seed=0)
+    again = evaluation.paired_splits(features, n_splits=N_SPLITS, seed=0)
     assert all((a == c).all() and (b == d).all() for (a, b), (c, d) in zip(splits, again))
-    shuffled = D.paired_splits(features.sample(frac=1, random_state=3), n_splits=N_SPLITS, seed=0)
+    shuffled = evaluation.paired_splits(features.sample(frac=1, random_state=3), n_splits=N_SPLITS, seed=0)
     assert all((a == c).all() for (a, _), (c, _) in zip(splits, shuffled))  # row order does not matter
 
 
@@ -175,7 +176,7 @@ def test_no_leakage_in_rows_actually_used(features, splits, scores):
         assert not set(features.loc[ev.loc[ev["group"] == "distorted", "row"], "source_id"]) & train_src
         # the rows point back at the features table they came from
         assert (features["group"].to_numpy()[s["row"]] == s["group"].to_numpy()).all()
-        assert ev.loc[ev["group"].isin(D.FOOLING), "row"].nunique() == 2 * 20
+        assert ev.loc[ev["group"].isin(feature_table.FOOLING), "row"].nunique() == 2 * 20
 
 
 # -- the estimator --------------------------------------------------------------------------------
@@ -186,11 +187,11 @@ def test_sklearn_contract(features, fitted):
     det = D.FitForTaskDetector(C_grid=grid, cv=3, random_state=7)
     params = det.get_params()
     assert params["C_grid"] is grid and params["cv"] == 3 and params["random_state"] == 7
-    assert params["columns"] == D.FEATURES
+    assert params["columns"] == feature_table.FEATURES
     twin = clone(det)
     assert twin.get_params() == params and not hasattr(twin, "pipeline_")
     m = features["group"].isin(["original", "adversarial"])
-    X, y = features.loc[m, list(D.FEATURES)].to_numpy(), (features.loc[m, "group"] == "adversarial").to_numpy(int)
+    X, y = features.loc[m, list(feature_table.FEATURES)].to_numpy(), (features.loc[m, "group"] == "adversarial").to_numpy(int)
     cv_scores = cross_val_score(det, X, y, cv=3)
     assert cv_scores.shape == (3,) and (cv_scores > 0.7).all()
     pred = fitted.predict(X)
@@ -204,7 +205,7 @@ def test_sklearn_contract(features, fitted):
 
 
 def test_roc_per_group(features, scores):
-    points, auc = D.roc_per_group(features, scores=scores, n_points=51)
+    points, auc = evaluation.roc_per_group(features, scores=scores, n_points=51)
     assert set(points["group"]) == {"distorted", "adversarial", "fool_ev", "fool_gd"}
     for _, g in points.groupby("group"):
         assert len(g) == 51 and np.all(np.diff(g["tpr"]) >= -1e-12) and g["tpr"].between(0, 1).all()
@@ -223,7 +224,7 @@ def test_save_load_round_trip(tmp_path, features, fitted):
     det.fit(features[m], (features.loc[m, "group"] == "adversarial").astype(int), groups=features.loc[m, "source_id"])
     det.save(run / "detector")
     meta = json.loads((run / "detector" / "detector.json").read_text())
-    assert meta["quality_model"] == os.path.join("..", "quality") and meta["columns"] == list(D.FEATURES)
+    assert meta["quality_model"] == os.path.join("..", "quality") and meta["columns"] == list(feature_table.FEATURES)
     assert meta["classifier"] == {"name": "tiny", "weights_id": "tiny"}
     back = D.FitForTaskDetector.load(run / "detector")
     assert back.get_params() == {**det.get_params(), "quality_folder": str((run / "quality").resolve())}
@@ -271,7 +272,7 @@ def test_predict_fit_end_to_end(tiny, tmp_path, features):
     proba = tiny.proba_from_embeddings(emb)
     assert np.allclose(report.loc[:3, "top1"], proba.max(1), atol=1e-6)
     assert np.allclose(report.loc[:3, "quality"], StandInQuality().predict_embeddings(emb))
-    assert (~report.loc[:3, "fit"].to_numpy() == full.predict(report.loc[:3, list(D.FEATURES)]).astype(bool)).all()
+    assert (~report.loc[:3, "fit"].to_numpy() == full.predict(report.loc[:3, list(feature_table.FEATURES)]).astype(bool)).all()
     assert (full.predict_fit(images) == report["fit"].to_numpy()).all()  # classifier/quality were kept
 
     # quality-only detector: the stand-in's ~0.85 quality is high, so every usable image is fit

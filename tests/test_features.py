@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqalib import detector, features, quality
+from iqalib import detector, feature_table, features, quality
 from iqalib.classifiers import load_classifier
 from tests.conftest import colourful
 
@@ -59,7 +59,7 @@ def test_every_route_reads_the_same_pass_and_decodes_once(clf, quality_model, ph
     decodes.clear()
     direct = features.predict(clf, photos, quality=quality_model)
     assert decodes == Counter({p: 1 for p in photos})
-    np.testing.assert_allclose(np.sort(direct.proba, 1)[:, ::-1][:, :5], table[list(detector.TOP5)], atol=1e-5)
+    np.testing.assert_allclose(np.sort(direct.proba, 1)[:, ::-1][:, :5], table[list(feature_table.TOP5)], atol=1e-5)
     np.testing.assert_allclose(direct.quality, table["quality"], atol=1e-5)
 
     decodes.clear()
@@ -67,13 +67,13 @@ def test_every_route_reads_the_same_pass_and_decodes_once(clf, quality_model, ph
     assert decodes == Counter({p: 1 for p in photos})
 
     rng = np.random.default_rng(1)
-    synthetic = pd.DataFrame(rng.uniform(0, 1, (40, 6)), columns=list(detector.FEATURES))
+    synthetic = pd.DataFrame(rng.uniform(0, 1, (40, 6)), columns=list(feature_table.FEATURES))
     fitted = detector.FitForTaskDetector(kernels=("linear",), C_grid=(1.0,), cv=2).fit(synthetic, np.arange(40) % 2)
     decodes.clear()
     report = fitted.fit_report(photos, classifier=clf, quality=quality_model)
     assert decodes == Counter({p: 1 for p in photos})
-    np.testing.assert_allclose(report[list(detector.FEATURES)].to_numpy(float),
-                               table[list(detector.FEATURES)].to_numpy(float), atol=1e-5)
+    np.testing.assert_allclose(report[list(feature_table.FEATURES)].to_numpy(float),
+                               table[list(feature_table.FEATURES)].to_numpy(float), atol=1e-5)
     assert (fitted.predict_fit(photos, classifier=clf, quality=quality_model) == report["fit"]).all()
 
 

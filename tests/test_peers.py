@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from iqalib import detector as D
+from iqalib import evaluation
 from iqalib import peers, tables
 from tests.test_detector import _images, features, splits, tiny_classifier  # noqa: F401  (shared module fixtures)
 
@@ -33,14 +33,14 @@ def test_known_plain_probabilities_save_a_pass_and_give_the_same_scores():
 
 
 def test_feature_squeezing_rates_compare_with_detector(features, splits):
-    scores = D.split_scores(features, splits, seed=0, progress=False)
+    scores = evaluation.split_scores(features, splits, seed=0, progress=False)
     rng = np.random.default_rng(0)
     fs = features[["group", "source_id", "label", "correct"]].assign(
         score=np.where(features["group"] == "original", rng.random(len(features)) * 0.2, rng.random(len(features))))
     fs.loc[fs.index[-1], "score"] = np.nan  # unusable -> flagged
     one = peers.feature_squeezing_rates(fs, target_fpr=0.05, n_boot=100)
     per_split = peers.feature_squeezing_rates(fs, target_fpr=0.05, splits=splits, n_boot=100)
-    ours = tables.rates_at_false_alarm(features, scores=scores, target_fpr=0.05, n_boot=100)
+    ours = evaluation.rates_at_false_alarm(features, scores=scores, target_fpr=0.05, n_boot=100)
     assert list(one.columns) == list(ours.columns) == list(per_split.columns)
     both = pd.concat([ours, per_split], ignore_index=True)
     assert set(both["method"]) == {"fit_for_task", "feature_squeezing"}

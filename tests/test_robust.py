@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqalib import embedded_iqa, features, quality, robust
+from iqalib import embedded_iqa, features, metrics, quality, robust
 from iqalib.classifiers import load_classifier
 from tests.test_detector import tiny_classifier
 
@@ -65,7 +65,7 @@ def test_ifgsm_moves_the_score_far_more_than_random_sign_noise(clf, plain):
         assert (direction * moved > 0).all()
         assert moved.abs().mean() >= 5 * random_change, (moved.abs().mean(), random_change)
     attacked = score(robust.ifgsm(score, x, eps, direction=1)).detach().numpy()
-    assert robust.robustness_score(clean.numpy(), attacked) < robust.robustness_score(clean.numpy(), clean.numpy())
+    assert metrics.robustness_score(clean.numpy(), attacked) < metrics.robustness_score(clean.numpy(), clean.numpy())
 
 
 def test_interval_indices_widen_with_radius_and_refuse_too_few_samples():

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from iqalib import detector as D
-from iqalib import tables
+from iqalib import evaluation, feature_table, metrics, tables
 from tests.test_detector import N_SPLITS, _tiny_table, features, scores, splits  # noqa: F401  (shared module fixtures)
 
 
@@ -51,9 +50,9 @@ def test_table4_is_the_papers_layout_of_both_baselines():
 
 
 def test_table5_contract_and_determinism(features):
-    sc = D.split_scores(features, n_splits=N_SPLITS, seed=0, progress=False)
+    sc = evaluation.split_scores(features, n_splits=N_SPLITS, seed=0, progress=False)
     per_split, table5 = tables.table5(sc, seed=0, n_boot=200)
-    per_split2, table5b = tables.table5(D.split_scores(features, n_splits=N_SPLITS, seed=0, progress=False),
+    per_split2, table5b = tables.table5(evaluation.split_scores(features, n_splits=N_SPLITS, seed=0, progress=False),
                                         seed=0, n_boot=200)
     pd.testing.assert_frame_equal(per_split, per_split2)
     pd.testing.assert_frame_equal(table5, table5b)
@@ -61,7 +60,7 @@ def test_table5_contract_and_determinism(features):
                                         "fit_accuracy_std", "n"]
     assert list(table5.columns[6:]) == ["detection_rate_ci_low", "detection_rate_ci_high", "fit_accuracy_ci_low",
                                         "fit_accuracy_ci_high"]
-    assert list(table5["group"]) == list(D.GROUPS)
+    assert list(table5["group"]) == list(feature_table.GROUPS)
     t = table5.set_index("group")
     assert t[["detection_rate"]].apply(lambda c: c.between(0, 1)).all().all()
     assert t.loc["fool_ev", "fit_accuracy"] != t.loc["fool_ev", "fit_accuracy"]  # NaN: no labels
@@ -72,7 +71,7 @@ def test_table5_contract_and_determinism(features):
 
 
 def test_rates_at_false_alarm(features, scores):
-    rates = tables.rates_at_false_alarm(features, scores=scores, target_fpr=0.1, n_boot=200).set_index("group")
+    rates = evaluation.rates_at_false_alarm(features, scores=scores, target_fpr=0.1, n_boot=200).set_index("group")
     assert rates.loc["original", "detection_rate"] <= 0.1 + 1e-12
     assert (rates["detection_rate_ci_low"] <= rates["detection_rate"] + 1e-9).all()
     assert (rates["method"] == "fit_for_task").all() and (rates["target_fpr"] == 0.1).all()
@@ -80,10 +79,10 @@ def test_rates_at_false_alarm(features, scores):
 
 def test_detector_separates_synthetic_data_and_ablation_order(features, splits, scores):
     """SYNTHETIC data built so that both top-5 and quality carry signal."""
-    _, auc = D.roc_per_group(features, scores=scores)
+    _, auc = evaluation.roc_per_group(features, scores=scores)
     auc = auc.set_index("group")
     assert auc.loc["adversarial", "auc"] > 0.9
-    table = tables.ablation(features, splits, seed=0, scores={"top5+quality": scores},
+    table = evaluation.ablation(features, splits, seed=0, scores={"top5+quality": scores},
                             progress=False).set_index(["features", "group"])
     both = table.loc[("top5+quality", "adversarial"), "auc"]
     assert both == pytest.approx(auc.loc["adversarial", "auc"])
@@ -95,11 +94,11 @@ def test_detector_separates_synthetic_data_and_ablation_order(features, splits, 
 
 
 def test_kernel_ablation_reuses_given_scores_and_covers_each_choice(features, splits, scores):
-    table = tables.kernel_ablation(features, splits, seed=0, scores={"rbf or linear (chosen by CV)": scores},
+    table = evaluation.kernel_ablation(features, splits, seed=0, scores={"rbf or linear (chosen by CV)": scores},
                                    choices={"rbf or linear (chosen by CV)": ("rbf", "linear"), "linear only": ("linear",)})
     assert list(dict.fromkeys(table["kernel"])) == ["rbf or linear (chosen by CV)", "linear only"]
     assert set(table["group"]) == set(features["group"])
-    _, auc = D.roc_per_group(features, scores=scores)
+    _, auc = evaluation.roc_per_group(features, scores=scores)
     given = table[table["kernel"] == "rbf or linear (chosen by CV)"].set_index("group")["auc"]
     assert given["adversarial"] == pytest.approx(auc.set_index("group").loc["adversarial", "auc"])
 
@@ -117,7 +116,7 @@ def test_matched_threshold_leaves_the_share_of_originals_below():
 
 
 def _hand_written_bootstrap(data, statistic=None, *, paired=True, n_boot=1000, alpha=0.05, seed=0):
-    """The percentile bootstrap ``tables.bootstrap_ci`` replaced (kept here as the reference)."""
+    """The percentile bootstrap ``metrics.bootstrap_ci`` replaced (kept here as the reference)."""
     samples = tuple(np.asarray(d, float) for d in data) if isinstance(data, tuple) else (np.asarray(data, float),)
     rng = np.random.default_rng(seed)
     n = len(samples[0])
@@ -137,22 +136,22 @@ def _ratio(w, c, axis=-1):
 
 def test_bootstrap_ci_brackets_the_estimate():
     values = np.random.default_rng(0).random(200) < 0.3
-    low, high = tables.bootstrap_ci((values,), n_boot=500, seed=1)
+    low, high = metrics.bootstrap_ci((values,), n_boot=500, seed=1)
     assert low < values.mean() < high and 0 <= low and high <= 1
-    assert tables.bootstrap_ci((values,), n_boot=500, seed=1) == (low, high)  # seeded
+    assert metrics.bootstrap_ci((values,), n_boot=500, seed=1) == (low, high)  # seeded
     w, c = np.random.default_rng(1).random(100), np.random.default_rng(2).random(100) < 0.6
     ratio = float((w * c).sum() / w.sum())
-    lo, hi = tables.bootstrap_ci((w, c), _ratio, paired=True, n_boot=300)
+    lo, hi = metrics.bootstrap_ci((w, c), _ratio, paired=True, n_boot=300)
     assert lo < ratio < hi
-    assert tables.bootstrap_ci((np.ones(5),)) == (1.0, 1.0)
-    assert np.isnan(tables.bootstrap_ci((np.ones(1),))).all()
+    assert metrics.bootstrap_ci((np.ones(5),)) == (1.0, 1.0)
+    assert np.isnan(metrics.bootstrap_ci((np.ones(1),))).all()
     # a difference of two independent rates: each sample resampled on its own
     a, b = values[:100], values[100:]
-    lo, hi = tables.bootstrap_ci((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=False, n_boot=300)
+    lo, hi = metrics.bootstrap_ci((a, b), lambda x, y, axis=-1: x.mean(axis) - y.mean(axis), paired=False, n_boot=300)
     assert lo < a.mean() - b.mean() < hi
     # resamples without any fit image give NaN ratios and are left out rather than poisoning the CI
     with np.errstate(invalid="ignore"):
-        lo, hi = tables.bootstrap_ci((np.r_[1.0, np.zeros(9)], np.zeros(10)), _ratio)
+        lo, hi = metrics.bootstrap_ci((np.r_[1.0, np.zeros(9)], np.zeros(10)), _ratio)
     assert (lo, hi) == (0.0, 0.0)
 
 
@@ -160,8 +159,8 @@ def test_bootstrap_ci_matches_the_hand_written_one():
     rng = np.random.default_rng(3)
     flags = rng.random(200) < 0.3
     w, c = rng.random(150), rng.random(150) < 0.7
-    for ours, ref in [(tables.bootstrap_ci((flags,), n_boot=2000, seed=5), _hand_written_bootstrap(flags, n_boot=2000)),
-                      (tables.bootstrap_ci((w, c), _ratio, n_boot=2000, seed=5),
+    for ours, ref in [(metrics.bootstrap_ci((flags,), n_boot=2000, seed=5), _hand_written_bootstrap(flags, n_boot=2000)),
+                      (metrics.bootstrap_ci((w, c), _ratio, n_boot=2000, seed=5),
                        _hand_written_bootstrap((w, c), _ratio, n_boot=2000))]:
         assert ours == pytest.approx(ref, abs=0.02)
 
@@ -194,17 +193,17 @@ def test_correlations_match_scipy_and_refuse_degenerate_input():
     mos = rng.random(30)
     pred = mos + rng.normal(0, 0.2, 30)
     pred[3] = np.nan
-    srocc, plcc = tables.correlations(pred, mos)
+    srocc, plcc = metrics.correlations(pred, mos)
     ok = ~np.isnan(pred)
     assert srocc == pytest.approx(spearmanr(pred[ok], mos[ok])[0]) and plcc == pytest.approx(pearsonr(pred[ok], mos[ok])[0])
-    assert np.isnan(tables.correlations(np.ones(10), mos[:10])).all()
-    assert np.isnan(tables.correlations(pred[:2], mos[:2])).all()
+    assert np.isnan(metrics.correlations(np.ones(10), mos[:10])).all()
+    assert np.isnan(metrics.correlations(pred[:2], mos[:2])).all()
 
 
 def test_mean_std_and_iqa_performance():
     per_split = pd.DataFrame({"split": [0, 1, 2], "n_test": [10, 12, 14], "srocc": [0.5, 0.7, np.nan],
                               "plcc": [0.4, 0.6, 0.8], "test_groups": ["a,b", "c,d", "e,f"]})
-    assert tables.mean_std(per_split, ["srocc"]) == pytest.approx({"srocc": 0.6, "srocc_std": np.std([0.5, 0.7], ddof=1)})
+    assert metrics.mean_std(per_split, ["srocc"]) == pytest.approx({"srocc": 0.6, "srocc_std": np.std([0.5, 0.7], ddof=1)})
     mos = np.linspace(0, 1, 20)
     perf = tables.iqa_performance(per_split, "embedded", "pseudo-MOS", {"live": (mos ** 2, mos)})
     assert list(perf.columns) == ["dataset", "split", "target", "n", "srocc", "srocc_std", "plcc", "plcc_std"]
@@ -268,14 +267,14 @@ def test_robust_verdicts_follow_their_stated_rules():
 def test_learning_curve_keeps_the_held_out_pairs_and_ends_at_the_full_detector(features, splits, scores):
     from sklearn.metrics import roc_auc_score
 
-    curve = tables.learning_curve(features, splits, fractions=(0.25, 1.0), seed=0)
-    pd.testing.assert_frame_equal(tables.learning_curve(features, splits, fractions=(0.25, 1.0), seed=0, scores=scores),
+    curve = evaluation.learning_curve(features, splits, fractions=(0.25, 1.0), seed=0)
+    pd.testing.assert_frame_equal(evaluation.learning_curve(features, splits, fractions=(0.25, 1.0), seed=0, scores=scores),
                                   curve)  # Table V's scores stand in for the full share
     assert list(curve["fraction"]) == [0.25, 1.0]
     assert list(curve["train_pairs"]) == [round(0.25 * len(splits[0][0])), len(splits[0][0])]
     assert (curve["test_pairs"] == len(splits[0][1])).all()  # the same held-out pairs at every share
     # all the training pairs: the detector of Table V on the same splits
-    _, auc = D.roc_per_group(features, scores=scores)
+    _, auc = evaluation.roc_per_group(features, scores=scores)
     assert curve["auc"].iloc[-1] == pytest.approx(auc.set_index("group").loc["adversarial", "auc"])
     assert curve["auc"].between(0, 1).all() and curve["auc_std"].ge(0).all()
     # quality alone needs no training: one value, computed by hand on each split's test pairs
@@ -284,4 +283,4 @@ def test_learning_curve_keeps_the_held_out_pairs_and_ends_at_the_full_detector(f
         for _, te in splits)]
     assert list(curve["quality_auc"]) == pytest.approx([np.mean(per_split)] * len(curve))
     with pytest.raises(ValueError, match=r"fractions must lie in \(0, 1\]"):
-        tables.learning_curve(features, splits, fractions=(0.0,))
+        evaluation.learning_curve(features, splits, fractions=(0.0,))
