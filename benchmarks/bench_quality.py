@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from iqalib import features, params, quality
+from iqalib import experiment, features, quality
 from iqalib.classifiers import load_classifier
 from iqalib.images import embedded_folder, open_image
 
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--looped", action="store_true", help="also time the heads one at a time")
     args = parser.parse_args()
-    q = params.load(args.params).quality
+    q = experiment.open_run(args.params, progress=False).params.quality
     hidden = args.hidden or q.hidden
 
     clf = load_classifier("efficientnet_lite0", args.device)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from bench_pipeline import _timed  # benchmarks/ is on sys.path when run as a script
-from iqalib import params, quality, robust
+from iqalib import experiment, quality, robust
 from iqalib.classifiers import load_classifier
 from iqalib.denoiser import DnCNN
 from iqalib.images import embedded_folder, open_image
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON line last")
     args = parser.parse_args()
-    p = params.load(args.params)
+    p = experiment.open_run(args.params, progress=False).params
     clf = load_classifier(p.classifier, args.device)
     files = sorted(embedded_folder().glob("*.jpg"))[: args.images]
     x = clf.pixels([open_image(f) for f in files]) / 255.0

@@ -435,14 +435,15 @@ class StochasticUniversalPerturbation:
                 "code_version": ATTACKS_VERSION}
 
 
-_UAP_REQUIRED = ("xi", "fooling_rate", "n_eval", "classifier", "input_size")
+_UAP_REQUIRED = ("xi", "n_eval", "classifier", "input_size")
 
 
 def save_uap(folder: str | Path, v: np.ndarray, meta: dict) -> None:
     """Write ``uap.npy`` (v, float32, 0–255 units), ``uap.json`` (``meta`` + shape/ℓ∞ facts) and
     ``uap.png`` (v mapped from [−ξ, ξ] to [0, 255], for looking at) into ``folder``, atomically.
 
-    ``meta`` must hold at least xi, fooling_rate, n_eval, classifier, input_size.
+    ``meta`` must hold at least xi, n_eval, classifier, input_size (the fooling rate is read from the
+    features table, ``tables.fooling_rate``).
     """
     missing = [k for k in _UAP_REQUIRED if k not in meta]
     if missing:

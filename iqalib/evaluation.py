@@ -6,6 +6,7 @@ learning curve). Reads the features table; the tables it returns are shaped in `
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -124,7 +125,7 @@ def rates_at_false_alarm(features: pd.DataFrame, splits: Sequence[tuple[np.ndarr
 
     Columns as ``rates_from_scores`` with method 'fit_for_task' — the same as
     ``peers.feature_squeezing_rates``, so ``pd.concat`` of both is one comparison table. Pass
-    ``scores`` (from ``detector.split_scores``) to reuse trained detectors.
+    ``scores`` (from ``split_scores``) to reuse trained detectors.
     """
     if scores is None:
         scores = split_scores(features, splits, seed=seed, columns=columns, **detector_kw)
@@ -226,3 +227,102 @@ def learning_curve(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np
         rows.append({"fraction": float(fraction), "train_pairs": float(np.mean(n_train)), "test_pairs": float(np.mean(n_test)),
                      "auc": float(np.mean(aucs)), "auc_std": metrics.sample_std(aucs), "quality_auc": float(np.mean(q_aucs))})
     return pd.DataFrame(rows)
+
+
+def peer_rates(scores_df: pd.DataFrame, method: str, target_fpr: float = 0.05, *,
+               splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+               n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Detection rate per group of an untrained peer detector's scores at ``target_fpr`` false
+    alarms on originals, as ``rates_at_false_alarm`` reports ours.
+
+    ``scores_df``: ``group`` and ``score`` (higher = more likely not fit; NaN = unusable =
+    flagged), plus ``source_id`` when ``splits`` is given: then each split sets its threshold on
+    the originals not in its training half and is judged on the rows not in it (the peer trains
+    nothing; this only makes both methods see the same images). Without ``splits`` all originals
+    set one threshold. Columns as ``rates_at_false_alarm`` with ``method``.
+    """
+    has_labels = "correct" in scores_df or {"pred", "label"} <= set(scores_df)
+    base = pd.DataFrame({"group": scores_df["group"].to_numpy(), "score": scores_df["score"].to_numpy(float),
+                         "row": np.arange(len(scores_df)),
+                         "correct": feature_table.correct(scores_df) if has_labels else False,
+                         "labelled": feature_table.labelled(scores_df) if "label" in scores_df else False})
+    base["score"] = base["score"].fillna(np.inf)
+    if splits is None:
+        ev = base.assign(split=0)
+    else:
+        src = feature_table.sources(scores_df)
+        ev = pd.concat([base[~src.isin(set(tr)).to_numpy()].assign(split=k) for k, (tr, _) in enumerate(splits)])
+    return tables.rates_from_scores(ev, target_fpr, method, n_boot=n_boot, seed=seed)
+
+
+@dataclass
+class DetectorStudy:
+    """Notebook 04's study: the features ``table``, its paired ``splits`` and the ``scores`` of one
+    detector trained per split, with the settings every table of the study shares. Each method
+    returns one table (or figure data) of the study from these scores, training more detectors
+    on the same splits only where the table is about other detectors (ablations, learning curve)."""
+
+    table: pd.DataFrame
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    scores: pd.DataFrame
+    seed: int = 0
+    n_boot: int = 1000
+    target_fpr: float = 0.05
+
+    @classmethod
+    def train(cls, table: pd.DataFrame, *, n_splits: int = 10, train_size: float = 0.5, seed: int = 0,
+              n_boot: int = 1000, target_fpr: float = 0.05, progress: bool = True) -> "DetectorStudy":
+        splits = paired_splits(table, n_splits, train_size, seed)
+        return cls(table, splits, split_scores(table, splits, seed=seed, progress=progress), seed, n_boot, target_fpr)
+
+    @property
+    def n_sources(self) -> int:
+        """Source photos with an adversarial twin (both halves of a split)."""
+        return len(self.splits[0][0]) + len(self.splits[0][1])
+
+    def table5(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return tables.table5(self.scores, n_boot=self.n_boot, seed=self.seed)
+
+    def roc(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return roc_per_group(self.table, self.splits, scores=self.scores, seed=self.seed)
+
+    def at_false_alarm(self) -> pd.DataFrame:
+        return rates_at_false_alarm(self.table, self.splits, target_fpr=self.target_fpr, scores=self.scores,
+                                    n_boot=self.n_boot, seed=self.seed)
+
+    def peer_rates(self, scores_df: pd.DataFrame, method: str) -> pd.DataFrame:
+        """A peer's rates on the same splits, threshold rule and intervals as ``at_false_alarm``."""
+        return peer_rates(scores_df, method, self.target_fpr, splits=self.splits, n_boot=self.n_boot, seed=self.seed)
+
+    def ablation(self) -> pd.DataFrame:
+        return ablation(self.table, self.splits, seed=self.seed, target_fpr=self.target_fpr,
+                        scores={"top5+quality": self.scores})
+
+    def kernel_ablation(self) -> pd.DataFrame:
+        return kernel_ablation(self.table, self.splits, seed=self.seed, target_fpr=self.target_fpr,
+                               scores={next(iter(KERNEL_CHOICES)): self.scores})
+
+    def learning_curve(self) -> pd.DataFrame:
+        return learning_curve(self.table, self.splits, seed=self.seed, scores=self.scores)
+
+    def tsne(self) -> np.ndarray:
+        """(N, 2) t-SNE (scikit-learn) of the six detector inputs of every row (paper Fig. 4)."""
+        from sklearn.manifold import TSNE
+
+        perplexity = min(30, max(5, len(self.table) // 10))
+        return TSNE(n_components=2, perplexity=perplexity, random_state=self.seed,
+                    init="pca").fit_transform(self.table[list(FEATURES)].to_numpy())
+
+    def examples(self, per_kind: int = 5) -> dict[str, pd.DataFrame]:
+        """Appendix C from the first split's detector: rows of ``table`` it flags among held-out
+        images of other groups (detected, most confident first), held-out originals it flags
+        (false alarms), and adversarial or distorted images it lets through (missed, most
+        confidently passed first)."""
+        ev = self.scores[(self.scores["split"] == 0) & (self.scores["role"] == "eval")]
+        picked = {
+            "detected": ev[ev["flagged"] & (ev["group"] != "original")].sort_values("score", ascending=False),
+            "false alarm": ev[ev["flagged"] & (ev["group"] == "original")],
+            "missed": ev[~ev["flagged"] & ev["group"].isin(["adversarial", "distorted"])].sort_values("score"),
+        }
+        return {kind: self.table.iloc[rows.head(per_kind)["row"].to_numpy()] for kind, rows in picked.items()
+                if len(rows)}

@@ -64,13 +64,12 @@ TABLE_COLUMNS = ("group", "image_id", "parent_id", "source_id", "view", "distort
                  "correct_vs_clean")
 
 #: Column types of ``features.csv`` as the groups build it: what ``read`` restores, so that every
-#: notebook computes on the table exactly as it was written (float32 probabilities and quality).
+#: notebook computes on the table exactly as it was written (float32 probabilities and quality;
+#: text as pandas strings, missing text NaN, as a table built from rows holds it).
 DTYPES: dict[str, str] = {
-    "group": "str", "image_id": "str", "parent_id": "object", "source_id": "object", "view": "str",
-    "distortion": "object", "level": "float64", "attack": "object", "seed": "float64", "label": "float64",
-    "path": "str", **{c: "float32" for c in TOP5}, "pred": "int64", "quality": "float32", "correct": "bool",
-    "correct_vs_clean": "boolean"}
-_TEXT_WITH_GAPS = ("parent_id", "source_id", "distortion", "attack")
+    **{c: "str" for c in ("group", "image_id", "parent_id", "source_id", "view", "distortion", "attack", "path")},
+    "level": "float64", "seed": "float64", "label": "float64", **{c: "float32" for c in TOP5}, "pred": "int64",
+    "quality": "float32", "correct": "bool", "correct_vs_clean": "boolean"}
 
 
 def write(table: pd.DataFrame, path: str | Path) -> Path:
@@ -83,19 +82,16 @@ def write(table: pd.DataFrame, path: str | Path) -> Path:
 
 
 def read(path: str | Path) -> pd.DataFrame:
-    """``features.csv`` as ``write`` got it: column types restored, missing text as None."""
+    """``features.csv`` as ``write`` got it, column types restored (``DTYPES``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: the notebook that builds the groups "
                                 "(02_adversarial_quality) writes it; run it first")
-    table = pd.read_csv(path, dtype={c: ("str" if t in ("str", "object") else t) for c, t in DTYPES.items()
-                                     if t not in ("bool", "boolean", "int64")}, keep_default_na=True)
-    missing = [c for c in TABLE_COLUMNS if c not in table]
+    header = pd.read_csv(path, nrows=0).columns
+    missing = [c for c in TABLE_COLUMNS if c not in header]
     if missing:
         raise ValueError(f"{path} lacks the columns {missing}; rebuild it with this version of iqalib")
-    for c in _TEXT_WITH_GAPS:
-        table[c] = table[c].astype(object).where(table[c].notna(), None)
-    table["pred"] = table["pred"].astype("int64")
+    table = pd.read_csv(path, dtype={c: t for c, t in DTYPES.items() if t not in ("bool", "boolean")})
     table["correct"] = table["correct"].astype(bool)
     table["correct_vs_clean"] = table["correct_vs_clean"].astype("boolean")
     return table[list(TABLE_COLUMNS)]

@@ -23,14 +23,12 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from PIL import Image
 
 from iqalib import distortions as _distortions
 from iqalib.cache import ArrayCache, ShardStore, key_of
 from iqalib.classifiers import Classifier
-from iqalib.feature_table import TABLE_COLUMNS
 from iqalib.images import ImageSkip, apply_view, as_rgb, file_digest, open_image
 
 EMBEDDING_VERSION = 1  # bump when what is cached for the same key changes
@@ -459,75 +457,3 @@ def predict(classifier: Classifier, images: Sequence[Any], quality: Any = None, 
     proba = probabilities(classifier, embedded)
     q = scores(quality, classifier, embedded) if quality is not None else np.full(len(loaded), np.nan, np.float32)
     return Prediction(proba, q, embedded, reasons)
-
-
-# ------------------------------------------------------------------------------------------------
-# Tables: Table I's pairs and the per-image features table
-
-
-def iqa_predictions(classifier: Classifier, table: pd.DataFrame, cache: ShardStore | ArrayCache | None = None,
-                    batch_size: int = 16, progress: bool = True, **pass_options: Any) -> tuple[pd.DataFrame, dict]:
-    """Classify every reference and distorted image of an IQA table (reader format).
-
-    Adds ``classifier``, ``top1_ref``, ``top1``, ``conf`` and ``wup`` (Wu-Palmer similarity of the
-    two top-1 classes, 1 = same class). Rows whose image or reference was skipped are dropped and
-    counted in the returned counts.
-    """
-    from iqalib.semantic import wup_by_index
-
-    refs = sorted(table["ref_path"].unique())
-    # IQA images are used as given (a fully desaturated image is a distortion, not a grey photo):
-    # the paper's grey/size exclusions are for ImageNet originals.
-    ref_jobs = [ImageJob(p, min_side=1, allow_grey=True) for p in refs]
-    dist_jobs = [ImageJob(p, min_side=1, allow_grey=True) for p in table["path"]]
-    emb, reasons = embed(classifier, ref_jobs + dist_jobs, cache, batch_size, progress, desc=f"{classifier.name}",
-                         **pass_options)
-    top1, conf = top1_from_embeddings(classifier, emb)
-    ref_top1 = dict(zip(refs, top1[: len(refs)]))
-    out = table.copy()
-    out["classifier"] = classifier.name
-    out["top1_ref"] = out["ref_path"].map(ref_top1).astype(int)
-    out["top1"] = top1[len(refs):]
-    out["conf"] = conf[len(refs):]
-    ok = (out["top1"] >= 0) & (out["top1_ref"] >= 0)
-    out = out[ok].reset_index(drop=True)
-    out["wup"] = wup_by_index(out["top1_ref"].to_numpy(), out["top1"].to_numpy())
-    return out, skip_counts(reasons)
-
-
-def table(classifier: Classifier, jobs: Sequence[ImageJob], meta: pd.DataFrame, quality: Any = None,
-          cache: ShardStore | ArrayCache | None = None, batch_size: int = 16, progress: bool = True,
-          **pass_options: Any) -> tuple[pd.DataFrame, dict]:
-    """The per-image table every later step reads: ``meta`` (one row per job: ``group``,
-    ``image_id``, ``parent_id``, ``source_id``, ``view``, ``distortion``, ``level``, ``attack``,
-    ``seed``, ``label``) plus ``path``, the top-5 sorted class probabilities, ``pred`` (top-1
-    index), predicted ``quality``, ``correct`` (top-1 = true label) and ``correct_vs_clean`` (top-1 =
-    the top-1 of the row's parent original; for images without a parent: NaN).
-
-    One backbone pass per image (cached). Skipped images are dropped and counted per group in the
-    returned ``{group: {"used", "skipped"}}``.
-    """
-    emb, reasons = embed(classifier, jobs, cache, batch_size, progress, desc="features", **pass_options)
-    ok = np.array([r is None for r in reasons], dtype=bool)
-    out = meta.reset_index(drop=True).copy()
-    out["path"] = [j.path for j in jobs]
-    counts = {g: skip_counts([reasons[i] for i in np.flatnonzero(out["group"].to_numpy() == g)])
-              for g in dict.fromkeys(out["group"])}
-    out, emb = out[ok].reset_index(drop=True), emb[ok]
-    proba = probabilities(classifier, emb)
-    order = np.argsort(-proba, axis=1)[:, :5]
-    top5 = np.take_along_axis(proba, order, axis=1)
-    for k in range(5):
-        out[f"top{k + 1}"] = top5[:, k]
-    out["pred"] = order[:, 0]
-    out["quality"] = scores(quality, classifier, emb) if quality is not None else np.nan
-    label = pd.to_numeric(out["label"], errors="coerce")
-    out["correct"] = label.notna() & (label == out["pred"])
-    originals = out["group"] == "original"
-    parent_pred = out["parent_id"].map(dict(zip(out.loc[originals, "image_id"], out.loc[originals, "pred"])))
-    vs_clean = pd.Series(pd.NA, index=out.index, dtype="boolean")
-    has_parent = parent_pred.notna()
-    vs_clean[has_parent] = parent_pred[has_parent] == out.loc[has_parent, "pred"]
-    vs_clean[originals] = True
-    out["correct_vs_clean"] = vs_clean
-    return out[list(TABLE_COLUMNS)], counts

@@ -13,9 +13,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from iqalib import features
-from iqalib import feature_table
-from iqalib.tables import rates_from_scores
+from iqalib import evaluation, features
 
 __all__ = ["feature_squeezing_scores", "feature_squeezing_rates"]
 
@@ -66,15 +64,4 @@ def feature_squeezing_rates(scores_df: pd.DataFrame, target_fpr: float = 0.05, *
     ``splits`` all originals set one threshold. Columns as ``evaluation.rates_at_false_alarm`` with
     method 'feature_squeezing'.
     """
-    has_labels = "correct" in scores_df or {"pred", "label"} <= set(scores_df)
-    base = pd.DataFrame({"group": scores_df["group"].to_numpy(), "score": scores_df["score"].to_numpy(float),
-                         "row": np.arange(len(scores_df)),
-                         "correct": feature_table.correct(scores_df) if has_labels else False,
-                         "labelled": feature_table.labelled(scores_df) if "label" in scores_df else False})
-    base["score"] = base["score"].fillna(np.inf)
-    if splits is None:
-        ev = base.assign(split=0)
-    else:
-        src = feature_table.sources(scores_df)
-        ev = pd.concat([base[~src.isin(set(tr)).to_numpy()].assign(split=k) for k, (tr, _) in enumerate(splits)])
-    return rates_from_scores(ev, target_fpr, "feature_squeezing", n_boot=n_boot, seed=seed)
+    return evaluation.peer_rates(scores_df, "feature_squeezing", target_fpr, splits=splits, n_boot=n_boot, seed=seed)

@@ -111,3 +111,19 @@ def feature_shift(stats: Mapping[str, np.ndarray], layout: Sequence[tuple[str, i
                 rows.append({"tap": tap, "statistic": stat, "perturbation": name,
                              "shift": float(np.linalg.norm(d)), "cosine_to_reference": cosine})
     return pd.DataFrame(rows)
+
+
+def summary(controls: pd.DataFrame, shift: pd.DataFrame) -> str:
+    """The probe in one markdown paragraph: quality alone against the UAP and its controls (AUC,
+    mean drop), the top-1 changes, and the cosine of the UAP's change of the log-std statistics
+    with the change noise makes, tap by tap."""
+    c = controls.set_index("perturbation")
+    auc, drop = c["auc_vs_originals"], c["drop"]
+    cos = shift[(shift["perturbation"] == UAP) & (shift["statistic"] == "log-std")].set_index("tap")["cosine_to_reference"]
+    return (f"Quality alone tells the UAP images from their originals at AUC **{auc[UAP]:.2f}** (mean drop "
+            f"{drop[UAP]:.3f}); the UAP's values with their pixels shuffled at **{auc[SHUFFLED]:.2f}** "
+            f"({drop[SHUFFLED]:.3f}), Gaussian noise of its RMS at **{auc[NOISE]:.2f}** ({drop[NOISE]:.3f}). "
+            f"Top-1 changed: {c.loc[UAP, 'top1_changed']:.0%} under the UAP, at most "
+            f"{c.drop(index=[UAP, CLEAN])['top1_changed'].max():.0%} under a control. Cosine of the UAP's change "
+            "of the log-std statistics with the change noise makes, tap by tap: "
+            + ", ".join(f"{t} {v:+.2f}" for t, v in cos.items()) + ".")

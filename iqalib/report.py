@@ -19,26 +19,15 @@ import matplotlib.pyplot as plt  # no forced backend: inline in a kernel, Agg wh
 import pandas as pd
 
 from iqalib.cache import atomic_write_bytes, atomic_write_text
-from iqalib.params import Frozen, run_dir
 
-STYLE = {"figure.dpi": 110, "savefig.dpi": 130, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
 MAX_VIEW_COLUMNS = 14  # a wider table is shown narrowed (or transposed); its CSV keeps every column
 VERDICTS = ("reproduced", "not reproduced", "not testable")
 VERDICT_COLUMNS = ("claim", "paper", "ours", "verdict", "why")
-# The paper's group order (Section V-A), for legends; other groups follow alphabetically.
-GROUP_ORDER = ("original", "distorted", "adversarial", "fool_ev", "fool_gd")
 
 
-def use_style() -> None:
-    """One plotting style for every figure."""
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="paper")
-    plt.rcParams.update(STYLE)
-
-
-def _folder(params: Frozen, kind: str) -> Path:
-    folder = run_dir(params) / kind
+def _folder(where: Any, kind: str) -> Path:
+    """``<run folder>/<kind>``: ``where`` is the run (anything with a ``folder``) or its folder."""
+    folder = Path(getattr(where, "folder", where)) / kind
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -52,12 +41,20 @@ def _in_kernel() -> bool:
     return get_ipython() is not None
 
 
-def _show_markdown(text: str) -> None:
+def show_markdown(text: str) -> None:
     """Rendered Markdown in the notebook and HTML report; the same text as the plain-text fallback."""
     if _in_kernel():
         from IPython.display import display
 
         display({"text/markdown": text, "text/plain": text}, raw=True)
+
+
+def show_image(path: str | Path, width: int | None = None) -> None:
+    """A PNG already on disk (e.g. the UAP's ``uap.png``), shown in the notebook and HTML report."""
+    if _in_kernel():
+        from IPython.display import Image, display
+
+        display(Image(filename=str(path), width=width))
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -155,13 +152,13 @@ def _markdown(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
-def save_table(df: pd.DataFrame, name: str, params: Frozen, caption: str = "", floatfmt: str = ".3f",
+def save_table(df: pd.DataFrame, name: str, run: Any, caption: str = "", floatfmt: str = ".3f",
                show: bool = True, view_columns: Sequence[str] | None = None, digits: int = 3) -> None:
     """Write ``tables/<name>.csv`` (every column, full precision) and its Markdown twin
     ``tables/<name>.md`` (caption on top), then show a narrow rounded view (see ``table_view``)
     under the caption. ``show=False`` only writes. Returns nothing, so a cell that ends with this
     call shows the table once."""
-    folder = _folder(params, "tables")
+    folder = _folder(run, "tables")
     caption = caption.strip()  # Markdown shows "**text **" literally: no space may stand inside the bold
     atomic_write_text(folder / f"{name}.csv", df.to_csv(index=False))
     markdown = df.to_markdown(index=False, floatfmt=floatfmt)
@@ -170,10 +167,10 @@ def save_table(df: pd.DataFrame, name: str, params: Frozen, caption: str = "", f
         view, note = table_view(df, view_columns, digits)
         parts = [f"**{caption}**" if caption else "", _markdown(view),
                  f"*{note} Every column is in `tables/{name}.csv`.*" if note else ""]
-        _show_markdown("\n\n".join(p for p in parts if p))
+        show_markdown("\n\n".join(p for p in parts if p))
 
 
-def verdicts(rows: Iterable[Mapping[str, Any]], notebook: str, params: Frozen, show: bool = True) -> pd.DataFrame:
+def verdicts(rows: Iterable[Mapping[str, Any]], notebook: str, run: Any, show: bool = True) -> pd.DataFrame:
     """Ours vs the paper, one row per claim: ``{claim, paper, ours, verdict, why}`` with ``verdict``
     one of ``reproduced``, ``not reproduced``, ``not testable``.
 
@@ -192,24 +189,24 @@ def verdicts(rows: Iterable[Mapping[str, Any]], notebook: str, params: Frozen, s
         raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}; got {', '.join(map(repr, bad))}")
     if frame["claim"].isna().any() or (frame["claim"].astype(str).str.strip() == "").any():
         raise ValueError("every verdict row needs a claim")
-    save_table(frame, f"verdicts_{notebook}", params, f"Ours vs the paper ({notebook}).", show=False)
+    save_table(frame, f"verdicts_{notebook}", run, f"Ours vs the paper ({notebook}).", show=False)
     if show:
         shown = frame.map(lambda v: _fmt(v, 3))
         shown["verdict"] = "**" + frame["verdict"] + "**"
-        _show_markdown("### Ours vs the paper\n\n" + _markdown(shown))
+        show_markdown("### Ours vs the paper\n\n" + _markdown(shown))
     return frame
 
 
 # --------------------------------------------------------------------------------------------- figures
 
-def save_figure(fig: "plt.Figure", name: str, params: Frozen, show: bool = True) -> None:
+def save_figure(fig: "plt.Figure", name: str, run: Any, show: bool = True) -> None:
     """Write ``figures/<name>.png``, show exactly that PNG in the notebook, and close the figure
     (so the inline backend does not show it a second time). ``show=False`` only writes."""
     from matplotlib.figure import Figure
 
     if not isinstance(fig, Figure):
         raise TypeError(f"save_figure expects a matplotlib Figure, got {type(fig).__name__}")
-    path = _folder(params, "figures") / f"{name}.png"
+    path = _folder(run, "figures") / f"{name}.png"
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     atomic_write_bytes(path, buffer.getvalue())
@@ -220,110 +217,17 @@ def save_figure(fig: "plt.Figure", name: str, params: Frozen, show: bool = True)
         display(Image(data=buffer.getvalue(), format="png"))
 
 
-def plot_roc(roc_points: pd.DataFrame, ax: Any = None, auc: pd.DataFrame | None = None) -> "plt.Figure":
-    """One ROC curve per group (``group``, ``fpr``, ``tpr`` columns, e.g. from
-    ``evaluation.roc_per_group``) plus the chance diagonal; AUC in the legend when ``auc`` has
-    ``group`` and ``auc`` columns. Returns the figure."""
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    else:
-        fig = ax.figure
-    aucs = {} if auc is None else dict(zip(auc["group"], auc["auc"]))
-    present = {g for g in roc_points["group"] if isinstance(g, str)}
-    for group in [g for g in GROUP_ORDER if g in present] + sorted(present - set(GROUP_ORDER)):
-        g = roc_points[roc_points["group"] == group]
-        label = f"{group} (AUC {aucs[group]:.3f})" if group in aucs else group
-        ax.plot(g["fpr"], g["tpr"], label=label)
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    ax.set_xlabel("false-alarm rate (held-out originals)")
-    ax.set_ylabel("detection rate")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.legend(loc="lower right")
-    return fig
-
-
-def plot_vs_eps(df: pd.DataFrame, y: str, ylabel: str, title: str, hue: str = "quality_model",
-                style: str = "attack", ylim: tuple[float, float] | None = None) -> "plt.Figure":
-    """``y`` against the attack radius ``eps_255`` (log axis, ticks at the radii measured), one line
-    per ``hue`` and ``style``, legend beside the axes so it hides no line. Returns the figure."""
-    import seaborn as sns
-    from matplotlib.ticker import NullFormatter
-
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    sns.lineplot(df, x="eps_255", y=y, hue=hue, style=style, markers=True, ax=ax)
-    eps = sorted(df["eps_255"].unique())
-    ax.set_xscale("log")
-    ax.set_xticks(eps, [f"{e:g}" for e in eps])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel="ε (0–255 pixel units)", ylabel=ylabel, title=title)
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return fig
-
-
-def kde_grid(df: pd.DataFrame, x: str, y: str, by: str, xlabel: str, ylabel: str, title: str,
-             col_wrap: int = 5) -> "plt.Figure":
-    """One bivariate KDE panel per value of ``by`` (seaborn), points overlaid; axes on [0, 1]."""
-    import seaborn as sns
-    import warnings
-
-    groups = list(dict.fromkeys(df[by]))
-    ncols = min(col_wrap, len(groups))
-    nrows = -(-len(groups) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.5 * nrows), sharex=True, sharey=True, squeeze=False)
-    for ax, group in zip(axes.flat, groups):
-        g = df[df[by] == group]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tiny or constant groups: the KDE is skipped, points remain
-            if len(g) >= 5 and g[x].nunique() > 1 and g[y].nunique() > 1:
-                sns.kdeplot(data=g, x=x, y=y, fill=True, cmap="mako", thresh=0.05, levels=8, ax=ax, clip=((0, 1), (0, 1)))
-        ax.scatter(g[x], g[y], s=6, color="tab:orange", alpha=0.6, linewidths=0)
-        ax.set_title(f"{group} (n={len(g)})")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.05)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-    for ax in list(axes.flat)[len(groups):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def gallery(rows: list[list[tuple[object, str]]], row_titles: list[str], title: str = "", size: float = 1.9) -> "plt.Figure":
-    """A grid of images: ``rows`` of (image path or PIL image, caption), one row title each (Fig. 1 / App. C)."""
-    from PIL import Image
-
-    ncols = max((len(r) for r in rows), default=1)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * 1.15 * len(rows)), squeeze=False)
-    for i, (row, name) in enumerate(zip(rows, row_titles)):
-        for j in range(ncols):
-            ax = axes[i, j]
-            ax.axis("off")
-            if j < len(row):
-                source, caption = row[j]
-                if isinstance(source, Image.Image):
-                    ax.imshow(source.convert("RGB"))
-                else:
-                    with Image.open(source) as im:
-                        ax.imshow(im.convert("RGB"))
-                ax.set_title(caption, fontsize=7)
-        axes[i, 0].text(-0.08, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=9)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 # ------------------------------------------------------------------------------------- counts, paper
 
-def save_counts(name: str, counts: Mapping[str, Any], params: Frozen) -> Path:
-    """Image counts (``{"used": N, "skipped": {reason: n}}``) for the manifest, under ``counts/``."""
-    path = _folder(params, "counts") / f"{name}.json"
-    atomic_write_text(path, json.dumps(dict(counts), indent=2, sort_keys=True))
-    return path
+def save_counts(counts_by_name: Mapping[str, Mapping[str, Any]], run: Any, prefix: str = "") -> list[Path]:
+    """Image counts per name (each ``{"used": N, "skipped": {reason: n}}``) for the manifest, as
+    ``counts/<prefix><name>.json``."""
+    paths = []
+    for name, counts in counts_by_name.items():
+        path = _folder(run, "counts") / f"{prefix}{name}.json"
+        atomic_write_text(path, json.dumps(dict(counts), indent=2, sort_keys=True))
+        paths.append(path)
+    return paths
 
 
 def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], keep_paper_rows: bool = False) -> pd.DataFrame:

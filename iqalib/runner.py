@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from importlib import metadata, resources
 from pathlib import Path
 from string import Template
-from typing import Iterator
+from typing import Any, Iterator
 
 from iqalib.cache import atomic_write_text
 from iqalib.params import REPO_ROOT, cpus_available, load, needs, params_file, resolve_path, run_dir
@@ -230,6 +230,30 @@ def _collect(folder: Path, pattern: str) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.glob(pattern))
 
 
+#: The validated params of a run, written into its folder when the run starts: every notebook of
+#: the run opens this one file, so all of them see the params the runner checked, once.
+PARAMS_SNAPSHOT = "run_params.yaml"
+
+
+def _checked_params(params_path: str | Path) -> tuple[Path, Any]:
+    """The params file and its validated params, its data folders checked (``preflight``): the
+    one load of a run's params file."""
+    file = params_file(params_path)
+    params = load(file)
+    preflight(needs(params))
+    return file, params
+
+
+def write_snapshot(params: Any, out: Path) -> Path:
+    """``<run>/run_params.yaml``: the validated params, every default filled in (``yaml.safe_dump``)."""
+    import yaml
+
+    text = ("# The validated params this run's notebooks read (written by iqalib.runner; edit the params\n"
+            "# file under params/, not this copy).\n" + yaml.safe_dump(params.to_dict(), sort_keys=False))
+    atomic_write_text(out / PARAMS_SNAPSHOT, text)
+    return out / PARAMS_SNAPSHOT
+
+
 def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str = "python3",
         log_output: bool = False) -> dict:
     """Render the notebooks with ``params_path`` into ``outputs/<run>/``; returns the manifest.
@@ -240,14 +264,13 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
     """
     import papermill
 
-    file = params_file(params_path)
-    params = load(file)
-    preflight(needs(params))
+    file, params = _checked_params(params_path)
     selected = notebooks(only)
     check_order(selected, resolve_path(params.outputs_dir) / params.run_name, params_path)
     out = run_dir(params)
     (out / "notebooks").mkdir(exist_ok=True)
     (out / "reports").mkdir(exist_ok=True)
+    snapshot = write_snapshot(params, out)
     manifest_path = out / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     timings = dict(previous.get("wall_time_s", {})) if only else {}
@@ -264,7 +287,7 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
                     executed = out / "notebooks" / nb.name
                     try:
                         papermill.execute_notebook(str(nb), str(executed),
-                                                   parameters={"params_path": notebook_params_path(file)},
+                                                   parameters={"params_path": notebook_params_path(snapshot)},
                                                    cwd=str(NOTEBOOKS_DIR), kernel_name=kernel_name, language="python",
                                                    progress_bar=False, log_output=log_output)
                     except papermill.PapermillExecutionError as exc:
@@ -286,18 +309,17 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
 
 def prefill(params_path: str | Path, shard: int, of: int) -> dict[str, int]:
     """``python -m iqalib run PARAMS --shard K/N``: params and data checked as for a run, then share
-    ``shard`` of ``of`` of the bulk backbone passes put into the run's store (``experiment.prefill``),
+    ``shard`` of ``of`` of the bulk backbone passes put into the run's store (``groups.prefill``),
     logged to ``run.log``; no notebook is rendered."""
-    from iqalib import experiment  # imports torch: only when a share is filled
+    from iqalib import experiment, groups  # imports torch: only when a share is filled
 
-    file = params_file(params_path)
-    params = load(file)
-    preflight(needs(params))
+    file, params = _checked_params(params_path)
     out = run_dir(params)
     with _run_log(out):
         log.info("%s: share %d/%d of the bulk passes, started %s", params.run_name, shard, of,
                  datetime.now(timezone.utc).isoformat(timespec="seconds"))
-        counts = experiment.prefill(experiment.open_run(file, progress=False), shard, of)
+        run_ = experiment.Run(params, out, progress=False)
+        counts = groups.prefill(run_, shard, of)
         log.info("%s: share %d/%d done: %s", params.run_name, shard, of, counts)
     return counts
 

@@ -341,3 +341,61 @@ def baseline2(features: pd.DataFrame, thresholds: Sequence[float] = (0.3, 0.35))
                          "detection_rate": metrics.mean_or_nan(flagged[m]), "n_fit": int((m & ~flagged).sum()),
                          "fit_accuracy": metrics.mean_or_nan(correct[fit])})
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# The notebooks' smaller tables
+
+
+def group_sizes(features: pd.DataFrame) -> pd.DataFrame:
+    """Images per group of the features table, one row, groups in table order."""
+    return features.groupby("group", sort=False).size().rename("images").to_frame().T
+
+
+def iqa_overview(sets: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per IQA set and distortion: images, reference photos and mean score."""
+    return pd.concat(sets.values()).groupby(["dataset", "distortion"]).agg(
+        images=("path", "size"), references=("ref_id", "nunique"), mos_mean=("mos", "mean")).reset_index()
+
+
+def table1_by_distortion(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Table I per distortion type: pairs, mean score, mean Wu-Palmer similarity, share of changed top-1."""
+    return pairs.groupby(["dataset", "classifier", "distortion"]).agg(
+        n=("wup", "size"), mos_mean=("mos", "mean"), wup_mean=("wup", "mean"),
+        top1_changed=("top1", lambda s: float((s != pairs.loc[s.index, "top1_ref"]).mean()))).reset_index()
+
+
+def table1_spearman(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of score and Wu-Palmer similarity per dataset, classifier and distortion
+    (NaN where the similarity does not vary)."""
+    return pairs.groupby(["dataset", "classifier", "distortion"]).apply(
+        lambda g: stats.spearmanr(g["mos"], g["wup"]).statistic if g["wup"].nunique() > 1 else float("nan"),
+        include_groups=False).rename("spearman_mos_wup").reset_index()
+
+
+def uap_similarity(features: pd.DataFrame) -> pd.DataFrame:
+    """The Adversarial group's rows with their original's top-1 (``pred_original``) and the Wu-Palmer
+    similarity of the two top-1 classes (``wup``)."""
+    from iqalib.semantic import wup_by_index
+
+    orig = features[features["group"] == "original"].set_index("image_id")
+    adv = features[features["group"] == "adversarial"].copy()
+    adv["pred_original"] = adv["parent_id"].map(orig["pred"])
+    adv["wup"] = wup_by_index(adv["pred_original"].astype(int).to_numpy(), adv["pred"].astype(int).to_numpy())
+    return adv
+
+
+def distorted_by_level(features: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Baseline-2 at quality < ``threshold`` on the Distorted group, per distortion and level:
+    share rejected, classifier accuracy, mean quality, images."""
+    dist = features[features["group"] == "distorted"].assign(rejected=lambda d: d["quality"] < threshold)
+    return dist.groupby(["distortion", "level"]).agg(detection_rate=("rejected", "mean"), accuracy=("correct", "mean"),
+                                                     quality=("quality", "mean"), n=("rejected", "size")).reset_index()
+
+
+def iqa_ceiling(per_split: pd.DataFrame, oracle: np.ndarray) -> pd.DataFrame:
+    """Held-out SROCC of the heads (``per_split``) beside the content-blind oracle's (``type_level_oracle``)."""
+    return pd.DataFrame([{"predictor": "DTNIQ-f heads (no reference)", "srocc": per_split["srocc"].mean(),
+                          "srocc_std": per_split["srocc"].std(ddof=1)},
+                         {"predictor": "content-blind oracle: mean training score per (type, level)",
+                          "srocc": np.mean(oracle), "srocc_std": np.std(oracle, ddof=1)}])

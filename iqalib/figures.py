@@ -1,0 +1,212 @@
+"""The report's figures, one plotting style: each function takes a table the notebooks computed
+and returns a matplotlib figure for ``report.save_figure`` (which writes and shows it). Owns no
+numbers and writes nothing.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt  # no forced backend: inline in a kernel, Agg when there is no display
+import numpy as np
+import pandas as pd
+
+from iqalib.feature_table import GROUPS
+
+
+STYLE = {"figure.dpi": 110, "savefig.dpi": 130, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9}
+
+
+def use_style() -> None:
+    """One plotting style for every figure."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="paper")
+    plt.rcParams.update(STYLE)
+
+
+def roc(roc_points: pd.DataFrame, ax: Any = None, auc: pd.DataFrame | None = None) -> "plt.Figure":
+    """One ROC curve per group (``group``, ``fpr``, ``tpr`` columns, e.g. from
+    ``evaluation.roc_per_group``) plus the chance diagonal; AUC in the legend when ``auc`` has
+    ``group`` and ``auc`` columns. Returns the figure."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    else:
+        fig = ax.figure
+    aucs = {} if auc is None else dict(zip(auc["group"], auc["auc"]))
+    present = {g for g in roc_points["group"] if isinstance(g, str)}
+    for group in [g for g in GROUPS if g in present] + sorted(present - set(GROUPS)):
+        g = roc_points[roc_points["group"] == group]
+        label = f"{group} (AUC {aucs[group]:.3f})" if group in aucs else group
+        ax.plot(g["fpr"], g["tpr"], label=label)
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    ax.set_xlabel("false-alarm rate (held-out originals)")
+    ax.set_ylabel("detection rate")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def vs_eps(df: pd.DataFrame, y: str, ylabel: str, title: str, hue: str = "quality_model",
+                style: str = "attack", ylim: tuple[float, float] | None = None) -> "plt.Figure":
+    """``y`` against the attack radius ``eps_255`` (log axis, ticks at the radii measured), one line
+    per ``hue`` and ``style``, legend beside the axes so it hides no line. Returns the figure."""
+    import seaborn as sns
+    from matplotlib.ticker import NullFormatter
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    sns.lineplot(df, x="eps_255", y=y, hue=hue, style=style, markers=True, ax=ax)
+    eps = sorted(df["eps_255"].unique())
+    ax.set_xscale("log")
+    ax.set_xticks(eps, [f"{e:g}" for e in eps])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set(xlabel="ε (0–255 pixel units)", ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    return fig
+
+
+def kde_grid(df: pd.DataFrame, x: str, y: str, by: str, xlabel: str, ylabel: str, title: str,
+             col_wrap: int = 5) -> "plt.Figure":
+    """One bivariate KDE panel per value of ``by`` (seaborn), points overlaid; axes on [0, 1]."""
+    import seaborn as sns
+    import warnings
+
+    groups = list(dict.fromkeys(df[by]))
+    ncols = min(col_wrap, len(groups))
+    nrows = -(-len(groups) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.5 * nrows), sharex=True, sharey=True, squeeze=False)
+    for ax, group in zip(axes.flat, groups):
+        g = df[df[by] == group]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tiny or constant groups: the KDE is skipped, points remain
+            if len(g) >= 5 and g[x].nunique() > 1 and g[y].nunique() > 1:
+                sns.kdeplot(data=g, x=x, y=y, fill=True, cmap="mako", thresh=0.05, levels=8, ax=ax, clip=((0, 1), (0, 1)))
+        ax.scatter(g[x], g[y], s=6, color="tab:orange", alpha=0.6, linewidths=0)
+        ax.set_title(f"{group} (n={len(g)})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.05)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def gallery(rows: list[list[tuple[object, str]]], row_titles: list[str], title: str = "", size: float = 1.9) -> "plt.Figure":
+    """A grid of images: ``rows`` of (image path or PIL image, caption), one row title each (Fig. 1 / App. C)."""
+    from PIL import Image
+
+    ncols = max((len(r) for r in rows), default=1)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(size * ncols, size * 1.15 * len(rows)), squeeze=False)
+    for i, (row, name) in enumerate(zip(rows, row_titles)):
+        for j in range(ncols):
+            ax = axes[i, j]
+            ax.axis("off")
+            if j < len(row):
+                source, caption = row[j]
+                if isinstance(source, Image.Image):
+                    ax.imshow(source.convert("RGB"))
+                else:
+                    with Image.open(source) as im:
+                        ax.imshow(im.convert("RGB"))
+                ax.set_title(caption, fontsize=7)
+        axes[i, 0].text(-0.08, 0.5, name, transform=axes[i, 0].transAxes, rotation=90, va="center", ha="right", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def iqa_scatter(held: pd.DataFrame, target: str, title: str) -> "plt.Figure":
+    """Predicted quality against the subjective score of held-out rows, per distortion."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    sns.scatterplot(data=held, x="mos", y="pred", hue="distortion", s=8, alpha=0.6, ax=ax, legend="brief")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=target, ylabel="predicted quality (held-out head)", title=title)
+    ax.legend(fontsize=6, markerscale=1.5, loc="lower right")
+    return fig
+
+
+def quality_vs_level(held: pd.DataFrame, target: str) -> "plt.Figure":
+    """Mean predicted and subjective score against distortion level, one panel per distortion."""
+    import seaborn as sns
+
+    levels = held.groupby(["distortion", "level"])[["pred", "mos"]].mean().reset_index()
+    grid = sns.relplot(data=levels.melt(id_vars=["distortion", "level"], value_vars=["pred", "mos"], var_name="score"),
+                       x="level", y="value", hue="score", col="distortion", col_wrap=5, kind="line", marker="o",
+                       height=1.9, aspect=1.0).set(ylim=(0, 1))
+    grid.figure.suptitle(f"Predicted quality (pred) and {target} (mos) against distortion level, held-out references",
+                         y=1.02)
+    return grid.figure
+
+
+def feature_shift(shift: pd.DataFrame) -> "plt.Figure":
+    """``probes.feature_shift``'s table as bars: length of the mean change per tap and statistic,
+    and its cosine with the change Gaussian noise makes, per perturbation."""
+    import seaborn as sns
+
+    long = shift.assign(where=shift["tap"] + " " + shift["statistic"]).melt(
+        id_vars=["where", "perturbation"], value_vars=["shift", "cosine_to_reference"], var_name="measure")
+    long["measure"] = long["measure"].map({"shift": "length of the mean change (spread units)",
+                                           "cosine_to_reference": "cosine with the change noise makes"})
+    grid = sns.catplot(data=long, x="where", y="value", hue="perturbation", col="measure", kind="bar", sharey=False,
+                       height=2.8, aspect=1.6)
+    grid.set_titles("{col_name}").set_xticklabels(rotation=60, ha="right").set_axis_labels("", "")
+    grid.figure.suptitle("Early-layer statistics: UAP vs control maps of its amplitude (Original group)", y=1.03)
+    return grid.figure
+
+
+def by_level(table: pd.DataFrame, threshold: float) -> "plt.Figure":
+    """Baseline-2's rejection rate and the classifier's accuracy against distortion level."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharex=True)
+    for name, g in table.groupby("distortion"):
+        axes[0].plot(g["level"], g["detection_rate"], marker="o", label=name)
+        axes[1].plot(g["level"], g["accuracy"], marker="o", label=name)
+    axes[0].set(xlabel="level", ylabel=f"rejected (quality < {threshold})", ylim=(-0.02, 1.02))
+    axes[1].set(xlabel="level", ylabel="classifier accuracy", ylim=(-0.02, 1.02))
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def tsne(points: np.ndarray, groups: pd.Series) -> "plt.Figure":
+    """Fig. 4: the t-SNE points of the detector's inputs, one colour per group (paper order)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for g in GROUPS:
+        m = (groups == g).to_numpy()
+        ax.scatter(points[m, 0], points[m, 1], s=8, alpha=0.7, label=f"{g} ({m.sum()})")
+    ax.legend(fontsize=7)
+    ax.set(title="t-SNE of [top-1..top-5, quality]", xticks=[], yticks=[])
+    return fig
+
+
+def robust_training(nt_log: pd.DataFrame, denoiser_log: pd.DataFrame) -> "plt.Figure":
+    """NT fine-tuning's input-gradient norm and the denoiser's MSE against doing nothing, per step."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    nt_log.plot(x="step", y="grad_l1", ax=axes[0], legend=False, title="NT fine-tuning: ‖∇f‖₁ of the batch (normalised input)")
+    denoiser_log.plot(x="step", y=["mse", "noisy_mse"], ax=axes[1], logy=True, title="Denoiser: MSE vs doing nothing")
+    return fig
+
+
+def certified_widths(certified: pd.DataFrame) -> "plt.Figure":
+    """Mean certified interval width against the ℓ2 radius, per quality model."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    sns.lineplot(certified, x="radius", y="interval_width_mean", hue="quality_model", marker="o", ax=ax)
+    ax.set(xlabel="ℓ2 radius (on [0, 1] pixels)", ylabel="mean certified interval width", ylim=(0, 1.05),
+           title="Certified interval vs radius")
+    return fig
+
+
+def examples(picked: dict[str, pd.DataFrame], pictures: dict[str, list], title: str) -> "plt.Figure":
+    """Appendix C: a gallery row per kind of decision, each image with its predicted quality and top-1."""
+    rows = [[(im, f"{r.group}\nq={r.quality:.2f} top1={r.top1:.2f}") for im, r in zip(pictures[kind], rows.itertuples())]
+            for kind, rows in picked.items()]
+    return gallery(rows, list(picked), title)

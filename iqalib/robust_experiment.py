@@ -1,0 +1,256 @@
+"""Notebook 05's experiment: the quality half of the detector under attack and its defences —
+the split of the training IQA set, the plain and NT heads, DMS-IQA's denoiser, the four scorers,
+and the tables of clean correlations, score attacks, certificates and the detector under attack.
+Models are saved under ``outputs/<run>/models/`` and reused while nothing they depend on changed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iqalib import adaptive, evaluation, experiment, feature_table, features, groups, images, metrics, robust, tables
+from iqalib.cache import atomic_write_text
+from iqalib.detector import FitForTaskDetector
+from iqalib.experiment import Run
+from iqalib.quality import QualityModel
+
+
+ROBUST_PLAIN_FOLDER = "models/quality_plain05"
+
+
+ROBUST_NT_FOLDER = "models/quality_nt"
+
+
+DENOISER_FOLDER = "models/denoiser"
+
+
+@dataclass
+class RobustData:
+    """Notebook 05's images, from the first training IQA set split once by reference photo
+    (``quality.test_size`` held out, the run's seed): the rows the plain and NT heads train on and
+    seeded random samples of the held-out rows for clean correlations, attacks and certificates."""
+
+    train: pd.DataFrame
+    train_features: np.ndarray
+    held: pd.DataFrame
+    srocc: pd.DataFrame
+    attacked: pd.DataFrame
+    certified: pd.DataFrame
+
+    def sizes(self) -> pd.DataFrame:
+        """Rows and reference photos of the training and held-out parts."""
+        return pd.DataFrame({"rows": [len(self.train), len(self.held)],
+                             "reference photos": [self.train["ref_id"].nunique(), self.held["ref_id"].nunique()]},
+                            index=["train", "held out"])
+
+
+def robust_data(run: Run) -> RobustData:
+    """The split and samples of ``RobustData`` (``robust.n_srocc``, ``n_images``, ``n_certified_images``),
+    on notebook 00's training data (``experiment.quality_data``), split by its content groups."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    p, r = run.params, run.params.robust
+    data = experiment.quality_data(run, train_only=True)
+    table, x = data.train, data.x
+    train, held = next(GroupShuffleSplit(1, test_size=p.quality.test_size, random_state=p.seed).split(
+        x, groups=data.groups))
+    held_rows = table.iloc[held].reset_index(drop=True)
+
+    def sample(n: int, salt: int) -> pd.DataFrame:
+        return held_rows.sample(n=min(n, len(held_rows)), random_state=p.seed + salt).reset_index(drop=True)
+
+    return RobustData(table.iloc[train].reset_index(drop=True), x[train], held_rows,
+                      sample(r.n_srocc, 1), sample(r.n_images, 2), sample(r.n_certified_images, 3))
+
+
+def view_tensor(run: Run, items: list[Any]) -> Any:
+    """(N, 3, S, S) float tensor in [0, 1] of the classifier's view of each image file or PIL image."""
+    pics = [images.open_image(item, allow_grey=True, min_side=1) if isinstance(item, (str, Path)) else item
+            for item in items]
+    return run.classifier.pixels(pics) / 255.0
+
+
+def _reuse_or_build(folder: Path, key: dict, build: Any) -> bool:
+    """Whether ``folder`` already holds what ``key`` describes (``folder/key.json`` equals it); if
+    not, ``build(folder)`` saves it there and ``key.json`` is written last, so an interrupted
+    build is never reused. Callers then load from ``folder``: one state, fresh or reused."""
+    marker = folder / "key.json"
+    text = json.dumps(key, sort_keys=True, default=str)
+    if marker.is_file() and marker.read_text() == text:
+        return True
+    marker.unlink(missing_ok=True)  # an interrupted rebuild must not pass for the old state
+    build(folder)
+    atomic_write_text(marker, text)
+    return False
+
+
+def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
+    """The plain heads (``robust.n_models``, the run's quality settings, trained on ``data.train``)
+    and their NT fine-tuning (``robust.nt``), saved under ``models/quality_plain05`` and
+    ``models/quality_nt`` and reused while nothing they depend on changed. Returns
+    ``{"plain": model, "nt": model, "nt_log": DataFrame}``."""
+
+    p, r = run.params, run.params.robust
+    settings = {k: v for k, v in experiment.quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
+    key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed,
+           "classifier": run.classifier.weights_id, "amp": p.amp,
+           **({"backbone_in_workers": True} if features.runs_backbone_in_workers(run.classifier, p.backbone_in_workers)
+              else {}),
+           "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),
+           "train_refs": sorted(set(data.train["ref_id"].astype(str)))}
+    mos = data.train["mos"].to_numpy()
+
+    def build_plain(folder: Path) -> None:
+        model = QualityModel(n_models=r.n_models, **settings).fit(data.train_features, mos, progress=run.progress)
+        model.save(folder, training_data={"rows": len(mos), "references": data.train["ref_id"].nunique(),
+                                          "target": run.target, "use": "notebook 05 (plain)"})
+
+    def load(folder: Path) -> QualityModel:
+        return QualityModel.load(folder, device=p.device)
+
+    _reuse_or_build(run.folder / ROBUST_PLAIN_FOLDER, key, build_plain)
+    plain = load(run.folder / ROBUST_PLAIN_FOLDER)
+
+    def build_nt(folder: Path) -> None:
+        pool = data.train.sample(n=min(r.nt.pixel_pool, len(data.train)), random_state=p.seed)
+        n = r.nt
+        model, steps = robust.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])), data.train_features,
+                                       mos, lam=n.lam, h=n.h, steps=n.steps, batch_size=n.batch_size,
+                                       pixel_batch=n.pixel_batch, lr=n.lr, seed=p.seed, progress=run.progress)
+        model.save(folder, training_data={"rows": len(mos), "target": run.target,
+                                          "nt": {**n.to_dict(), "from": ROBUST_PLAIN_FOLDER, "log": steps}})
+
+    _reuse_or_build(run.folder / ROBUST_NT_FOLDER, {**key, "nt": r.nt.to_dict()}, build_nt)
+    nt = load(run.folder / ROBUST_NT_FOLDER)
+    return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"])}
+
+
+def robust_denoiser(run: Run, data: RobustData) -> tuple[Any, pd.DataFrame]:
+    """DMS-IQA's denoiser (``robust.denoiser``, noise ``robust.smoothing.sigma``), trained on the
+    reference photos of ``data.train`` only, saved under ``models/denoiser``; and its training log."""
+    from iqalib.denoiser import DnCNN, train_denoiser
+
+    p, d = run.params, run.params.robust.denoiser
+    refs = sorted(set(data.train["ref_path"]))
+    key = {"denoiser": d.to_dict(), "sigma": p.robust.smoothing.sigma, "seed": p.seed, "refs": refs}
+
+    def build(folder: Path) -> None:
+        photos = [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs]
+        net, log = train_denoiser(photos, p.robust.smoothing.sigma, d.layers, d.channels, d.steps, d.batch_size,
+                                  d.patch, d.lr, seed=p.seed, device=str(run.classifier.device), progress=run.progress)
+        net.save(folder, {"sigma": p.robust.smoothing.sigma, "photos": len(photos), "log": log})
+
+    _reuse_or_build(run.folder / DENOISER_FOLDER, key, build)
+    net = DnCNN.load(run.folder / DENOISER_FOLDER)
+    return net.to(run.classifier.device), pd.DataFrame(net.card["log"])
+
+
+def robust_scorers(run: Run, plain: QualityModel, nt: QualityModel, denoiser: Any) -> dict[str, Any]:
+    """The four quality models notebook 05 compares, as ``robust.Scorer``: plain, NT, DMS (input-space
+    median smoothing behind the denoiser) and FS (feature-space median smoothing of the plain heads)."""
+
+    p, s, f = run.params, run.params.robust.smoothing, run.params.robust.feature_smoothing
+    clf = run.classifier
+    return {"plain": robust.Scorer("plain", plain, clf), "nt": robust.Scorer("nt", nt, clf),
+            "dms": robust.Scorer("dms", plain, clf, "input", s.sigma, s.n, denoiser, p.seed),
+            "fs": robust.Scorer("fs", plain, clf, "feature", f.sigma, f.n, None, p.seed)}
+
+
+def robust_detector_data(run: Run, table: pd.DataFrame) -> dict[str, Any]:
+    """For the detector under attack: the first paired split's training rows (originals and UAP
+    images of its training sources, as in notebook 04) with their views, and the first
+    ``robust.n_images`` held-out originals the classifier gets right, with views and labels."""
+    import torch
+
+
+    p = run.params
+    train_ids, test_ids = evaluation.paired_splits(table, p.detector.n_splits, p.detector.train_size, p.seed)[0]
+    src = table["source_id"].astype(str)
+    train = table[src.isin(set(train_ids)) & table["group"].isin(["original", "adversarial"])].reset_index(drop=True)
+    held = table[(table["group"] == "original") & src.isin(set(test_ids)) & table["correct"].astype(bool)]
+    held = held.head(p.robust.n_images).reset_index(drop=True)
+    return {"train": train, "train_x": view_tensor(run, groups.row_images(run, train)),
+            "y": (train["group"] == "adversarial").astype(int).to_numpy(),
+            "held": held, "held_x": view_tensor(run, groups.row_images(run, held)),
+            "labels": torch.tensor(held["label"].astype(int).to_numpy(), device=run.classifier.device)}
+
+
+def robust_clean(run: Run, scorers: dict[str, Any], data: RobustData) -> pd.DataFrame:
+    """``robust_models``: each scorer on ``data.srocc`` — SROCC/PLCC against the target, passes per
+    image and measured seconds per image of the deployed score (wall clock, this machine)."""
+
+
+
+    x = view_tensor(run, list(data.srocc["path"]))
+    rows = []
+    for name, scorer in scorers.items():
+        start = time.perf_counter()
+        scores = scorer.scores(x)
+        seconds = (time.perf_counter() - start) / len(x)
+        rows.append({"quality_model": name, "space": scorer.space, "n": len(scores),
+                     **dict(zip(("srocc", "plcc"), metrics.correlations(scores, data.srocc["mos"]))),
+                     **scorer.passes_per_image(), "seconds_per_image": seconds})
+    return pd.DataFrame(rows)
+
+
+def robust_attack_table(run: Run, scorers: dict[str, Any], data: RobustData) -> pd.DataFrame:
+    """``robust_attacks``: every scorer under ``robust.attack_scores`` (``robust.eps_255``, step,
+    iterations, EOT draws) on ``data.attacked``, against its target scores."""
+
+    r = run.params.robust
+    x = view_tensor(run, list(data.attacked["path"]))
+    return pd.concat([tables.robust_attacks(name, robust.attack_scores(
+        scorer, x, r.eps_255, r.step_255, r.iters, r.eot_draws, run.params.seed, run.progress), data.attacked["mos"])
+        for name, scorer in scorers.items()], ignore_index=True)
+
+
+def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> tuple[pd.DataFrame, np.ndarray]:
+    """``robust_certified`` on ``data.certified``: DMS's certificate (``robust.smoothing``) and FS's
+    local one (``robust.feature_smoothing``, with its per-image Lipschitz estimate, also returned),
+    each with its measured seconds per image (FS's include the Lipschitz estimate)."""
+
+
+
+    r, seed = run.params.robust, run.params.seed
+    f, s = r.feature_smoothing, r.smoothing
+    x = view_tensor(run, list(data.certified["path"]))
+    start = time.perf_counter()
+    lipschitz = robust.local_lipschitz(scorers["fs"].scaled_features(), x, iters=f.lipschitz_iters, seed=seed)
+    fs = scorers["fs"].certify(x, s.radii, f.n_certify, s.conf, lipschitz)
+    fs_seconds = (time.perf_counter() - start) / len(x)
+    start = time.perf_counter()
+    dms = scorers["dms"].certify(x, s.radii, s.n_certify, s.conf)
+    dms_seconds = (time.perf_counter() - start) / len(x)
+    return pd.concat([tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms, s.radii, dms_seconds),
+                      tables.robust_certified("fs", "feature", f.sigma, f.n_certify, fs, s.radii, fs_seconds)],
+                     ignore_index=True), lipschitz
+
+
+def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+    """``robust_detector``: per scorer, a detector (notebook 04's SVM) trained on the first paired
+    split with that scorer's quality, then, per ``robust.eps_255``, the oblivious PGD (classifier
+    only, the same images for every scorer) and the adaptive PGD through the whole system, judged
+    on ``robust_detector_data``'s held-out originals."""
+
+    p, r = run.params, run.params.robust
+    d = robust_detector_data(run, table)
+    clf, x, labels = run.classifier, d["held_x"], d["labels"]
+    oblivious = {e: adaptive.pgd(clf, x, labels, e / 255, steps=r.iters, seed=p.seed) for e in r.eps_255}
+    rows = []
+    for name, scorer in scorers.items():
+        train = d["train"][list(feature_table.TOP5)].assign(quality=scorer.scores(d["train_x"]))
+        det = FitForTaskDetector(random_state=p.seed).fit(train, d["y"], groups=d["train"]["source_id"])
+        decision = adaptive.svm_decision(det)
+        clean_flagged = adaptive.judge(clf, scorer, det, x, labels)["flagged"]
+        for e in r.eps_255:
+            adv = adaptive.pgd(clf, x, labels, e / 255, scorer, decision, steps=r.iters, draws=r.eot_draws, seed=p.seed)
+            for attack, attacked in (("oblivious", oblivious[e]), ("adaptive", adv)):
+                judged = adaptive.judge(clf, scorer, det, attacked, labels)
+                rows.append(tables.robust_detector(name, attack, e, judged, clean_flagged))
+    return pd.DataFrame(rows)
