@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqalib import detector, feature_table, features, quality
+from iqalib import detector, feature_table, features, groups, quality
 from iqalib.classifiers import load_classifier
 from tests.conftest import colourful
 
@@ -49,7 +49,8 @@ def _job_table(clf, quality_model, photos):
     meta = pd.DataFrame({"group": "original", "image_id": [f"i{k}" for k in range(len(photos))], "parent_id": None,
                          "source_id": [f"s{k}" for k in range(len(photos))], "view": "full", "distortion": None,
                          "level": None, "attack": None, "seed": None, "label": 1})
-    return features.table(clf, jobs, meta, quality_model, None, progress=False)[0]
+    embedded, reasons = features.embed(clf, jobs, None, progress=False)
+    return groups.scored(clf, meta.assign(path=[str(p) for p in photos]), embedded, reasons, quality_model)[0]
 
 
 def test_every_route_reads_the_same_pass_and_decodes_once(clf, quality_model, photos, decodes):
@@ -106,7 +107,8 @@ def test_correct_vs_clean_follows_the_parent(clf, quality_model, photos):
     meta = pd.DataFrame({"group": ["original", "distorted"], "image_id": ["o", "o|wn"], "parent_id": [None, "o"],
                          "source_id": "s", "view": "full", "distortion": [None, "white_noise"], "level": [None, 5],
                          "attack": None, "seed": [None, 0], "label": None})
-    table = features.table(clf, jobs, meta, quality_model, None, progress=False)[0]
-    assert list(table.columns) == list(features.TABLE_COLUMNS)
+    embedded, reasons = features.embed(clf, jobs, None, progress=False)
+    table = groups.scored(clf, meta.assign(path=str(photos[0])), embedded, reasons, quality_model)[0]
+    assert list(table.columns) == list(feature_table.TABLE_COLUMNS)
     assert table.loc[0, "correct_vs_clean"] and not table["correct"].any()
     assert table.loc[1, "correct_vs_clean"] == (table.loc[1, "pred"] == table.loc[0, "pred"])

@@ -249,7 +249,7 @@ def test_stacked_heads_score_like_one_head_at_a_time():
 
 
 def test_shares_partition_the_bulk_passes_into_one_store(tmp_path):
-    from iqalib import experiment
+    from iqalib import experiment, groups
 
     raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
     raw.update(outputs_dir=str(tmp_path / "out"), run_name="shares")
@@ -261,11 +261,11 @@ def test_shares_partition_the_bulk_passes_into_one_store(tmp_path):
         done = subprocess.run([sys.executable, "-m", "iqalib", "run", str(file), "--shard", f"{k}/2"], cwd=REPO,
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0 and f"share {k}/2" in done.stdout, done.stderr[-2000:]
-    experiment.prefill(experiment.open_run(whole, progress=False), 0, 1)
+    groups.prefill(experiment.open_run(whole, progress=False), 0, 1)
     shared = ShardStore(tmp_path / "out" / "shares" / "cache" / "embeddings")
     alone = ShardStore(tmp_path / "out" / "whole" / "cache" / "embeddings")
     assert len(shared) == len(alone) > 6
-    assert all(experiment.in_share(str(i), 0, 3) + experiment.in_share(str(i), 1, 3) + experiment.in_share(str(i), 2, 3)
+    assert all(groups.in_share(str(i), 0, 3) + groups.in_share(str(i), 1, 3) + groups.in_share(str(i), 2, 3)
                == 1 for i in range(100))
     bad = subprocess.run([sys.executable, "-m", "iqalib", "run", str(file), "--shard", "2/2"], cwd=REPO,
                          capture_output=True, text=True)

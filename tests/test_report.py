@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from iqalib import params, report
+from iqalib import figures, params, report
 from tests.conftest import REPO
 
 
@@ -15,7 +15,7 @@ def P(tmp_path):
     raw.update(outputs_dir=str(tmp_path / "outputs"), run_name="reporttest")
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(raw))
-    return params.load(path)
+    return params.run_dir(params.load(path))  # report writes under a run's folder
 
 
 @pytest.fixture
@@ -37,9 +37,9 @@ def _wide(rows=5, cols=20):
 def test_csv_keeps_every_column_and_full_precision(P):
     df = _wide()
     report.save_table(df, "wide", P, "A wide table.", show=False)
-    back = pd.read_csv(params.run_dir(P) / "tables" / "wide.csv")
+    back = pd.read_csv(P / "tables" / "wide.csv")
     pd.testing.assert_frame_equal(back, df)
-    assert (params.run_dir(P) / "tables" / "wide.md").read_text().startswith("A wide table.\n\n|")
+    assert (P / "tables" / "wide.md").read_text().startswith("A wide table.\n\n|")
 
 
 def test_shown_view_is_narrow_rounded_and_captioned(P, shown):
@@ -56,7 +56,7 @@ def test_shown_view_is_narrow_rounded_and_captioned(P, shown):
 def test_caption_with_edge_spaces_stays_bold(P, shown):
     report.save_table(_wide(2, 2), "spaced", P, "Table II. Caption built from parts. ")
     assert shown[0]["text/markdown"].startswith("**Table II. Caption built from parts.**\n")
-    assert (params.run_dir(P) / "tables" / "spaced.md").read_text().startswith("Table II. Caption built from parts.\n\n|")
+    assert (P / "tables" / "spaced.md").read_text().startswith("Table II. Caption built from parts.\n\n|")
 
 
 def test_long_and_wide_view_keeps_key_columns():
@@ -91,7 +91,7 @@ def test_save_figure_writes_shows_the_png_and_closes(P, shown):
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1])
     assert report.save_figure(fig, "line", P) is None  # nothing for a cell to echo
-    png = (params.run_dir(P) / "figures" / "line.png").read_bytes()
+    png = (P / "figures" / "line.png").read_bytes()
     assert png.startswith(b"\x89PNG") and not plt.fignum_exists(fig.number)
     (image,) = shown
     assert image.data == png
@@ -111,7 +111,7 @@ def test_verdicts_are_saved_and_shown_under_one_heading(P, shown):
              "why": "paper values not transcribed"}]
     table = report.verdicts(rows, "01", P)
     assert list(table.columns) == list(report.VERDICT_COLUMNS) and len(table) == 2
-    saved = pd.read_csv(params.run_dir(P) / "tables" / "verdicts_01.csv")
+    saved = pd.read_csv(P / "tables" / "verdicts_01.csv")
     assert saved["claim"].tolist() == [r["claim"] for r in rows] and saved["verdict"].tolist() == ["reproduced", "not testable"]
     (bundle,) = shown
     assert bundle["text/markdown"].startswith("### Ours vs the paper") and "**reproduced**" in bundle["text/markdown"]
@@ -131,12 +131,12 @@ def test_plot_roc_one_curve_per_group_in_paper_order():
     fpr = np.linspace(0, 1, 11)
     points = pd.concat([pd.DataFrame({"group": g, "fpr": fpr, "tpr": np.sqrt(fpr)}) for g in ("fool_gd", "zzz", "distorted")])
     auc = pd.DataFrame({"group": ["distorted", "fool_gd"], "auc": [0.7, 0.9]})
-    fig = report.plot_roc(points, auc=auc)
+    fig = figures.roc(points, auc=auc)
     labels = [line.get_label() for line in fig.axes[0].lines]
     assert labels[:3] == ["distorted (AUC 0.700)", "fool_gd (AUC 0.900)", "zzz"] and len(labels) == 4  # + chance
     plt.close(fig)
     fig, ax = plt.subplots()
-    assert report.plot_roc(points, ax=ax) is fig
+    assert figures.roc(points, ax=ax) is fig
     plt.close(fig)
 
 

@@ -157,8 +157,21 @@ def test_scorers_plain_input_and_feature_smoothing(clf, plain):
     with torch.no_grad():
         exact = robust.score_fn(model, clf)(x).numpy()
     np.testing.assert_allclose(plain_scorer.scores(x), exact, atol=1e-6)
-    np.testing.assert_array_equal(fs.scores(x), fs.scores(x))  # seeded noise: the same input, the same score
-    assert np.abs(fs.scores(x) - exact).max() < 0.2 and np.abs(dms.scores(x) - exact).max() < 0.2
+    # feature smoothing by hand: per image the lower middle of 20 head scores on phi(x) + 0.1 · scale · N(0, 1),
+    # scale = the heads' mean training std per feature, the draws from Generator(seed) on ONE backbone pass
+    with torch.no_grad():
+        phi = robust.feature_fn(model, clf)(x)
+        scale = torch.stack([h.sd for h in model.heads]).mean(0)
+        g = torch.Generator().manual_seed(0)
+        noisy = np.stack([model.score_tensor(phi + torch.randn(phi.shape, generator=g) * 0.1 * scale).numpy()
+                          for _ in range(20)])
+    fs_scores = fs.scores(x)
+    np.testing.assert_allclose(fs_scores, np.sort(noisy, axis=0)[(20 - 1) // 2], atol=1e-6)
+    assert (noisy.std(axis=0) > 0).all() and not np.allclose(fs_scores, exact, atol=1e-6)  # the noise is real
+    np.testing.assert_array_equal(fs.scores(x), fs_scores)  # seeded noise: the same input, the same score
+    reseeded = robust.Scorer("fs", model, clf, "feature", sigma=0.1, n=20, seed=1).scores(x)
+    assert not np.allclose(reseeded, fs_scores, atol=1e-6)  # ... and another seed, other draws
+    assert np.abs(fs_scores - exact).max() < 0.2 and np.abs(dms.scores(x) - exact).max() < 0.2
     assert fs.passes_per_image() == {"backbone_passes": 1, "head_passes": 20, "denoiser_passes": 0}
     assert dms.passes_per_image()["backbone_passes"] == 4
     lipschitz = robust.local_lipschitz(fs.scaled_features(), x, iters=3)

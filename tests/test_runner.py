@@ -179,7 +179,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from iqalib import params, report
-P = params.load(params_path)
+OUT = params.run_dir(params.load(params_path))
 '''
 _WORK = '''
 for _ in tqdm(range(30), disable=False):  # a caller that ignores the switch
@@ -187,13 +187,13 @@ for _ in tqdm(range(30), disable=False):  # a caller that ignores the switch
 for _ in tqdm(range(30)):  # honours TQDM_DISABLE
     pass
 warnings.warn("something odd")
-report.save_table(pd.DataFrame({"group": list("abc"), **{f"m{i}": np.arange(3) / 7 for i in range(20)}}), "wide", P, "Wide.")
+report.save_table(pd.DataFrame({"group": list("abc"), **{f"m{i}": np.arange(3) / 7 for i in range(20)}}), "wide", OUT, "Wide.")
 fig, ax = plt.subplots()
 ax.plot([0, 1], [1, 0])
-report.save_figure(fig, "line", P)
-table = report.verdicts([{"claim": "c", "paper": "1", "ours": "1", "verdict": "reproduced", "why": "w"}], "00", P)
-(params.run_dir(P) / "models" / "quality").mkdir(parents=True, exist_ok=True)
-(params.run_dir(P) / "models" / "quality" / "card.json").write_text("{}")
+report.save_figure(fig, "line", OUT)
+table = report.verdicts([{"claim": "c", "paper": "1", "ours": "1", "verdict": "reproduced", "why": "w"}], "00", OUT)
+(OUT / "models" / "quality").mkdir(parents=True, exist_ok=True)
+(OUT / "models" / "quality" / "card.json").write_text("{}")
 '''
 
 
@@ -212,7 +212,7 @@ def tiny_notebooks(tmp_path, monkeypatch):
     folder = tmp_path / "notebooks"
     folder.mkdir()
     _notebook(folder / "00_make.ipynb", "Make", _SETUP, _WORK)
-    _notebook(folder / "02_use.ipynb", "Use", _SETUP, 'print("uses", params.run_dir(P).name)')
+    _notebook(folder / "02_use.ipynb", "Use", _SETUP, 'print("uses", OUT.name)')
     monkeypatch.setattr(runner, "NOTEBOOKS_DIR", folder)
     return folder
 
@@ -267,3 +267,20 @@ def test_check_images_verbose_lists_each_skipped_file_with_its_reason(bad_folder
                       "n02123045/grey.jpg": "greyscale", "n02123045/sixteen_bit.png": "greyscale",
                       "n02123045/tiny.jpg": "too_small", "n02123045/truncated.jpg": "truncated"}
     assert result.stderr.endswith("\n")  # the summary does not start on the progress bar's line
+
+
+def test_a_run_loads_its_params_once_and_every_notebook_reads_the_same_snapshot(tmp_path, tiny_notebooks, monkeypatch):
+    from iqalib import params
+
+    params_file = _params_file(tmp_path)
+    loads = []
+    real = runner.load
+    monkeypatch.setattr(runner, "load", lambda path: loads.append(path) or real(path))
+    runner.run(params_file)
+    assert len(loads) == 1
+    out = tmp_path / "outputs" / "runnertest"
+    assert params.load(out / runner.PARAMS_SNAPSHOT).to_dict() == params.load(params_file).to_dict()
+    for path in sorted(out.glob("notebooks/*.ipynb")):
+        injected = [c.source for c in nbformat.read(path, as_version=4).cells
+                    if "injected-parameters" in c.metadata.get("tags", [])]
+        assert len(injected) == 1 and str(out / runner.PARAMS_SNAPSHOT) in injected[0], injected

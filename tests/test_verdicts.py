@@ -1,0 +1,307 @@
+"""verdicts: each notebook's claims judged from hand-made tables. Every rule is checked on both
+sides of its threshold (and, where it has one, the 'not testable' case), and each row's text must
+carry the numbers it was judged on. Pure pandas: no model, no images."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iqalib import verdicts
+from iqalib.tables import threshold_suffix
+
+OK = {verdicts.REPRODUCED: True, verdicts.NOT_REPRODUCED: False, verdicts.NOT_TESTABLE: None}
+
+
+def oks(rows: list[dict]) -> list[bool | None]:
+    """The ``ok`` each row was judged with (reproduced / not reproduced / not testable)."""
+    assert all(set(r) == {"claim", "paper", "ours", "verdict", "why"} for r in rows), rows
+    return [OK[r["verdict"]] for r in rows]
+
+
+# -- notebook 00 -----------------------------------------------------------------------------------
+
+
+def _performance(srocc=0.85, plcc=0.82):
+    return pd.DataFrame({"srocc": [srocc], "srocc_std": [0.02], "plcc": [plcc], "plcc_std": [0.03]})
+
+
+def _per_type(**within):
+    within = within or {"gaussian_blur": -0.9, "white_noise": -0.6}
+    return pd.DataFrame({"distortion": list(within), "spearman_level_pred_within_image": list(within.values())})
+
+
+def test_quality_model_passes_at_080_and_fails_just_below():
+    rows = verdicts.quality_model(_performance(0.85, 0.82), _per_type(), "pseudo-MOS (HaarPSI)")
+    assert oks(rows) == [True, True]
+    assert "SROCC 0.850 ± 0.020, PLCC 0.820 ± 0.030 vs pseudo-MOS (HaarPSI)" == rows[0]["ours"]
+    assert "not human opinion" in rows[0]["why"] and "0.80" in rows[0]["why"]
+    assert rows[1]["ours"] == "gaussian_blur -0.90, white_noise -0.60"
+    assert oks(verdicts.quality_model(_performance(0.80, 0.80), _per_type(), "MOS"))[0] is True  # ≥ 0.80
+    assert oks(verdicts.quality_model(_performance(0.79, 0.90), _per_type(), "MOS"))[0] is False
+    assert oks(verdicts.quality_model(_performance(0.90, 0.79), _per_type(), "MOS"))[0] is False
+    assert "pseudo" not in verdicts.quality_model(_performance(), _per_type(), "MOS")[0]["why"]
+
+
+def test_quality_model_needs_every_distortion_at_or_below_minus_half():
+    assert oks(verdicts.quality_model(_performance(), _per_type(jpeg=-0.5, blur=-0.99), "MOS"))[1] is True
+    rows = verdicts.quality_model(_performance(), _per_type(jpeg=-0.49, blur=-0.99), "MOS")
+    assert oks(rows)[1] is False and "jpeg -0.49" in rows[1]["ours"]
+
+
+# -- notebook 01 -----------------------------------------------------------------------------------
+
+
+def _table1(wup_mean=0.9, top1_changed=0.10):
+    ours = {"dataset": "a", "classifier": "m", "n_images": 10, "wup_mean": wup_mean, "top1_changed": top1_changed,
+            "paper_wup_mean": np.nan}
+    # the paper's own rows (no n_images) follow ours and must not be judged
+    paper = [{"dataset": "TID2013", "classifier": "alexnet", "n_images": np.nan, "wup_mean": 1.0, "top1_changed": 0.0,
+              "paper_wup_mean": v} for v in (0.812, 0.905)]
+    return pd.DataFrame([ours, *paper])
+
+
+def _pairs(wup):
+    return pd.DataFrame({"dataset": "a", "classifier": "m", "mos": np.linspace(0.1, 1.0, len(wup)), "wup": wup})
+
+
+RISING = np.linspace(0.3, 1.0, 10)
+
+
+def test_quality_vs_accuracy_judges_our_rows_only():
+    rows = verdicts.quality_vs_accuracy(_table1(0.9, 0.10), _pairs(RISING))
+    assert oks(rows) == [True, True]
+    assert rows[0]["paper"].startswith("mean Wu-Palmer similarity 0.812–0.905")
+    assert rows[0]["ours"] == "a/m 0.900, top-1 changed 10%"
+    assert rows[1]["ours"].startswith("a/m: Spearman 1.00 (p=")
+
+
+@pytest.mark.parametrize("wup_mean, changed", [(1.0, 0.10), (0.9, 0.049)])
+def test_quality_vs_accuracy_fails_when_the_top1_hardly_moves(wup_mean, changed):
+    rows = verdicts.quality_vs_accuracy(_table1(wup_mean, changed), _pairs(RISING))
+    assert oks(rows)[0] is False
+    assert f"{wup_mean:.3f}" in rows[0]["ours"] and f"{changed:.0%}" in rows[0]["ours"]
+
+
+def test_quality_vs_accuracy_correlation_rule():
+    falling = verdicts.quality_vs_accuracy(_table1(), _pairs(RISING[::-1]))
+    assert oks(falling)[1] is False and "Spearman -1.00" in falling[1]["ours"]
+    weak = _pairs(RISING)
+    weak["wup"] = [0.5, 1.0] * 5  # no significant rise
+    assert oks(verdicts.quality_vs_accuracy(_table1(), weak))[1] is False
+    flat = verdicts.quality_vs_accuracy(_table1(), _pairs(np.full(10, 0.7)))
+    assert oks(flat)[1] is None and flat[1]["ours"] == "no variation in similarity"
+
+
+# -- notebook 02 -----------------------------------------------------------------------------------
+
+
+N = 8
+Q_ORIG = np.linspace(0.5, 0.8, N)
+C_ORIG = np.linspace(0.6, 0.9, N)
+
+
+def _features(adv_shift=-0.1, conf_shift=-0.2, fool_quality=0.1):
+    """Originals, their UAP children (quality / top-1 moved by the shifts, distinct per pair so the
+    Wilcoxon test has no ties) and two fooling groups; one orphan child that must be ignored."""
+    spread = np.arange(N) * 0.001
+    orig = pd.DataFrame({"group": "original", "image_id": [f"o{i}" for i in range(N)], "parent_id": None,
+                         "quality": Q_ORIG, "top1": C_ORIG})
+    adv = pd.DataFrame({"group": "adversarial", "image_id": [f"a{i}" for i in range(N)],
+                        "parent_id": [f"o{i}" for i in range(N)], "quality": Q_ORIG + adv_shift + spread,
+                        "top1": C_ORIG + conf_shift + spread})
+    orphan = pd.DataFrame({"group": ["adversarial"], "image_id": ["a_orphan"], "parent_id": ["gone"],
+                           "quality": [5.0], "top1": [5.0]})
+    fool = pd.concat([pd.DataFrame({"group": g, "image_id": [f"{g}{i}" for i in range(N)], "parent_id": None,
+                                    "quality": fool_quality + spread, "top1": 0.5}) for g in ("fool_ev", "fool_gd")])
+    return pd.concat([orig, adv, orphan, fool], ignore_index=True)
+
+
+TABLE2 = pd.DataFrame({"group": ["original", "adversarial", "fool_ev", "fool_gd"],
+                       "paper_mean": [0.601, 0.552, 0.301, 0.202]})
+TABLE3 = pd.DataFrame({"group": ["original", "adversarial"], "paper_median": [0.911, 0.733]})
+
+
+def test_adversarial_quality_reproduced_when_lower_and_significant():
+    rows = verdicts.adversarial_quality(_features(), TABLE2, TABLE3, fooling_rate=0.8)
+    assert oks(rows) == [True, True, True]
+    q_adv = Q_ORIG - 0.1 + np.arange(N) * 0.001
+    assert rows[0]["paper"] == "mean 0.552 vs 0.601"
+    assert f"mean {q_adv.mean():.3f} vs {Q_ORIG.mean():.3f}" in rows[0]["ours"] and f"{N} pairs" in rows[0]["ours"]
+    assert rows[1]["paper"] == "Fool_EV 0.301, Fool_GD 0.202" and "fool_ev 0.104" in rows[1]["ours"]
+    c_adv = C_ORIG - 0.2 + np.arange(N) * 0.001
+    assert rows[2]["paper"] == "0.733 vs 0.911"
+    assert rows[2]["ours"].startswith(f"{np.median(c_adv):.3f} vs {np.median(C_ORIG):.3f}")
+
+
+def test_adversarial_quality_not_reproduced_when_the_groups_look_better():
+    rows = verdicts.adversarial_quality(_features(adv_shift=+0.1, conf_shift=+0.05, fool_quality=0.9), TABLE2, TABLE3,
+                                        fooling_rate=0.8)
+    assert oks(rows) == [False, False, False]
+    # lower on average but only two of eight pairs: not significant at 0.05
+    few = _features()
+    few = few[~few["image_id"].isin([f"o{i}" for i in range(2, N)])]
+    assert oks(verdicts.adversarial_quality(few, TABLE2, TABLE3, fooling_rate=0.8))[0] is False
+
+
+def test_adversarial_quality_not_testable_below_the_minimum_fooling_rate():
+    rows = verdicts.adversarial_quality(_features(), TABLE2, TABLE3, fooling_rate=0.1)
+    assert oks(rows) == [None, True, None]  # the fooling images do not depend on the UAP
+    assert "only 10%" in rows[0]["why"] and "only 10%" in rows[2]["why"]
+    at_min = verdicts.adversarial_quality(_features(), TABLE2, TABLE3, fooling_rate=verdicts.MIN_FOOLING_RATE)
+    assert oks(at_min) == [True, True, True]
+
+
+# -- notebook 03 -----------------------------------------------------------------------------------
+
+
+def _table4(adv_det=0.1, gd_det=0.9, acc=(1.0, 0.7, 0.4), suffix="q030", extra=None):
+    t = pd.DataFrame({"group": ["original", "distorted", "adversarial", "fool_ev", "fool_gd"],
+                      "accuracy": [*acc, np.nan, np.nan], "paper_accuracy": [1.0, 0.8, 0.5, np.nan, np.nan],
+                      f"detection_rate_{suffix}": [0.02, 0.6, adv_det, 0.95, gd_det],
+                      "paper_detection_rate_q030": [0.0244, 0.7, 0.05, 0.99, 0.98]})
+    for col, values in (extra or {}).items():
+        t[col] = values
+    return t
+
+
+def test_baselines_reproduced_and_texts():
+    rows = verdicts.baselines(_table4(), 0.3)
+    assert oks(rows) == [True, True] and len(rows) == 2  # no matched threshold: no third row
+    assert rows[0]["ours"] == "distorted 70.0%, adversarial 40.0% (originals 100%)"
+    assert rows[0]["paper"].startswith("distorted 80.0%, adversarial 50.0%")
+    assert rows[1]["ours"] == "Fool_GD 90.0%, adversarial 10.0%" and "(0.3)" in rows[1]["claim"]
+
+
+@pytest.mark.parametrize("acc", [(1.0, 1.0, 0.4), (1.0, 0.7, 1.0)])
+def test_baseline1_needs_both_groups_below_the_originals(acc):
+    assert oks(verdicts.baselines(_table4(acc=acc), 0.3))[0] is False
+
+
+@pytest.mark.parametrize("adv_det, gd_det, ok", [(0.49, 0.9, True), (0.5, 0.9, False), (0.3, 0.3, False),
+                                                 (0.3, 0.2, False)])
+def test_baseline2_rule(adv_det, gd_det, ok):
+    assert oks(verdicts.baselines(_table4(adv_det, gd_det), 0.3))[1] is ok
+
+
+def test_baselines_read_the_columns_of_the_given_and_matched_thresholds():
+    # the q030 rates fail the rule; at 0.35 (the column judged) they pass
+    t = _table4(0.1, 0.9, suffix="q035", extra={"detection_rate_q030": [0.0, 0.0, 0.6, 0.0, 0.1]})
+    assert oks(verdicts.baselines(t, 0.35))[1] is True
+    assert oks(verdicts.baselines(t, 0.3))[1] is False
+    matched = 0.412
+    col = f"detection_rate_{threshold_suffix(matched)}"
+    passing = _table4(extra={col: [0.0244, 0.81, 0.2, 0.93, 0.7]})
+    rows = verdicts.baselines(passing, 0.3, matched=matched, matched_share=0.0244)
+    assert len(rows) == 3 and oks(rows)[2] is True
+    assert "quality < 0.412: 2.44% of originals below" in rows[2]["claim"]
+    assert rows[2]["ours"] == "Fool_GD 70.0%, Fool_EV 93.0%, adversarial 20.0% (originals 2.4%, distorted 81.0%)"
+    failing = _table4(extra={col: [0.0244, 0.81, 0.7, 0.93, 0.6]})
+    assert oks(verdicts.baselines(failing, 0.3, matched=matched, matched_share=0.0244))[2] is False
+    assert len(verdicts.baselines(passing, 0.3, matched=float("nan"), matched_share=0.0244)) == 2
+
+
+# -- notebook 04 -----------------------------------------------------------------------------------
+
+PAPER5 = {"original": 0.05, "distorted": 0.9, "adversarial": 0.8, "fool_ev": 0.9, "fool_gd": 0.95}
+
+
+def _table5(**rates):
+    rate = {"original": 0.04, "distorted": 0.9, "adversarial": 0.85, "fool_ev": 0.95, "fool_gd": 0.97, **rates}
+    return pd.DataFrame({"group": list(rate), "detection_rate": list(rate.values()),
+                         "paper_detection_rate": [PAPER5[g] for g in rate]})
+
+
+def _ablation(top5=0.80, with_quality=0.85):
+    return pd.DataFrame({"group": ["adversarial", "adversarial", "fool_ev"], "features": ["top5", "top5+quality", "top5"],
+                         "auc": [top5, with_quality, 0.99]})
+
+
+T4 = pd.DataFrame({"group": ["original", "adversarial"], "detection_rate_q030": [0.02, 0.3],
+                   "paper_detection_rate_q030": [0.0244, 0.05]})
+
+
+def test_detector_reproduced_and_texts():
+    rows = verdicts.detector(_table5(), T4, _ablation(), 0.3, fooling_rate=0.8)
+    assert oks(rows) == [True] * 5
+    assert rows[0]["paper"] == "80.00%" and rows[0]["ours"] == "85.00%"
+    assert rows[1]["ours"] == "96.00% judged fit" and rows[1]["paper"] == "95.00% judged fit"
+    assert rows[2]["ours"] == "Fool_EV 95.00%, Fool_GD 97.00%"
+    assert rows[3]["ours"] == "85.00% vs 30.00%" and rows[3]["paper"] == "80.00% vs 5.00%"
+    assert "top-5 0.800, top-5 + quality 0.850" in rows[4]["ours"]
+
+
+@pytest.mark.parametrize("rates, failing", [({"adversarial": 0.79}, [0]), ({"original": 0.06}, [1]),
+                                            ({"fool_ev": 0.89}, [2]), ({"fool_gd": 0.94}, [2]),
+                                            ({"adversarial": 0.3}, [0, 3])])
+def test_detector_rules_flip_below_the_paper_and_the_baseline(rates, failing):
+    got = oks(verdicts.detector(_table5(**rates), T4, _ablation(), 0.3, fooling_rate=0.8))
+    assert got == [i not in failing for i in range(5)], (rates, got)
+
+
+def test_detector_ablation_and_weak_attack():
+    assert oks(verdicts.detector(_table5(), T4, _ablation(0.85, 0.85), 0.3, 0.8))[4] is False  # must be higher
+    missing = _ablation().iloc[[0]]  # no top5+quality row: NaN, not reproduced
+    assert oks(verdicts.detector(_table5(), T4, missing, 0.3, 0.8))[4] is False
+    weak = verdicts.detector(_table5(), T4, _ablation(), 0.3, fooling_rate=0.05)
+    assert oks(weak) == [None] * 5 and all("only 5%" in r["why"] for r in weak)
+    # the baseline column follows the threshold
+    t4 = T4.assign(detection_rate_q035=[0.02, 0.9])
+    assert oks(verdicts.detector(_table5(), t4, _ablation(), 0.35, 0.8))[3] is False
+
+
+# -- notebook 05 -----------------------------------------------------------------------------------
+
+MODELS = {"plain": 0.95, "nt": 0.91, "dms": 0.92, "fs": 0.94}
+
+
+def _robust(change=None, srocc=None, seconds=None, certified_dms=0.5, detection=None, random_change=0.02):
+    change = {"plain": 0.30, "nt": 0.20, "dms": 0.05, "fs": 0.28, **(change or {})}
+    srocc = {**MODELS, **(srocc or {})}
+    seconds = {"plain": 0.01, "nt": 0.01, "dms": 1.0, "fs": 0.01, **(seconds or {})}
+    detection = {"plain": 0.05, "nt": 0.6, "dms": 0.2, "fs": 0.1, **(detection or {})}
+    models = pd.DataFrame({"quality_model": list(srocc), "srocc": list(srocc.values()),
+                           "seconds_per_image": [seconds[m] for m in srocc]})
+    attacks = pd.DataFrame([{"quality_model": m, "attack": a, "eps_255": e,
+                             "score_change_mean": (random_change if a == "random_sign" else c) * (1 if e == 4 else 9)}
+                            for m, c in change.items() for a in ("random_sign", "ifgsm_up", "ifgsm_down")
+                            for e in (4.0, 8.0)])  # ε = 8 rows must not be read at ε = 4
+    certified = pd.DataFrame({"quality_model": ["dms", "fs", "dms", "fs"], "radius": [0.05, 0.05, 0.25, 0.25],
+                              "certified_fraction": [certified_dms, 0.0, 0.0, 0.0],
+                              "interval_width_mean": [0.1, 1.0, 1.0, 1.0]})
+    detected = pd.DataFrame([{"quality_model": m, "attack": a, "eps_255": 4.0,
+                              "detection_rate": d if a == "adaptive" else 0.9}
+                             for m, d in detection.items() for a in ("adaptive", "oblivious")])
+    return models, attacks, certified, detected
+
+
+def test_robust_reproduced_and_texts():
+    rows = verdicts.robust(*_robust())
+    assert oks(rows) == [True] * 5
+    assert "mean |Δs| 0.3000 vs random sign noise 0.0200 (15.0×)" == rows[0]["ours"]
+    assert "0.3000 → NT 0.2000 (33% less); SROCC 0.950 → 0.910" in rows[1]["ours"]
+    assert "at ℓ2 radius 0.05: 50% certified, mean width 0.100" in rows[2]["ours"]
+    assert rows[3]["ours"].startswith("10.0 ms vs 1000.0 ms per image (99.0% less)")
+    assert rows[4]["ours"].startswith("adaptive: plain 5%, nt 60%, dms 20%, fs 10%; oblivious (classifier only): ")
+    assert all("ε = 4/255" in r["claim"] for r in (rows[0], rows[1], rows[4]))
+
+
+@pytest.mark.parametrize("kwargs, failing", [
+    ({"random_change": 0.061}, 0),                       # I-FGSM < 5× random noise
+    ({"change": {"nt": 0.22}}, 1),                       # 27 % less change: below 30 %
+    ({"srocc": {"nt": 0.89}}, 1),                        # NT costs 0.06 SROCC
+    ({"srocc": {"dms": 0.89}}, 2),                       # DMS 0.06 below plain
+    ({"certified_dms": 0.0}, 2),                         # nothing certified at the smallest radius
+    ({"seconds": {"fs": 0.11}}, 3),                      # FS only 89 % faster than DMS
+    ({"detection": {"plain": 0.10}}, 4),                 # the plain detector is not defeated (< 10 %)
+    ({"detection": {"nt": 0.49}}, 4),                    # no hardened model reaches 50 %
+])
+def test_robust_each_rule_flips_at_its_threshold(kwargs, failing):
+    got = oks(verdicts.robust(*_robust(**kwargs)))
+    assert got == [i != failing for i in range(5)], (kwargs, got)
+
+
+def test_robust_reads_the_given_eps():
+    rows = verdicts.robust(*_robust(), eps_255=8.0)  # attacks ×9 at ε = 8; no detector rows there
+    assert "mean |Δs| 2.7000 vs random sign noise 0.1800" in rows[0]["ours"] and "ε = 8/255" in rows[0]["claim"]
+    assert oks(rows)[4] is False and "adaptive: plain nan%" in rows[4]["ours"]
