@@ -43,25 +43,19 @@
 params_path = "../params/default.yaml"
 
 # %%
-import numpy as np
-import pandas as pd
-
-from iqalib import experiment, features, quality, report, tables, verdicts
+from iqalib import experiment, figures, report, tables, verdicts
 
 run = experiment.open_run(params_path)
-P, Q = run.params, run.params.quality
-report.use_style()
-target = experiment.training_label(run)
+figures.use_style()
 
 # %% [markdown]
 # ## Backbone features of every IQA image
 # One pass per image, cached under `outputs/<run>/cache/` and shared with notebook 01.
 
 # %%
-data = experiment.iqa_features(run, experiment.iqa_sets(run))
-for name, (_, _, counts) in data.items():
-    report.save_counts(f"00_{name}", counts, P)
-pd.DataFrame({name: {"images": len(t), "references": t["ref_id"].nunique()} for name, (t, _, _) in data.items()})
+data = experiment.quality_data(run)
+report.save_counts({name: counts for name, (_, _, counts) in data.sets.items()}, run, prefix="00_")
+data.sizes()
 
 # %% [markdown]
 # ## Train and test on content-disjoint splits
@@ -70,12 +64,8 @@ pd.DataFrame({name: {"images": len(t), "references": t["ref_id"].nunique()} for 
 # references. The heads evaluated here are the deployed ensemble.
 
 # %%
-train = pd.concat([data[n][0] for n in Q.train_sets], ignore_index=True)
-rows = np.concatenate([data[n][1] for n in Q.train_sets])
-groups = (train["dataset"] + "/" + train["ref_id"].astype(str)).to_numpy()
-X = features.quality_features(run.classifier, rows, Q.features)
-per_split, model = quality.evaluate_splits(X, train["mos"].to_numpy(), groups, **experiment.quality_settings(run))
-report.save_table(per_split, "iqa_splits", P, f"Held-out SROCC/PLCC per split against {target}.",
+per_split, model = experiment.train_quality(run, data)
+report.save_table(per_split, "iqa_splits", run, f"Held-out SROCC/PLCC per split against {run.target}.",
                   view_columns=["split", "n_train", "n_test", "srocc", "plcc"])
 
 # %% [markdown]
@@ -85,18 +75,9 @@ report.save_table(per_split, "iqa_splits", P, f"Held-out SROCC/PLCC per split ag
 # embedding is trained to ignore blur, noise and blocking. Both, same splits, same heads:
 
 # %%
-kinds = []
-for kind in ("multilevel", "pooled"):
-    if kind == Q.features:
-        scores_k = per_split
-    else:
-        settings = {**experiment.quality_settings(run), "features": kind}
-        scores_k = quality.evaluate_splits(features.quality_features(run.classifier, rows, kind),
-                                           train["mos"].to_numpy(), groups, **settings)[0]
-    kinds.append({"features": kind, "used_by_this_run": kind == Q.features, **tables.mean_std(scores_k, ["srocc", "plcc"])})
-feature_kinds = pd.DataFrame(kinds)
-report.save_table(feature_kinds, "iqa_feature_kinds", P,
-                  f"DTNIQ-f heads on the paper's pooled features vs early-layer statistics, same splits, against {target}.")
+feature_kinds = experiment.compare_feature_kinds(run, data, per_split)
+report.save_table(feature_kinds, "iqa_feature_kinds", run, "DTNIQ-f heads on the paper's pooled features vs "
+                  f"early-layer statistics, same splits, against {run.target}.")
 
 # %% [markdown]
 # What the data allow: a *content-blind oracle* that knows each held-out image's distortion type and
@@ -105,12 +86,8 @@ report.save_table(feature_kinds, "iqa_feature_kinds", P,
 # score the distortion alone explains, so the gap between it and the heads is what the heads miss.
 
 # %%
-oracle = tables.type_level_oracle(train, groups, model.heldout_groups_)
-ceiling = pd.DataFrame([{"predictor": "DTNIQ-f heads (no reference)", "srocc": per_split["srocc"].mean(),
-                         "srocc_std": per_split["srocc"].std(ddof=1)},
-                        {"predictor": "content-blind oracle: mean training score per (type, level)",
-                         "srocc": np.mean(oracle), "srocc_std": np.std(oracle, ddof=1)}])
-report.save_table(ceiling, "iqa_ceiling", P, f"Held-out SROCC against {target} of the heads and of a content-blind "
+ceiling = tables.iqa_ceiling(per_split, tables.type_level_oracle(data.train, data.groups, model.heldout_groups_))
+report.save_table(ceiling, "iqa_ceiling", run, f"Held-out SROCC against {run.target} of the heads and of a content-blind "
                   "(type, level) oracle on the same content-disjoint splits; the oracle is a reference point, not a model.")
 
 # %% [markdown]
@@ -120,13 +97,10 @@ report.save_table(ceiling, "iqa_ceiling", P, f"Held-out SROCC against {target} o
 # sets — the paper's cross-dataset test.
 
 # %%
-held = quality.heldout_predictions(model, X, train, groups)
-cross = {name: (model.predict_embeddings(features.quality_features(run.classifier, r, Q.features)), t["mos"])
-         for name, (t, r, _) in data.items() if name not in Q.train_sets}
-performance = tables.iqa_performance(per_split, "+".join(Q.train_sets), target, cross)
-report.save_table(performance, "iqa_performance", P,
-                  f"DTNIQ-f ({run.classifier.name} backbone, {Q.features} features): SROCC/PLCC against {target} "
-                  f"on unseen content ({len(set(groups))} reference photos, {Q.n_models} splits).")
+performance, held = experiment.iqa_performance(run, data, per_split, model)
+report.save_table(performance, "iqa_performance", run,
+                  f"DTNIQ-f ({run.classifier.name} backbone, {model.features} features): SROCC/PLCC against {run.target} "
+                  f"on unseen content ({len(set(data.groups))} reference photos, {len(per_split)} splits).")
 
 # %% [markdown]
 # Per distortion type on held-out content: SROCC against the score; the Spearman between distortion
@@ -136,30 +110,17 @@ report.save_table(performance, "iqa_performance", P,
 
 # %%
 per_type = tables.per_distortion(held)
-report.save_table(per_type, "iqa_by_distortion", P, f"Held-out content, per distortion type ({target}).")
+report.save_table(per_type, "iqa_by_distortion", run, f"Held-out content, per distortion type ({run.target}).")
 
 # %% [markdown]
 # ## Predicted vs subjective score, and quality against distortion level
 
 # %%
-import matplotlib.pyplot as plt
-import seaborn as sns
-
-fig, ax = plt.subplots(figsize=(4.8, 4.2))
-sns.scatterplot(data=held, x="mos", y="pred", hue="distortion", s=8, alpha=0.6, ax=ax, legend="brief")
-ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
-ax.set(xlim=(0, 1), ylim=(0, 1), xlabel=target, ylabel="predicted quality (held-out head)",
-       title=f"Held-out references: SROCC {performance.loc[0, 'srocc']:.2f} ± {performance.loc[0, 'srocc_std']:.2f}")
-ax.legend(fontsize=6, markerscale=1.5, loc="lower right")
-report.save_figure(fig, "iqa_scatter", P)
+title = f"Held-out references: SROCC {performance.loc[0, 'srocc']:.2f} ± {performance.loc[0, 'srocc_std']:.2f}"
+report.save_figure(figures.iqa_scatter(held, run.target, title), "iqa_scatter", run)
 
 # %%
-levels = held.groupby(["distortion", "level"])[["pred", "mos"]].mean().reset_index()
-grid = sns.relplot(data=levels.melt(id_vars=["distortion", "level"], value_vars=["pred", "mos"], var_name="score"),
-                   x="level", y="value", hue="score", col="distortion", col_wrap=5, kind="line", marker="o",
-                   height=1.9, aspect=1.0).set(ylim=(0, 1))
-grid.figure.suptitle(f"Predicted quality (pred) and {target} (mos) against distortion level, held-out references", y=1.02)
-report.save_figure(grid.figure, "iqa_quality_vs_level", P)
+report.save_figure(figures.quality_vs_level(held, run.target), "iqa_quality_vs_level", run)
 
 # %% [markdown]
 # ## Save the deployed ensemble
@@ -167,12 +128,7 @@ report.save_figure(grid.figure, "iqa_quality_vs_level", P)
 # and `card.json` (backbone, features, bins mapping, training data, SROCC/PLCC). Notebooks 02–04 load it.
 
 # %%
-folder = model.save(run.folder / experiment.QUALITY_FOLDER,
-                    training_data={"sets": list(Q.train_sets), "target": target, "images": len(train),
-                                   "references": int(pd.Series(groups).nunique())},
-                    metrics=performance.iloc[0][["srocc", "srocc_std", "plcc", "plcc_std"]].to_dict())
-reloaded = quality.QualityModel.load(folder)
-assert np.allclose(reloaded.predict_embeddings(X[:8]), model.predict_embeddings(X[:8]))
+folder = experiment.save_quality(run, model, data, performance)
 print(f"saved {len(model.heads)} heads to {folder.relative_to(run.folder)}")
 
 # %% [markdown]
@@ -183,4 +139,4 @@ print(f"saved {len(model.heads)} heads to {folder.relative_to(run.folder)}")
 # within one image is right — what the detector needs most.
 
 # %%
-report.verdicts(verdicts.quality_model(performance, per_type, target), "00", P);
+report.verdicts(verdicts.quality_model(performance, per_type, run.target), "00", run);

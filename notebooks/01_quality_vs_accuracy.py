@@ -33,15 +33,11 @@
 params_path = "../params/default.yaml"
 
 # %%
-import pandas as pd
-from scipy.stats import spearmanr
-
-from iqalib import experiment, features, report, tables, verdicts
+from iqalib import experiment, figures, groups, report, tables, verdicts
 
 run = experiment.open_run(params_path)
-P = run.params
-report.use_style()
-print(f"run '{P.run_name}': classifiers {list(P.classifiers_table1)}, IQA sets {[s['name'] for s in P.iqa_sets]}")
+figures.use_style()
+print(f"run '{run.name}': classifiers {run.table1_classifiers}, IQA sets {run.iqa_set_names}")
 
 # %% [markdown]
 # ## The IQA data
@@ -51,10 +47,8 @@ print(f"run '{P.run_name}': classifiers {list(P.classifiers_table1)}, IQA sets {
 
 # %%
 iqa = experiment.iqa_sets(run)
-overview = pd.concat(iqa.values()).groupby(["dataset", "distortion"]).agg(
-    images=("path", "size"), references=("ref_id", "nunique"), mos_mean=("mos", "mean")).reset_index()
-report.save_table(overview, "iqa_sets", P, "The IQA data: images, reference photos and mean score per distortion"
-                  + (" (embedded set: pseudo-MOS, HaarPSI)." if "embedded" in iqa else "."))
+report.save_table(tables.iqa_overview(iqa), "iqa_sets", run, "The IQA data: images, reference photos and mean score "
+                  "per distortion" + (f" (embedded set: pseudo-MOS, {run.metric_name})." if run.has_embedded_iqa else "."))
 
 # %% [markdown]
 # ## Classify references and distorted images
@@ -62,14 +56,8 @@ report.save_table(overview, "iqa_sets", P, "The IQA data: images, reference phot
 # nothing. Images that cannot be read are skipped and counted in the manifest.
 
 # %%
-pairs = []
-for name in P.classifiers_table1:
-    clf = run.classifier_named(name)
-    for dataset, table in iqa.items():
-        scored, counts = features.iqa_predictions(clf, table, **run.pass_options)
-        report.save_counts(f"01_{dataset}_{name}", counts, P)
-        pairs.append(scored)
-pairs = pd.concat(pairs, ignore_index=True)
+pairs, counts = experiment.iqa_pairs(run, iqa)
+report.save_counts(counts, run, prefix="01_")
 
 # %% [markdown]
 # ## The originals: how good is the classifier before any distortion?
@@ -78,8 +66,8 @@ pairs = pd.concat(pairs, ignore_index=True)
 
 # %%
 originals = experiment.originals(run)
-report.save_counts("01_originals", originals.counts(), P)
-clean = experiment.clean_predictions(run, originals)
+report.save_counts({"originals": originals.counts()}, run, prefix="01_")
+clean = groups.clean_predictions(run, originals)
 print(f"{originals.counts()} -> top-1 accuracy of {run.classifier.name} on {len(clean)} originals: "
       f"{clean['correct'].mean():.3f}")
 
@@ -92,22 +80,19 @@ print(f"{originals.counts()} -> top-1 accuracy of {run.classifier.name} on {len(
 # with AlexNet, VGG-16 and ResNet-152, so a run on other data shows them as rows of their own below ours.
 
 # %%
-paper, _ = report.paper_values("table1")
-table1 = report.paper_vs_ours(tables.table1(pairs), paper, on=["dataset", "classifier"], keep_paper_rows=True)
+table1 = report.paper_vs_ours(tables.table1(pairs), report.paper_values("table1")[0], on=["dataset", "classifier"],
+                              keep_paper_rows=True)
 caption = ("Table I. Subjective quality and Wu-Palmer similarity of top-1 (reference vs distorted). "
-           + ("Embedded set: scores are pseudo-MOS (HaarPSI), not human opinions. " if "embedded" in iqa else ""))
-report.save_table(table1, "table1", P, caption, view_columns=["dataset", "classifier", "n_images", "mos_mean",
-                                                              "wup_median", "wup_mean", "wup_std", "top1_changed",
-                                                              "paper_mos_mean", "paper_wup_median", "paper_wup_mean"])
+           + (f"Embedded set: scores are pseudo-MOS ({run.metric_name}), not human opinions." if run.has_embedded_iqa else ""))
+report.save_table(table1, "table1", run, caption, view_columns=["dataset", "classifier", "n_images", "mos_mean",
+                                                                "wup_median", "wup_mean", "wup_std", "top1_changed",
+                                                                "paper_mos_mean", "paper_wup_median", "paper_wup_mean"])
 
 # %% [markdown]
 # Per distortion type, the same similarity (mean) and how often the top-1 changes:
 
 # %%
-by_type = pairs.groupby(["dataset", "classifier", "distortion"]).agg(
-    n=("wup", "size"), mos_mean=("mos", "mean"), wup_mean=("wup", "mean"),
-    top1_changed=("top1", lambda s: float((s != pairs.loc[s.index, "top1_ref"]).mean()))).reset_index()
-report.save_table(by_type, "table1_by_distortion", P, "Table I broken down by distortion type.")
+report.save_table(tables.table1_by_distortion(pairs), "table1_by_distortion", run, "Table I broken down by distortion type.")
 
 # %% [markdown]
 # ## Fig. 3 (right): similarity against quality, per distortion type
@@ -115,22 +100,19 @@ report.save_table(by_type, "table1_by_distortion", P, "Table I broken down by di
 # top. If quality drives failure, low-score images should sit low on the similarity axis.
 
 # %%
+one_panel = len(iqa) == 1 and len(run.table1_classifiers) == 1
 for (dataset, name), g in pairs.groupby(["dataset", "classifier"]):
-    label = "pseudo-MOS (HaarPSI)" if dataset == "embedded" else "MOS (normalised)"
-    fig = report.kde_grid(g, x="mos", y="wup", by="distortion", xlabel=label, ylabel="Wu-Palmer similarity",
-                          title=f"{dataset} · {name}: top-1 similarity vs quality")
-    suffix = "" if (len(iqa) == 1 and len(P.classifiers_table1) == 1) else f"_{dataset}_{name}"
-    report.save_figure(fig, f"fig3_quality_vs_similarity{suffix}", P)
+    fig = figures.kde_grid(g, x="mos", y="wup", by="distortion", xlabel=run.score_label(dataset),
+                           ylabel="Wu-Palmer similarity", title=f"{dataset} · {name}: top-1 similarity vs quality")
+    report.save_figure(fig, "fig3_quality_vs_similarity" + ("" if one_panel else f"_{dataset}_{name}"), run)
 
 # %% [markdown]
 # ## How strongly does quality predict the change? (beyond the paper)
 # Spearman correlation between the score and the similarity, per data set, classifier and distortion.
 
 # %%
-rho = pairs.groupby(["dataset", "classifier", "distortion"]).apply(
-    lambda g: spearmanr(g["mos"], g["wup"]).statistic if g["wup"].nunique() > 1 else float("nan"),
-    include_groups=False).rename("spearman_mos_wup").reset_index()
-report.save_table(rho, "table1_spearman", P, "Spearman correlation of quality score and Wu-Palmer similarity.")
+report.save_table(tables.table1_spearman(pairs), "table1_spearman", run,
+                  "Spearman correlation of quality score and Wu-Palmer similarity.")
 
 # %% [markdown]
 # ## Ours vs the paper
@@ -142,4 +124,4 @@ report.save_table(rho, "table1_spearman", P, "Spearman correlation of quality sc
 # paper's sense. A class compared with itself has similarity 1 (`iqalib.semantic`).
 
 # %%
-report.verdicts(verdicts.quality_vs_accuracy(table1, pairs), "01", P);
+report.verdicts(verdicts.quality_vs_accuracy(table1, pairs), "01", run);

@@ -42,17 +42,10 @@
 params_path = "../params/default.yaml"
 
 # %%
-import json
-
-from IPython.display import Image as ShowImage, Markdown, display
-
-import seaborn as sns
-from iqalib import experiment, probes, report, semantic, tables, verdicts
-from iqalib.classifiers import imagenet_names
+from iqalib import experiment, figures, groups, probes, report, tables, verdicts
 
 run = experiment.open_run(params_path)
-P = run.params
-report.use_style()
+figures.use_style()
 
 # %% [markdown]
 # ## Generate the groups and score every image
@@ -60,16 +53,12 @@ report.use_style()
 # re-classifying a saved file gives the numbers below) and reused while the params are unchanged.
 
 # %%
-features, counts = experiment.build_groups(run, run.quality)
-for name, c in counts.items():
-    report.save_counts(f"02_{name}", c, P)
-uap = json.loads((run.folder / "attacks" / "uap" / "uap.json").read_text())
-fooling_rate = tables.fooling_rate(features)
-display(Markdown(f"UAP ({uap['variant']}): ξ = {uap['xi']:g}, pool of {uap['pool_size']} images ({uap['pool']}); "
-                 f"it changes the top-1 of **{fooling_rate:.0%}** of the {uap['n_eval']} evaluated originals "
-                 "(from the table below: the saved 8-bit UAP images against their originals)."))
-display(ShowImage(filename=str(run.folder / "attacks" / "uap" / "uap.png"), width=224))
-features.groupby("group", sort=False).size().rename("images").to_frame().T
+built = groups.build(run, run.quality)
+features = built.table
+report.save_counts(built.counts, run, prefix="02_")
+report.show_markdown(built.uap_sentence())
+report.show_image(run.folder / "attacks" / "uap" / "uap.png", width=224)
+built.sizes()
 
 # %% [markdown]
 # ## Table II: predicted quality per group
@@ -78,11 +67,9 @@ features.groupby("group", sort=False).size().rename("images").to_frame().T
 
 # %%
 ORDER = ["original", "adversarial", "fool_ev", "fool_gd"]
-source = ("Quality model trained on the embedded pseudo-MOS set; originals: embedded labelled photos. "
-          if "embedded" in P.quality.train_sets else "")
 table2 = report.paper_vs_ours(tables.group_summary(features, "quality", ORDER), report.paper_values("table2")[0],
                               on=["group"])
-report.save_table(table2, "table2", P, "Table II. Predicted quality (DTNIQ-f ensemble) per group. " + source)
+report.save_table(table2, "table2", run, "Table II. Predicted quality (DTNIQ-f ensemble) per group. " + run.data_note)
 
 # %% [markdown]
 # ## Table III: top-1 confidence per group
@@ -90,7 +77,7 @@ report.save_table(table2, "table2", P, "Table II. Predicted quality (DTNIQ-f ens
 # %%
 table3 = report.paper_vs_ours(tables.group_summary(features, "top1", ORDER), report.paper_values("table3")[0],
                               on=["group"])
-report.save_table(table3, "table3", P, "Table III. Top-1 softmax confidence per group. " + source)
+report.save_table(table3, "table3", run, "Table III. Top-1 softmax confidence per group. " + run.data_note)
 
 # %% [markdown]
 # ## Fig. 3 (left): how far does the UAP move the top-1, against the quality of the UAP image?
@@ -98,14 +85,10 @@ report.save_table(table3, "table3", P, "Table III. Top-1 softmax confidence per 
 # version's predicted quality.
 
 # %%
-orig = features[features["group"] == "original"].set_index("image_id")
-adv = features[features["group"] == "adversarial"].copy()
-adv["pred_original"] = adv["parent_id"].map(orig["pred"])
-adv["wup"] = semantic.wup_by_index(adv["pred_original"].astype(int).to_numpy(), adv["pred"].astype(int).to_numpy())
-adv["panel"] = "UAP vs original"
-fig = report.kde_grid(adv, x="quality", y="wup", by="panel", xlabel="predicted quality of the UAP image",
-                      ylabel="Wu-Palmer similarity (top-1)", title="UAP: semantic shift vs predicted quality")
-report.save_figure(fig, "fig3_uap_similarity_vs_quality", P)
+adv = tables.uap_similarity(features).assign(panel="UAP vs original")
+fig = figures.kde_grid(adv, x="quality", y="wup", by="panel", xlabel="predicted quality of the UAP image",
+                       ylabel="Wu-Palmer similarity (top-1)", title="UAP: semantic shift vs predicted quality")
+report.save_figure(fig, "fig3_uap_similarity_vs_quality", run)
 print(f"top-1 changed on {(adv['pred'] != adv['pred_original']).mean():.0%} of UAP images; "
       f"mean similarity {adv['wup'].mean():.2f}")
 
@@ -118,10 +101,10 @@ print(f"top-1 changed on {(adv['pred'] != adv['pred_original']).mean():.0%} of U
 # (unpaired, as a no-reference detector must); `top1_changed` is each map's fooling rate.
 
 # %%
-probe = experiment.uap_probe(run, features)
+probe = groups.uap_probe(run, features)
 controls = probes.visibility(probe["quality"], probe["top1"], probe["maps"])
-report.save_table(controls, "uap_controls", P, "Predicted quality of the Original group under the UAP and three "
-                  "control maps of its amplitude (0–255 units; one map for every image). " + source)
+report.save_table(controls, "uap_controls", run, "Predicted quality of the Original group under the UAP and three "
+                  "control maps of its amplitude (0–255 units; one map for every image). " + run.data_note)
 
 # %% [markdown]
 # Where each map moves the early-layer statistics the quality heads read (the channels' spatial
@@ -131,49 +114,20 @@ report.save_table(controls, "uap_controls", P, "Predicted quality of the Origina
 
 # %%
 shift = probes.feature_shift(probe["stats"], run.classifier.stat_layout)
-report.save_table(shift, "uap_feature_shift", P, "Mean change of the early-layer statistics per tap and map (Original "
+report.save_table(shift, "uap_feature_shift", run, "Mean change of the early-layer statistics per tap and map (Original "
                   "group); cosine to the change under Gaussian noise at the UAP's RMS.", show=False)
-long = shift.assign(where=shift["tap"] + " " + shift["statistic"]).melt(
-    id_vars=["where", "perturbation"], value_vars=["shift", "cosine_to_reference"], var_name="measure")
-long["measure"] = long["measure"].map({"shift": "length of the mean change (spread units)",
-                                       "cosine_to_reference": "cosine with the change noise makes"})
-grid = sns.catplot(data=long, x="where", y="value", hue="perturbation", col="measure", kind="bar", sharey=False,
-                   height=2.8, aspect=1.6)
-grid.set_titles("{col_name}").set_xticklabels(rotation=60, ha="right").set_axis_labels("", "")
-grid.figure.suptitle("Early-layer statistics: UAP vs control maps of its amplitude (Original group)", y=1.03)
-report.save_figure(grid.figure, "uap_feature_shift", P)
+report.save_figure(figures.feature_shift(shift), "uap_feature_shift", run)
 
 # %%
-c = controls.set_index("perturbation")
-auc, drop = c["auc_vs_originals"], c["drop"]
-cos = shift[(shift["perturbation"] == probes.UAP) & (shift["statistic"] == "log-std")].set_index("tap")["cosine_to_reference"]
-display(Markdown(
-    f"Quality alone tells the UAP images from their originals at AUC **{auc[probes.UAP]:.2f}** (mean drop "
-    f"{drop[probes.UAP]:.3f}); the UAP's values with their pixels shuffled at **{auc[probes.SHUFFLED]:.2f}** "
-    f"({drop[probes.SHUFFLED]:.3f}), Gaussian noise of its RMS at **{auc[probes.NOISE]:.2f}** ({drop[probes.NOISE]:.3f}). "
-    f"Top-1 changed: {c.loc[probes.UAP, 'top1_changed']:.0%} under the UAP, at most "
-    f"{c.drop(index=[probes.UAP, probes.CLEAN])['top1_changed'].max():.0%} under a control. Cosine of the UAP's change "
-    "of the log-std statistics with the change noise makes, tap by tap: "
-    + ", ".join(f"{t} {v:+.2f}" for t, v in cos.items()) + "."))
+report.show_markdown(probes.summary(controls, shift))
 
 # %% [markdown]
 # ## Fig. 1: a gallery
 # Originals, their UAP versions, and fooling images, each with its top-1 class and predicted quality.
 
 # %%
-NAMES = imagenet_names()
-def caption(r):
-    return f"{NAMES[int(r.pred)][:18]} ({r.top1:.2f})\nq={r.quality:.2f}"
-
-pick = orig.head(5)
-adv_by_parent = adv.set_index("parent_id")
-rows = [[(run.resolve(r.path), caption(r)) for r in pick.itertuples()],
-        [(run.resolve(adv_by_parent.loc[i, "path"]), caption(adv_by_parent.loc[i])) for i in pick.index]]
-for g in ("fool_ev", "fool_gd"):
-    top = features[features["group"] == g].nlargest(5, "top1")
-    rows.append([(run.resolve(r.path), caption(r)) for r in top.itertuples()])
-fig = report.gallery(rows, ["original", "UAP", "Fool_EV", "Fool_GD"], "Top-1 class (confidence) and predicted quality q")
-report.save_figure(fig, "fig1_gallery", P)
+rows, titles = groups.gallery_rows(run, features)
+report.save_figure(figures.gallery(rows, titles, "Top-1 class (confidence) and predicted quality q"), "fig1_gallery", run)
 
 # %% [markdown]
 # ## Ours vs the paper
@@ -186,4 +140,4 @@ report.save_figure(fig, "fig1_gallery", P)
 #   through the classifier's 224×224 view, the same view the UAP was added in.
 
 # %%
-report.verdicts(verdicts.adversarial_quality(features, table2, table3, fooling_rate), "02", P);
+report.verdicts(verdicts.adversarial_quality(features, table2, table3, built.fooling_rate), "02", run);

@@ -35,24 +35,19 @@
 params_path = "../params/default.yaml"
 
 # %%
-import matplotlib.pyplot as plt
-
-from iqalib import experiment, report, tables, verdicts
+from iqalib import experiment, figures, groups, report, tables, verdicts
 
 run = experiment.open_run(params_path)
-P = run.params
-report.use_style()
+figures.use_style()
 
 # %% [markdown]
 # ## The per-image features table
-# One row per image with the top-5 probabilities, top-1, predicted quality and correctness, written
-# to `outputs/<run>/features.csv`. Everything is cached, so this reuses notebook 02's work.
+# One row per image with the top-5 probabilities, top-1, predicted quality and correctness:
+# `outputs/<run>/features.csv`, written once by notebook 02 and read here as it was written.
 
 # %%
-features, counts = experiment.build_groups(run, run.quality)
-for name, c in counts.items():
-    report.save_counts(f"03_{name}", c, P)
-features.groupby("group", sort=False).size().rename("images").to_frame().T
+features = groups.load(run)  # written by notebook 02
+tables.group_sizes(features)
 
 # %% [markdown]
 # ## Table IV
@@ -64,15 +59,12 @@ features.groupby("group", sort=False).size().rename("images").to_frame().T
 
 # %%
 share = report.paper_claim("val_below_threshold")
-matched = tables.matched_threshold(features, share)
-thresholds = list(P.detector.thresholds) + ([matched] if matched not in P.detector.thresholds else [])
+thresholds, matched = experiment.baseline_thresholds(run, features, share)
 table4 = report.paper_vs_ours(tables.table4(features, thresholds), report.paper_values("table4")[0], on=["group"])
 print(f"matched threshold: quality < {matched} ({share:.2%} of the originals below)")
 caption = ("Table IV. Baseline-1: classifier accuracy per group. Baseline-2: share rejected at predicted quality "
-           "< threshold (detection_rate_qT) and accuracy on images judged fit (fit_accuracy_qT). "
-           + ("Quality model trained on the embedded pseudo-MOS set; originals: embedded labelled photos."
-              if "embedded" in P.quality.train_sets else ""))
-report.save_table(table4, "table4", P, caption)
+           "< threshold (detection_rate_qT) and accuracy on images judged fit (fit_accuracy_qT). " + run.data_note)
+report.save_table(table4, "table4", run, caption)
 
 # %% [markdown]
 # ## Beyond the paper: Baseline-2 per distortion type and level
@@ -80,20 +72,10 @@ report.save_table(table4, "table4", P, caption)
 # paper's threshold (first in the params), per distortion and level, next to the classifier's accuracy.
 
 # %%
-t0 = P.detector.thresholds[0]
-dist = features[features["group"] == "distorted"].assign(rejected=lambda d: d["quality"] < t0)
-by_level = dist.groupby(["distortion", "level"]).agg(detection_rate=("rejected", "mean"), accuracy=("correct", "mean"),
-                                                     quality=("quality", "mean"), n=("rejected", "size")).reset_index()
-report.save_table(by_level, "table4_distorted_by_level", P, f"Baseline-2 at quality < {t0} per distortion and level.")
-fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharex=True)
-for name, g in by_level.groupby("distortion"):
-    axes[0].plot(g["level"], g["detection_rate"], marker="o", label=name)
-    axes[1].plot(g["level"], g["accuracy"], marker="o", label=name)
-axes[0].set(xlabel="level", ylabel=f"rejected (quality < {t0})", ylim=(-0.02, 1.02))
-axes[1].set(xlabel="level", ylabel="classifier accuracy", ylim=(-0.02, 1.02))
-axes[1].legend(fontsize=7)
-fig.tight_layout()
-report.save_figure(fig, "table4_distorted_by_level", P)
+t0 = thresholds[0]
+by_level = tables.distorted_by_level(features, t0)
+report.save_table(by_level, "table4_distorted_by_level", run, f"Baseline-2 at quality < {t0} per distortion and level.")
+report.save_figure(figures.by_level(by_level, t0), "table4_distorted_by_level", run)
 
 # %% [markdown]
 # ## Ours vs the paper
@@ -102,4 +84,4 @@ report.save_figure(fig, "table4_distorted_by_level", P)
 # and the matched one are shown; the detector in notebook 04 learns its boundary instead.
 
 # %%
-report.verdicts(verdicts.baselines(table4, t0, matched, share), "03", P);
+report.verdicts(verdicts.baselines(table4, t0, matched, share), "03", run);

@@ -32,26 +32,21 @@
 params_path = "../params/default.yaml"
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
-from sklearn.manifold import TSNE
 
-from iqalib import detector, experiment, peers, report, tables, verdicts
+from iqalib import experiment, figures, groups, report, tables, verdicts
 
 run = experiment.open_run(params_path)
-P, D = run.params, run.params.detector
-report.use_style()
-features, counts = experiment.build_groups(run, run.quality)  # cached: the table of notebook 03
-fooling_rate = tables.fooling_rate(features)  # share of UAP images whose top-1 left their original's
+figures.use_style()
+features = groups.load(run)  # written by notebook 02
 
 # %% [markdown]
 # ## Ten detectors on paired, leak-free splits
 
 # %%
-splits = detector.paired_splits(features, D.n_splits, D.train_size, P.seed)
-scores = detector.split_scores(features, splits, seed=P.seed, progress=run.progress)
-per_split, table5 = tables.table5(scores, n_boot=D.n_boot, seed=P.seed)
-print(f"{len(splits)} splits over {len(splits[0][0]) + len(splits[0][1])} source images with an adversarial twin")
+study = experiment.detector_study(run, features)
+per_split, table5 = study.table5()
+print(f"{len(study.splits)} splits over {study.n_sources} source images with an adversarial twin")
 
 # %% [markdown]
 # ## Table V
@@ -62,12 +57,10 @@ print(f"{len(splits)} splits over {len(splits[0][0]) + len(splits[0][1])} source
 # %%
 table5 = report.paper_vs_ours(table5, report.paper_values("table5")[0], on=["group"])
 caption = ("Table V. Detector (SVM on top-5 probabilities + predicted quality), trained on adversarial images and "
-           f"their originals, {len(splits)} paired splits. "
-           + ("Quality model trained on the embedded pseudo-MOS set; originals: embedded labelled photos."
-              if "embedded" in P.quality.train_sets else ""))
-report.save_table(table5, "table5", P, caption, view_columns=["group", "n", "detection_rate", "detection_rate_std",
-                                                              "paper_detection_rate", "fit_accuracy", "paper_fit_accuracy"])
-report.save_table(per_split, "table5_per_split", P, "Table V per split.", show=False)
+           f"their originals, {len(study.splits)} paired splits. " + run.data_note)
+report.save_table(table5, "table5", run, caption, view_columns=["group", "n", "detection_rate", "detection_rate_std",
+                                                                "paper_detection_rate", "fit_accuracy", "paper_fit_accuracy"])
+report.save_table(per_split, "table5_per_split", run, "Table V per split.", show=False)
 
 # %% [markdown]
 # ## Beyond the paper: ROC curves and detection at a fixed false-alarm rate
@@ -75,11 +68,10 @@ report.save_table(per_split, "table5_per_split", P, "Table V per split.", show=F
 # in turn. Detection rates at a false-alarm rate of `target_fpr` on held-out originals.
 
 # %%
-roc_points, auc = detector.roc_per_group(features, splits, scores=scores, seed=P.seed)
-report.save_figure(report.plot_roc(roc_points, auc=auc), "roc_per_group", P)
-report.save_table(auc, "roc_auc", P, "AUC per group (held-out originals as negatives), mean ± std over splits.")
-at_fpr = tables.rates_at_false_alarm(features, splits, target_fpr=D.target_fpr, scores=scores, n_boot=D.n_boot,
-                                     seed=P.seed)
+roc_points, auc = study.roc()
+report.save_figure(figures.roc(roc_points, auc=auc), "roc_per_group", run)
+report.save_table(auc, "roc_auc", run, "AUC per group (held-out originals as negatives), mean ± std over splits.")
+at_fpr = study.at_false_alarm()
 
 # %% [markdown]
 # ## Beyond the paper: does quality add detection power? (ablation)
@@ -87,9 +79,10 @@ at_fpr = tables.rates_at_false_alarm(features, splits, target_fpr=D.target_fpr, 
 # quality only, top-5 only, both.
 
 # %%
-ablation = tables.ablation(features, splits, seed=P.seed, target_fpr=D.target_fpr, scores={"top5+quality": scores})
-report.save_table(ablation, "ablation", P, f"Ablation: AUC and detection rate at {D.target_fpr:.0%} false alarms per feature set.",
-                  view_columns=["features", "group", "auc", "auc_std", "detection_rate", "detection_rate_at_fpr"])
+ablation = study.ablation()
+report.save_table(ablation, "ablation", run, f"Ablation: AUC and detection rate at {study.target_fpr:.0%} false alarms "
+                  "per feature set.", view_columns=["features", "group", "auc", "auc_std", "detection_rate",
+                                                    "detection_rate_at_fpr"])
 
 # %% [markdown]
 # ## Beyond the paper: which SVM? (kernel ablation)
@@ -98,9 +91,8 @@ report.save_table(ablation, "ablation", P, f"Ablation: AUC and detection rate at
 # group: the groups never seen in training show how each kernel *extrapolates*.
 
 # %%
-kernels = tables.kernel_ablation(features, splits, seed=P.seed, target_fpr=D.target_fpr,
-                                 scores={next(iter(tables.KERNEL_CHOICES)): scores})
-report.save_table(kernels, "kernel_ablation", P, "Detector (top-5 + quality) per kernel choice, same splits: AUC against "
+kernels = study.kernel_ablation()
+report.save_table(kernels, "kernel_ablation", run, "Detector (top-5 + quality) per kernel choice, same splits: AUC against "
                   "held-out originals and detection rates (default threshold and at the fixed false-alarm rate).",
                   view_columns=["kernel", "group", "auc", "detection_rate", "detection_rate_at_fpr"])
 
@@ -113,10 +105,9 @@ report.save_table(kernels, "kernel_ablation", P, "Detector (top-5 + quality) per
 # (low = not fit), untrained, on the same pairs.
 
 # %%
-curve = tables.learning_curve(features, splits, seed=P.seed, scores=scores)
-report.save_table(curve, "learning_curve", P, "Detector AUC, adversarial vs held-out originals, by training pairs per "
-                  "split (same splits and held-out pairs); quality_auc: predicted quality alone. "
-                  + ("Embedded labelled photos, quality trained on pseudo-MOS." if "embedded" in P.quality.train_sets else ""))
+report.save_table(study.learning_curve(), "learning_curve", run, "Detector AUC, adversarial vs held-out originals, by "
+                  "training pairs per split (same splits and held-out pairs); quality_auc: predicted quality alone. "
+                  + run.data_note)
 
 # %% [markdown]
 # ## Beyond the paper: Feature Squeezing (Xu et al., NDSS 2018) as a peer detector
@@ -126,31 +117,18 @@ report.save_table(curve, "learning_curve", P, "Detector AUC, adversarial vs held
 # (`detector.peer_distorted`; the softmax of the unsqueezed image comes from the cache).
 
 # %%
-peer = experiment.peer_rows(run, features)
-fs = peer[["group", "source_id", "label", "correct"]].assign(score=peers.feature_squeezing_scores(
-    run.classifier, experiment.row_images(run, peer), plain_proba=experiment.peer_probabilities(run, peer),
-    progress=run.progress))
-comparison = pd.concat([at_fpr, peers.feature_squeezing_rates(fs, D.target_fpr, splits=splits, n_boot=D.n_boot,
-                                                              seed=P.seed)], ignore_index=True)
-report.save_table(comparison, "detectors_at_fixed_fpr", P,
-                  f"Detection rate per group at {D.target_fpr:.0%} false alarms on held-out originals: our detector vs "
-                  "Feature Squeezing.", view_columns=["group", "method", "detection_rate", "detection_rate_std", "n"])
+squeezed = groups.feature_squeezing(run, groups.peer_rows(run, features))
+comparison = pd.concat([at_fpr, study.peer_rates(squeezed, "feature_squeezing")], ignore_index=True)
+report.save_table(comparison, "detectors_at_fixed_fpr", run,
+                  f"Detection rate per group at {study.target_fpr:.0%} false alarms on held-out originals: our detector "
+                  "vs Feature Squeezing.", view_columns=["group", "method", "detection_rate", "detection_rate_std", "n"])
 
 # %% [markdown]
 # ## Fig. 4: t-SNE of the six-dimensional features
 # The paper shows originals and Fool_EV images separating in the 6-d feature space; we show all groups.
 
 # %%
-cols = list(detector.FEATURES)
-emb2 = TSNE(n_components=2, perplexity=min(30, max(5, len(features) // 10)), random_state=P.seed,
-            init="pca").fit_transform(features[cols].to_numpy())
-fig, ax = plt.subplots(figsize=(5.5, 4.5))
-for g in detector.GROUPS:
-    m = (features["group"] == g).to_numpy()
-    ax.scatter(emb2[m, 0], emb2[m, 1], s=8, alpha=0.7, label=f"{g} ({m.sum()})")
-ax.legend(fontsize=7)
-ax.set(title="t-SNE of [top-1..top-5, quality]", xticks=[], yticks=[])
-report.save_figure(fig, "fig4_tsne", P)
+report.save_figure(figures.tsne(study.tsne(), features["group"]), "fig4_tsne", run)
 
 # %% [markdown]
 # ## Appendix C: examples detected, false alarms, and misses
@@ -158,21 +136,10 @@ report.save_figure(fig, "fig4_tsne", P)
 # flags (false alarms), and adversarial or distorted images it lets through (missed).
 
 # %%
-ev = scores[(scores["split"] == 0) & (scores["role"] == "eval")]
-rows_by_kind = {
-    "detected": ev[ev["flagged"] & (ev["group"] != "original")].sort_values("score", ascending=False).head(5),
-    "false alarm": ev[ev["flagged"] & (ev["group"] == "original")].head(5),
-    "missed": ev[~ev["flagged"] & ev["group"].isin(["adversarial", "distorted"])].sort_values("score").head(5),
-}
-rows, titles = [], []
-for kind, picked in rows_by_kind.items():
-    if len(picked):
-        sub = features.iloc[picked["row"].to_numpy()]
-        pics = experiment.row_images(run, sub)
-        rows.append([(im, f"{r.group}\nq={r.quality:.2f} top1={r.top1:.2f}") for im, r in zip(pics, sub.itertuples())])
-        titles.append(kind)
-fig = report.gallery(rows, titles, "Appendix C: detector decisions (split 0) with predicted quality")
-report.save_figure(fig, "appendixC_examples", P)
+picked = study.examples()
+pictures = {kind: groups.row_images(run, rows) for kind, rows in picked.items()}
+report.save_figure(figures.examples(picked, pictures, "Appendix C: detector decisions (split 0) with predicted quality"),
+                   "appendixC_examples", run)
 
 # %% [markdown]
 # ## A detector to deploy
@@ -181,15 +148,9 @@ report.save_figure(fig, "appendixC_examples", P)
 # the classifier: `FitForTaskDetector.load(path).predict_fit(images)`.
 
 # %%
-train = features[features["group"].isin(["original", "adversarial"]) & features["source_id"].isin(
-    features.loc[features["group"] == "adversarial", "source_id"])]
-final = detector.FitForTaskDetector(random_state=P.seed, classifier_name=run.classifier.name,
-                                    classifier_weights_id=run.classifier.weights_id,
-                                    quality_folder=str(run.folder / experiment.QUALITY_FOLDER))
-final.fit(train[cols], (train["group"] == "adversarial").astype(int), groups=train["source_id"])
-loaded = detector.FitForTaskDetector.load(final.save(run.folder / "models" / "detector", run_folder=run.folder))
+deployed = experiment.deploy_detector(run, features)
 sample = features.groupby("group").head(2)
-sample.assign(fit=loaded.predict_fit(experiment.row_images(run, sample), classifier=run.classifier, quality=run.quality))[
+sample.assign(fit=deployed.predict_fit(groups.row_images(run, sample), classifier=run.classifier, quality=run.quality))[
     ["group", "image_id", "top1", "quality", "fit"]]
 
 # %% [markdown]
@@ -201,5 +162,5 @@ sample.assign(fit=loaded.predict_fit(experiment.row_images(run, sample), classif
 # about the method — the verdicts below say so when that is the case.
 
 # %%
-table4 = report.paper_vs_ours(tables.table4(features, list(D.thresholds)), report.paper_values("table4")[0], on=["group"])
-report.verdicts(verdicts.detector(table5, table4, ablation, D.thresholds[0], fooling_rate), "04", P);
+table4 = report.paper_vs_ours(tables.table4(features, run.thresholds), report.paper_values("table4")[0], on=["group"])
+report.verdicts(verdicts.detector(table5, table4, ablation, run.thresholds[0], tables.fooling_rate(features)), "04", run);

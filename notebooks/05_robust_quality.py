@@ -42,19 +42,15 @@
 params_path = "../params/default.yaml"
 
 # %%
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
-from iqalib import experiment, report, verdicts
+from iqalib import experiment, figures, groups, report, verdicts
+from iqalib import robust_experiment as rx
 
 run = experiment.open_run(params_path)
-P = run.params
-report.use_style()
-target = experiment.training_label(run)
-data = experiment.robust_data(run)
-pd.DataFrame({"rows": [len(data.train), len(data.held)], "reference photos": [data.train["ref_id"].nunique(),
-              data.held["ref_id"].nunique()]}, index=["train", "held out"])
+figures.use_style()
+data = rx.robust_data(run)
+data.sizes()
 
 # %% [markdown]
 # ## Four quality models
@@ -70,14 +66,10 @@ pd.DataFrame({"rows": [len(data.train), len(data.held)], "reference photos": [da
 # are unchanged; DMS and FS are the plain heads behind noise, nothing more to save.
 
 # %%
-models = experiment.robust_quality_models(run, data)
-denoiser, denoiser_log = experiment.robust_denoiser(run, data)
-scorers = experiment.robust_scorers(run, models["plain"], models["nt"], denoiser)
-fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-models["nt_log"].plot(x="step", y="grad_l1", ax=axes[0], legend=False,
-                      title="NT fine-tuning: ‖∇f‖₁ of the batch (normalised input)")
-denoiser_log.plot(x="step", y=["mse", "noisy_mse"], ax=axes[1], logy=True, title="Denoiser: MSE vs doing nothing")
-report.save_figure(fig, "robust_training", P)
+models = rx.robust_quality_models(run, data)
+denoiser, denoiser_log = rx.robust_denoiser(run, data)
+scorers = rx.robust_scorers(run, models["plain"], models["nt"], denoiser)
+report.save_figure(figures.robust_training(models["nt_log"], denoiser_log), "robust_training", run)
 
 # %% [markdown]
 # ## Clean correlation and cost
@@ -85,9 +77,9 @@ report.save_figure(fig, "robust_training", P)
 # score costs — backbone, head and denoiser passes per image, and seconds per image on this machine.
 
 # %%
-clean = experiment.robust_clean(run, scorers, data)
-report.save_table(clean, "robust_models", P, f"Quality models on {len(data.srocc)} held-out images: SROCC/PLCC against "
-                  f"{target}, passes and seconds per image (2-core CPU unless the manifest says otherwise).")
+clean = rx.robust_clean(run, scorers, data)
+report.save_table(clean, "robust_models", run, f"Quality models on {len(data.srocc)} held-out images: SROCC/PLCC against "
+                  f"{run.target}, passes and seconds per image (2-core CPU unless the manifest says otherwise).")
 
 # %% [markdown]
 # ## Score attacks (the MSU metrics-robustness benchmark's setting)
@@ -97,14 +89,14 @@ report.save_table(clean, "robust_models", P, f"Quality models on {len(data.srocc
 # R = mean log10(max(1 − s, s)/(|s − s′| + 1e-6)) on [0, 1] scores: higher is more robust.
 
 # %%
-attacks = experiment.robust_attack_table(run, scorers, data)
-report.save_table(attacks, "robust_attacks", P, f"Score attacks on {len(data.attacked)} held-out images per model; "
-                  f"SROCC/PLCC after attack against {target}.",
+attacks = rx.robust_attack_table(run, scorers, data)
+report.save_table(attacks, "robust_attacks", run, f"Score attacks on {len(data.attacked)} held-out images per model; "
+                  f"SROCC/PLCC after attack against {run.target}.",
                   view_columns=["quality_model", "attack", "eps_255", "score_change_mean", "srocc", "robustness_R"])
 
 # %%
-report.save_figure(report.plot_vs_eps(attacks, "score_change_mean", "mean |s − s′|", "Score change under attack"),
-                   "robust_score_change", P)
+report.save_figure(figures.vs_eps(attacks, "score_change_mean", "mean |s − s′|", "Score change under attack"),
+                   "robust_score_change", run)
 
 # %% [markdown]
 # ## Certified intervals
@@ -116,16 +108,13 @@ report.save_figure(report.plot_vs_eps(attacks, "score_change_mean", "mean |s −
 # whole range (width 1).
 
 # %%
-certified, lipschitz = experiment.robust_certificates(run, scorers, data)
-report.save_table(certified, "robust_certified", P, f"Certified intervals on {len(data.certified)} held-out images; FS: local "
-                  f"Lipschitz estimate, median L = {pd.Series(lipschitz).median():.1f} (feature std units per unit ℓ2).")
+certified, lipschitz = rx.robust_certificates(run, scorers, data)
+report.save_table(certified, "robust_certified", run, f"Certified intervals on {len(data.certified)} held-out images; "
+                  f"FS: local Lipschitz estimate, median L = {pd.Series(lipschitz).median():.1f} (feature std units per "
+                  "unit ℓ2).")
 
 # %%
-fig, ax = plt.subplots(figsize=(5.5, 3.5))
-sns.lineplot(certified, x="radius", y="interval_width_mean", hue="quality_model", marker="o", ax=ax)
-ax.set(xlabel="ℓ2 radius (on [0, 1] pixels)", ylabel="mean certified interval width", ylim=(0, 1.05),
-       title="Certified interval vs radius")
-report.save_figure(fig, "robust_certified", P)
+report.save_figure(figures.certified_widths(certified), "robust_certified", run)
 
 # %% [markdown]
 # ## The detector under an adaptive attack
@@ -140,16 +129,15 @@ report.save_figure(fig, "robust_certified", P)
 # `detection_rate`: share flagged among those fooled; `false_alarm_rate`: the same originals, clean.
 
 # %%
-table, _ = experiment.build_groups(run, run.quality)  # cached: the table of notebooks 02–04
-detected = experiment.robust_detection(run, scorers, table)
-report.save_table(detected, "robust_detector", P, f"Detector under attack, {detected['n'].max()} held-out originals per "
+detected = rx.robust_detection(run, scorers, groups.load(run))
+report.save_table(detected, "robust_detector", run, f"Detector under attack, {detected['n'].max()} held-out originals per "
                   "model and ε.", view_columns=["quality_model", "attack", "eps_255", "fooled_rate",
                                                 "attack_success_rate", "detection_rate", "false_alarm_rate"])
 
 # %%
-report.save_figure(report.plot_vs_eps(detected, "detection_rate", "detection rate (among fooled)",
-                                      "Detection under attack (lines at 0 may overlap)", ylim=(-0.02, 1.02)),
-                   "robust_detection", P)
+report.save_figure(figures.vs_eps(detected, "detection_rate", "detection rate (among fooled)",
+                                  "Detection under attack (lines at 0 may overlap)", ylim=(-0.02, 1.02)),
+                   "robust_detection", run)
 
 # %% [markdown]
 # ## Ours vs the seed papers' claims
@@ -157,4 +145,4 @@ report.save_figure(report.plot_vs_eps(detected, "detection_rate", "detection rat
 # with the rule of each stated in its row.
 
 # %%
-report.verdicts(verdicts.robust(clean, attacks, certified, detected), "05", P);
+report.verdicts(verdicts.robust(clean, attacks, certified, detected), "05", run);
