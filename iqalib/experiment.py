@@ -164,8 +164,6 @@ def open_run(params_path: str | Path, progress: bool | None = None) -> Run:
     return Run(params, run_dir(params), progress)
 
 
-
-
 # ------------------------------------------------------------------------------------------------
 # IQA sets and originals
 

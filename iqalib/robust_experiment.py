@@ -184,9 +184,6 @@ def robust_detector_data(run: Run, table: pd.DataFrame) -> dict[str, Any]:
 def robust_clean(run: Run, scorers: dict[str, Any], data: RobustData) -> pd.DataFrame:
     """``robust_models``: each scorer on ``data.srocc`` — SROCC/PLCC against the target, passes per
     image and measured seconds per image of the deployed score (wall clock, this machine)."""
-
-
-
     x = view_tensor(run, list(data.srocc["path"]))
     rows = []
     for name, scorer in scorers.items():
@@ -214,9 +211,6 @@ def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> 
     """``robust_certified`` on ``data.certified``: DMS's certificate (``robust.smoothing``) and FS's
     local one (``robust.feature_smoothing``, with its per-image Lipschitz estimate, also returned),
     each with its measured seconds per image (FS's include the Lipschitz estimate)."""
-
-
-
     r, seed = run.params.robust, run.params.seed
     f, s = r.feature_smoothing, r.smoothing
     x = view_tensor(run, list(data.certified["path"]))
