@@ -33,8 +33,9 @@ from iqalib.images import ImageSkip, apply_view, as_rgb, file_digest, open_image
 
 EMBEDDING_VERSION = 1  # bump when what is cached for the same key changes
 
-# Changing a level table changes the pixels, so it is part of every distorted image's key.
-_DISTORTION_VERSION = key_of({k: v[0] for k, v in _distortions.LEVEL_PARAMS.items()})[:12]
+# Changing a distortion's level table changes its pixels, so the table is part of the key of every
+# image distorted by it (that type's table only: adding or retuning one type keeps the others' rows).
+_DISTORTION_VERSIONS = {name: key_of(levels)[:12] for name, (levels, _) in _distortions.LEVEL_PARAMS.items()}
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class ImageJob:
     def key_fields(self, digest: str) -> dict:
         fields = {"file": digest, "view": self.view, "distortion": self.distortion, "level": self.level}
         if self.distortion is not None:
-            fields.update(seed=self.seed, image_id=self.noise_id, distortions_version=_DISTORTION_VERSION,
+            fields.update(seed=self.seed, image_id=self.noise_id, distortion_version=_DISTORTION_VERSIONS[self.distortion],
                           in_classifier_view=self.distort_in_view)
         return fields
 

@@ -430,3 +430,13 @@ def gallery_rows(run: Run, table: pd.DataFrame, n: int = 5) -> tuple[list[list[t
         top = table[table["group"] == g].nlargest(n, "top1")
         rows.append([(run.resolve(r.path), caption(r)) for r in top.itertuples()])
     return rows, ["original", "UAP", "Fool_EV", "Fool_GD"]
+
+
+def distinct_images(run: Run, table: pd.DataFrame) -> pd.Series:
+    """Per group, how many of its images are distinct (by the content hash of the file and, for a
+    distorted row, its distortion and level): a generator that returns one image twice counts once."""
+    from iqalib.images import file_digest
+
+    digests = {p: file_digest(run.resolve(p)) for p in dict.fromkeys(table["path"])}
+    key = table["path"].map(digests) + "|" + table["distortion"].fillna("") + "|" + table["level"].astype(str)
+    return key.groupby(table["group"], sort=False).nunique()

@@ -52,16 +52,12 @@ def feature_squeezing_scores(classifier: Any, images: Sequence[Any], *, bit_dept
     return out
 
 
-def feature_squeezing_rates(scores_df: pd.DataFrame, target_fpr: float = 0.05, *,
-                            splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
-                            n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Detection rate per group of feature squeezing at ``target_fpr`` false alarms on originals.
-
-    ``scores_df``: ``group`` and ``score`` (NaN = unusable = flagged), plus ``source_id`` when
-    ``splits`` is given: then, exactly like ``evaluation.rates_at_false_alarm``, each split sets its
-    threshold on the originals not in its training half and is judged on the rows not in it (feature
-    squeezing trains nothing; this only makes the two methods see the same images). Without
-    ``splits`` all originals set one threshold. Columns as ``evaluation.rates_at_false_alarm`` with
-    method 'feature_squeezing'.
-    """
-    return evaluation.peer_rates(scores_df, "feature_squeezing", target_fpr, splits=splits, n_boot=n_boot, seed=seed)
+def feature_squeezing_rates(scores_df: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]],
+                            target_fpr: float = 0.05, *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Detection rate per group of feature squeezing at ``target_fpr`` false alarms, by the rule of
+    ``evaluation.peer_rates``: each split's threshold set on the originals of its training half,
+    the rows not in it judged (feature squeezing trains nothing; this makes both methods see the
+    same images and choose their operating point on the same photos). ``scores_df``: ``group``,
+    ``source_id`` and ``score`` (NaN = unusable = flagged). Columns as
+    ``evaluation.rates_at_false_alarm`` with method 'feature_squeezing'."""
+    return evaluation.peer_rates(scores_df, "feature_squeezing", target_fpr, splits, n_boot=n_boot, seed=seed)

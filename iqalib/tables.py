@@ -10,6 +10,7 @@ tables ``iqa_performance``, ``type_level_oracle`` and ``per_distortion``; notebo
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -92,26 +93,80 @@ def matched_threshold(features: pd.DataFrame, share_below: float) -> float:
 # bootstrap intervals over images
 
 
-def _ratio(w: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Fit-weighted accuracy sum(w·c) / sum(w) along ``axis``; NaN where no weight."""
-    total = np.sum(w, axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, np.sum(w * c, axis=axis) / total, np.nan)
+def _units(ev: pd.DataFrame) -> np.ndarray:
+    """The independent unit of each evaluated row: its source photo (views, distortions and the
+    UAP twin of one photo share it), or the image itself when it has none (fooling images)."""
+    src = feature_table.sources(ev) if "source_id" in ev else pd.Series([None] * len(ev), index=ev.index)
+    rows = ev["row"].astype(str).radd("row:")
+    return np.where(src.isna(), rows, src.astype(object)).astype(str)
 
 
-def _image_level_ci(ev: pd.DataFrame, flag: str, n_boot: int, seed: int, alpha: float = 0.05) -> dict[str, float]:
-    """CIs that resample images (the independent unit); each image's outcome is averaged over the
-    splits that held it out, thresholds/models held fixed."""
-    per_image = ev.assign(_flag=ev[flag].astype(float)).groupby("row").agg(
-        flag=("_flag", "mean"), correct=("correct", "first"), labelled=("labelled", "first"))
-    out = dict(zip(("detection_rate_ci_low", "detection_rate_ci_high"),
-                   metrics.bootstrap_ci((per_image["flag"].to_numpy(),), n_boot=n_boot, alpha=alpha, seed=seed)))
-    lab = per_image[per_image["labelled"].astype(bool)]
-    fit_weight, corr = 1.0 - lab["flag"].to_numpy(), lab["correct"].to_numpy(float)
-    ci = (metrics.bootstrap_ci((fit_weight, corr), _ratio, paired=True, n_boot=n_boot, alpha=alpha, seed=seed)
-          if fit_weight.sum() > 0 else (float("nan"), float("nan")))
-    out.update(fit_accuracy_ci_low=ci[0], fit_accuracy_ci_high=ci[1])
+def _photo_bootstrap(ev: pd.DataFrame, flag: str, n_boot: int, seed: int,
+                     alpha: float = 0.05) -> tuple[dict[str, float], dict[str, float]]:
+    """The Table V estimator and its interval from ONE procedure: the mean over splits of each
+    split's detection rate (and of its accuracy on images judged fit), recomputed on ``n_boot``
+    resamples of the photos (percentile bootstrap, seeded; a resampled photo brings all its rows in
+    every split). Returns (point estimates, ``*_ci_low/_ci_high``); the point is the statistic on
+    the sample itself, so it is the ``detection_rate``/``fit_accuracy`` the table reports."""
+    units, unit_index = np.unique(_units(ev), return_inverse=True)
+    splits, split_index = np.unique(ev["split"].to_numpy(), return_inverse=True)
+    flagged = ev[flag].to_numpy(bool)
+    fit_lab = ~flagged & ev["labelled"].to_numpy(bool)
+    right = fit_lab & ev["correct"].to_numpy(bool)
+
+    def counts(mask: np.ndarray | None) -> np.ndarray:
+        out = np.zeros((len(units), len(splits)))
+        np.add.at(out, (unit_index, split_index), 1.0 if mask is None else mask.astype(float))
+        return out
+
+    n, f, lab, ok = counts(None), counts(flagged), counts(fit_lab), counts(right)
+
+    def statistic(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample without fit images: NaN
+            det = np.nanmean((w @ f) / (w @ n), axis=-1)
+            acc = np.nanmean((w @ ok) / (w @ lab), axis=-1)
+        return det, acc
+
+    point = statistic(np.ones((1, len(units))))
+    rng = np.random.default_rng(seed)
+    batch = max(1, min(n_boot, 5_000_000 // max(1, len(units) * len(splits))))
+    draws: list[tuple[np.ndarray, np.ndarray]] = []
+    for start in range(0, n_boot, batch):
+        w = rng.multinomial(len(units), np.full(len(units), 1.0 / len(units)), size=min(batch, n_boot - start))
+        draws.append(statistic(w.astype(float)))
+    out = {}
+    for k, name in enumerate(("detection_rate", "fit_accuracy")):
+        values = np.concatenate([d[k] for d in draws]) if draws else np.zeros(0)
+        values = values[~np.isnan(values)]
+        low, high = (np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)]) if len(values)
+                     else (np.nan, np.nan))
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = float(low), float(high)
+    return {"detection_rate": float(point[0][0]), "fit_accuracy": float(point[1][0])}, out
+
+
+# --------------------------------------------------------------------------------------------------
+# Operating points: thresholds from training data only
+
+
+def thresholds_at_fpr(calibration: pd.DataFrame, target_fpr: float) -> dict[Any, float]:
+    """Per split, the smallest score threshold that flags at most ``target_fpr`` of that split's
+    calibration originals — the OUT-OF-FOLD scores of its TRAINING originals (``split_scores``'s
+    ``oof`` rows) for a trained detector, the training half's originals for an untrained peer.
+    Held-out rows never enter: an operating point is chosen on training data only."""
+    out = {}
+    for k, c in calibration.groupby("split", sort=True):
+        neg = c.loc[c["group"] == "original", "score"].to_numpy(float)
+        if not len(neg):
+            raise ValueError(f"split {k}: no training originals to set the false-alarm threshold on")
+        out[k] = metrics.threshold_at_fpr(metrics.finite(neg), target_fpr)
     return out
+
+
+def flag_at(ev: pd.DataFrame, thresholds: Mapping[Any, float]) -> np.ndarray:
+    """Flagged (not fit) at each row's split threshold; +inf/NaN scores (unusable) are flagged."""
+    t = ev["split"].map(thresholds).to_numpy(float)
+    return ~(ev["score"].to_numpy(float) <= t)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,60 +197,85 @@ def _summarise(per_split: pd.DataFrame, ev: pd.DataFrame, flag: str, ci: bool, n
                "fit_accuracy": float(g["fit_accuracy"].mean()) if g["fit_accuracy"].notna().any() else float("nan"),
                "fit_accuracy_std": metrics.sample_std(g["fit_accuracy"]), "n": int(round(g["n"].mean()))}
         if ci:
-            row.update(_image_level_ci(ev[ev["group"] == group], flag, n_boot, seed))
+            point, interval = _photo_bootstrap(ev[ev["group"] == group], flag, n_boot, seed)
+            # the same statistic as the mean over splits above (photo-weighted sums per split)
+            assert np.isclose(point["detection_rate"], row["detection_rate"]), (point, row)
+            row.update(interval)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def table5(scores: pd.DataFrame, *, ci: bool = True, n_boot: int = 1000,
-           seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def table5(scores: pd.DataFrame, target_fpr: float, *, secondary_fpr: Sequence[float] = (0.05,), ci: bool = True,
+           n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Paper Table V from ``evaluation.split_scores`` (one detector per paired 50/50 split; see there
-    for who is evaluated).
+    for who is evaluated), at the operating point of ``target_fpr`` false alarms (the paper's
+    8.57 %), each split's threshold set on the out-of-fold scores of its TRAINING originals.
 
     Returns ``per_split`` (``split, group, n, n_flagged, detection_rate, n_fit, fit_accuracy,
-    best_params``) and ``table5`` (one row per group: ``group, detection_rate, detection_rate_std,
-    fit_accuracy, fit_accuracy_std, n`` and, with ``ci``, ``detection_rate_ci_low/_high,
-    fit_accuracy_ci_low/_high``). Rates are fractions in [0, 1], mean and sample std over splits;
-    for ``original`` the detection rate is the false-alarm rate (1 − share judged fit);
-    ``fit_accuracy`` is the classifier's accuracy on images judged fit (NaN for fooling images:
-    no true class); ``n`` is the mean number of images evaluated per split. The 95 % CIs
-    (``n_boot`` percentile-bootstrap resamples seeded by ``seed``) resample images.
+    threshold, best_params``) and ``table5`` (one row per group): ``detection_rate`` (share
+    judged not fit; for ``original`` the realised false-alarm rate on held-out originals),
+    ``fit_accuracy`` (the classifier's accuracy on images judged fit; NaN for fooling images: no
+    true class), each the mean over splits with its sample std over splits and, with ``ci``, its
+    95 % percentile-bootstrap interval over photos (``n_boot`` resamples seeded by ``seed``) of the
+    SAME mean; ``n`` (mean images per split); ``false_alarm_rate`` (the realised rate, on every
+    row); secondary operating points: ``detection_rate_fpr<NN>`` per ``secondary_fpr`` (the same
+    training-data rule) and ``detection_rate_default`` / ``fit_accuracy_default`` at the SVM's
+    own threshold (decision > 0). Rates are fractions in [0, 1].
     """
+    ev = scores[scores["role"] == "eval"].copy()
+    calibration = scores[scores["role"] == "oof"]
+    thresholds = thresholds_at_fpr(calibration, target_fpr)
+    ev["at_target"] = flag_at(ev, thresholds)
+    per_split = _split_rates(ev, "at_target")
+    per_split["threshold"] = per_split["split"].map(thresholds)
+    per_split["best_params"] = per_split["split"].map(ev.groupby("split")["best_params"].first())
+    table = _summarise(per_split, ev, "at_target", ci, n_boot, seed)
+    if not ci:
+        table = table.assign(detection_rate_ci_low=np.nan, detection_rate_ci_high=np.nan,
+                             fit_accuracy_ci_low=np.nan, fit_accuracy_ci_high=np.nan)
+    table["false_alarm_rate"] = float(per_split.loc[per_split["group"] == "original", "detection_rate"].mean())
+    table["target_fpr"] = float(target_fpr)
+    for fpr in secondary_fpr:
+        ev["at_other"] = flag_at(ev, thresholds_at_fpr(calibration, fpr))
+        other = _split_rates(ev, "at_other").groupby("group")["detection_rate"].mean()
+        table[f"detection_rate_fpr{round(fpr * 100):02d}"] = table["group"].map(other)
+    default = rates_at_default(scores).set_index("group")
+    table["detection_rate_default"] = table["group"].map(default["detection_rate"])
+    table["fit_accuracy_default"] = table["group"].map(default["fit_accuracy"])
+    order = ["group", "n", "detection_rate", "detection_rate_std", "detection_rate_ci_low", "detection_rate_ci_high",
+             "fit_accuracy", "fit_accuracy_std", "fit_accuracy_ci_low", "fit_accuracy_ci_high", "target_fpr",
+             "false_alarm_rate"]
+    return per_split, table[order + [c for c in table.columns if c not in order]]
+
+
+def rates_at_default(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per group, at the SVM's own threshold (decision > 0, the ``flagged`` column of the eval
+    rows): ``group, detection_rate, detection_rate_std, fit_accuracy, fit_accuracy_std, n``, mean
+    and sample std over splits. A secondary operating point: it is whatever false-alarm rate the
+    fitted SVM happens to give, not one chosen for the task."""
     ev = scores[scores["role"] == "eval"]
-    per_split = _split_rates(ev)
-    params = ev.groupby("split")["best_params"].first()
-    per_split["best_params"] = per_split["split"].map(params)
-    return per_split, _summarise(per_split, ev, "flagged", ci, n_boot, seed)
+    return _summarise(_split_rates(ev, "flagged"), ev, "flagged", False, 0, 0)
 
 
 # --------------------------------------------------------------------------------------------------
-# beyond the paper: fixed false-alarm rates and the ablation
+# any detector's scores at a false-alarm rate
 
 
-def rates_from_scores(ev: pd.DataFrame, target_fpr: float, method: str, *, n_boot: int = 1000, seed: int = 0,
-                      ci: bool = True) -> pd.DataFrame:
-    """Detection rate per group of any detector at ``target_fpr`` false alarms on originals.
+def rates_from_scores(ev: pd.DataFrame, calibration: pd.DataFrame, target_fpr: float, method: str, *,
+                      n_boot: int = 1000, seed: int = 0, ci: bool = True) -> pd.DataFrame:
+    """Detection rate per group of any detector at ``target_fpr`` false alarms, the threshold of
+    each split set on ``calibration`` (``split, group, score`` of training rows only: see
+    ``thresholds_at_fpr``), never on the evaluated rows.
 
     ``ev``: one row per (split, evaluated image) with ``split, group, row, score, correct,
-    labelled`` (higher score = more likely not fit; +inf/NaN = unusable = flagged). Per split the
-    threshold is set on that split's originals, then rates are summarised as in Table V. Columns:
-    ``group, method, target_fpr, threshold (mean over splits), detection_rate, detection_rate_std,
-    detection_rate_ci_low, detection_rate_ci_high, n``.
+    labelled`` (and ``source_id`` for the photo bootstrap; higher score = more likely not fit;
+    +inf/NaN = unusable = flagged). Columns: ``group, method, target_fpr, threshold (mean over
+    splits), detection_rate, detection_rate_std, detection_rate_ci_low, detection_rate_ci_high, n``
+    (estimator and interval as in ``table5``); for ``original`` the rate is the realised false-alarm rate.
     """
-    parts = []
-    thresholds = {}
-    for k, e in ev.groupby("split", sort=True):
-        s = e["score"].to_numpy(float)
-        neg = (e["group"] == "original").to_numpy()
-        if not neg.any():
-            raise ValueError(f"split {k}: no evaluated originals to set the false-alarm threshold on")
-        finite = metrics.finite(s)
-        t = metrics.threshold_at_fpr(finite[neg], target_fpr)
-        thresholds[k] = t
-        parts.append(e.assign(at_fpr=(finite > t) | ~np.isfinite(s)))
-    ev = pd.concat(parts)
-    per_split = _split_rates(ev, "at_fpr")
-    table = _summarise(per_split, ev, "at_fpr", ci, n_boot, seed)
+    thresholds = thresholds_at_fpr(calibration, target_fpr)
+    ev = ev.assign(at_fpr=flag_at(ev, thresholds))
+    table = _summarise(_split_rates(ev, "at_fpr"), ev, "at_fpr", ci, n_boot, seed)
     if not ci:
         table = table.assign(detection_rate_ci_low=np.nan, detection_rate_ci_high=np.nan)
     table = table[["group", "detection_rate", "detection_rate_std", "detection_rate_ci_low",

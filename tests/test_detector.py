@@ -292,3 +292,19 @@ def _renamed(tiny: Classifier) -> Classifier:
     return Classifier(name=tiny.name, backbone=tiny.backbone, head=tiny.head, view=tiny.view, mean=tiny.mean,
                       std=tiny.std, input_size=tiny.input_size, weights_id="other", device=tiny.device,
                       wnids=tiny.wnids)
+
+
+def test_operating_point_is_set_on_out_of_fold_training_scores_and_survives_saving(tmp_path, features):
+    m = features["group"].isin(["original", "adversarial"])
+    X, y, g = features[m], (features.loc[m, "group"] == "adversarial").astype(int), features.loc[m, "source_id"]
+    det = D.FitForTaskDetector(random_state=0).fit(X, y, groups=g)
+    assert det.best_params_["kernel"] == "linear"  # the default: monotone where the training data end
+    oof = det.cross_decision_function(X, y, g)
+    assert np.isfinite(oof).all() and not np.allclose(oof, det.decision_function(X))  # other fits scored them
+    det.set_operating_point(X, y, g, 0.1)
+    assert np.mean(oof[y.to_numpy() == 0] > det.threshold_) <= 0.1
+    flagged = det.predict(X).astype(bool)
+    assert np.array_equal(flagged, det.decision_function(X) > det.threshold_)
+    back = D.FitForTaskDetector.load(det.save(tmp_path / "det"))
+    assert back.threshold_ == det.threshold_ and back.false_alarm_rate_ == 0.1
+    assert np.array_equal(back.predict(X), det.predict(X))

@@ -119,10 +119,13 @@ def test_groups_card_reads_its_fooling_rate_from_the_table():
 
 
 def test_the_study_tables_are_the_functions_on_the_same_splits(features, splits, scores):  # noqa: F811
-    study = evaluation.DetectorStudy(features, splits, scores, seed=0, n_boot=100, target_fpr=0.1)
+    study = evaluation.DetectorStudy(features, splits, scores, seed=0, n_boot=100, paper_fpr=0.0857, target_fpr=0.1)
     assert study.n_sources == len(splits[0][0]) + len(splits[0][1])
-    pd.testing.assert_frame_equal(study.table5()[1], tables.table5(scores, n_boot=100, seed=0)[1])
-    pd.testing.assert_frame_equal(study.at_false_alarm(), evaluation.rates_at_false_alarm(
+    pd.testing.assert_frame_equal(study.table5()[1], tables.table5(scores, 0.0857, secondary_fpr=(0.1,), n_boot=100,
+                                                                   seed=0)[1])
+    at = study.at_false_alarm()
+    assert list(dict.fromkeys(at["target_fpr"])) == [0.0857, 0.1]
+    pd.testing.assert_frame_equal(at[at["target_fpr"] == 0.1].reset_index(drop=True), evaluation.rates_at_false_alarm(
         features, splits, target_fpr=0.1, scores=scores, n_boot=100, seed=0))
     examples = study.examples(per_kind=3)
     assert set(examples) <= {"detected", "false alarm", "missed"} and all(len(t) <= 3 for t in examples.values())
@@ -130,4 +133,5 @@ def test_the_study_tables_are_the_functions_on_the_same_splits(features, splits,
         assert set(examples["false alarm"]["group"]) == {"original"}
     trained = evaluation.DetectorStudy.train(features, n_splits=N_SPLITS, seed=0, n_boot=100, target_fpr=0.1,
                                              progress=False)
+    assert experiment.paper_false_alarm_rate() == 0.0857
     pd.testing.assert_frame_equal(trained.scores, scores)
