@@ -3,9 +3,10 @@ classifier's top-1 AND keeps the detector's decision at "fit", by PGD through th
 quality model (any ``robust.Scorer``) and the SVM's decision function; and the oblivious attack
 (the classifier alone) it is compared with.
 
-The detector's fitted ``Pipeline(StandardScaler, SVC)`` is rewritten as a torch function from its
-own arrays (support vectors, dual coefficients, intercept, scaler): exactly scikit-learn's
-``decision_function`` (test), but differentiable. Knows nothing of params or notebooks.
+The detector's fitted ``Pipeline(StandardScaler, LinearSVC or SVC)`` is rewritten as a torch
+function from its own arrays (weights or support vectors and dual coefficients, intercept, scaler,
+operating-point threshold): exactly scikit-learn's ``decision_function`` less the threshold
+(test), but differentiable. Knows nothing of params or notebooks.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from sklearn.svm import LinearSVC
 
 from iqalib.classifiers import Classifier
 from iqalib.detector import FitForTaskDetector
@@ -22,15 +24,21 @@ __all__ = ["svm_decision", "detector_inputs", "pgd", "judge"]
 
 
 def svm_decision(detector: FitForTaskDetector) -> Callable[[torch.Tensor], torch.Tensor]:
-    """(N, 6) [top1..top5, quality] -> (N,) decision values (> 0: not fit), differentiable; the
-    fitted pipeline of ``FitForTaskDetector`` (rbf or linear kernel)."""
+    """(N, 6) [top1..top5, quality] -> (N,) decision values minus the detector's operating-point
+    threshold (> 0: not fit, as ``predict`` says), differentiable; the fitted pipeline of
+    ``FitForTaskDetector`` (rbf or linear kernel)."""
     scaler, svc = detector.pipeline_.named_steps["scale"], detector.pipeline_.named_steps["svc"]
     mean = torch.tensor(scaler.mean_, dtype=torch.float64)
     scale = torch.tensor(scaler.scale_, dtype=torch.float64)
-    vectors = torch.tensor(svc.support_vectors_, dtype=torch.float64)
-    coef = torch.tensor(svc.dual_coef_[0], dtype=torch.float64)
-    intercept = float(svc.intercept_[0])
-    kernel, gamma = svc.kernel, float(getattr(svc, "_gamma", 0.0))
+    intercept = float(svc.intercept_[0]) - float(getattr(detector, "threshold_", 0.0))
+    if isinstance(svc, LinearSVC):  # primal weights: decision = z . w + b
+        kernel, gamma = "linear", 0.0
+        vectors = torch.eye(len(mean), dtype=torch.float64)
+        coef = torch.tensor(svc.coef_[0], dtype=torch.float64)
+    else:
+        kernel, gamma = svc.kernel, float(getattr(svc, "_gamma", 0.0))
+        vectors = torch.tensor(svc.support_vectors_, dtype=torch.float64)
+        coef = torch.tensor(svc.dual_coef_[0], dtype=torch.float64)
     if kernel not in ("rbf", "linear"):
         raise ValueError(f"svm_decision handles rbf and linear kernels, the detector has {kernel!r}")
 
@@ -110,10 +118,11 @@ def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: floa
 def judge(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, x: torch.Tensor,
           labels: torch.Tensor) -> dict[str, np.ndarray]:
     """The deployed system on ``x``: ``fooled`` (top-1 ≠ label), ``flagged`` (the detector says not
-    fit, with the scorer's deployed — median, for a smoothed one — quality), ``quality``, ``decision``."""
+    fit at its operating point, with the scorer's deployed — median, for a smoothed one — quality),
+    ``quality``, ``decision`` (minus the threshold: > 0 is flagged)."""
     logits = classifier.logits_from_pixels(x * 255.0)
     quality = torch.from_numpy(scorer.scores(x)).to(logits.device)
     inputs = detector_inputs(logits, quality).double().cpu().numpy()
-    decision = detector.decision_function(inputs)
+    decision = detector.decision_function(inputs) - getattr(detector, "threshold_", 0.0)
     return {"fooled": (logits.argmax(1) != labels).cpu().numpy(), "flagged": decision > 0,
             "quality": quality.cpu().numpy(), "decision": decision}

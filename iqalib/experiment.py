@@ -27,6 +27,7 @@ from iqalib.detector import FitForTaskDetector
 from iqalib.feature_table import FEATURES
 from iqalib.params import Frozen, data_path, load, resolve_path, run_dir, workers
 from iqalib.quality import QualityModel
+from iqalib.report import paper_claim
 
 QUALITY_FOLDER = "models/quality"
 DETECTOR_FOLDER = "models/detector"
@@ -367,8 +368,6 @@ def detector_study(run: Run, table: pd.DataFrame) -> evaluation.DetectorStudy:
 def paper_false_alarm_rate() -> float:
     """The paper's operating point: the share of originals its detector flags (1 − 91.43 %, Sec. V-D,
     from ``paper_values.yaml``)."""
-    from iqalib.report import paper_claim
-
     return round(1.0 - paper_claim("originals_judged_fit"), 6)
 
 

@@ -228,7 +228,8 @@ def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> 
 
 def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     """``robust_detector``: per scorer, a detector (notebook 04's SVM) trained on the first paired
-    split with that scorer's quality, then, per ``robust.eps_255``, the oblivious PGD (classifier
+    split with that scorer's quality, its threshold at the paper's false-alarm rate on the training
+    originals' out-of-fold scores (notebook 04's rule), then, per ``robust.eps_255``, the oblivious PGD (classifier
     only, the same images for every scorer) and the adaptive PGD through the whole system, judged
     on ``robust_detector_data``'s held-out originals."""
 
@@ -240,6 +241,7 @@ def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> 
     for name, scorer in scorers.items():
         train = d["train"][list(feature_table.TOP5)].assign(quality=scorer.scores(d["train_x"]))
         det = FitForTaskDetector(random_state=p.seed).fit(train, d["y"], groups=d["train"]["source_id"])
+        det.set_operating_point(train, d["y"], d["train"]["source_id"], experiment.paper_false_alarm_rate())
         decision = adaptive.svm_decision(det)
         clean_flagged = adaptive.judge(clf, scorer, det, x, labels)["flagged"]
         for e in r.eps_255:

@@ -21,6 +21,20 @@ def test_svm_decision_is_scikit_learns(kernel):
     np.testing.assert_allclose(ours, det.decision_function(probe), rtol=1e-4, atol=1e-4)
 
 
+def test_svm_decision_and_judge_follow_the_operating_point():
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0, 1, (120, 6))
+    y = (X[:, 0] + 0.3 * X[:, 5] + rng.normal(0, 0.2, 120) > 0.7).astype(int)
+    groups = np.arange(120) // 2
+    det = detector.FitForTaskDetector(random_state=0).fit(X, y, groups=groups)
+    det.set_operating_point(X, y, groups, 0.0857)
+    assert det.threshold_ != 0.0
+    probe = rng.uniform(0, 1, (40, 6))
+    ours = adaptive.svm_decision(det)(torch.tensor(probe, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(ours, det.decision_function(probe) - det.threshold_, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(ours > 0, det.predict(probe) == 1)
+
+
 def test_detector_inputs_are_sorted_top5_and_quality():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0, 0.5]])
     out = adaptive.detector_inputs(logits, torch.tensor([0.7]))
