@@ -103,6 +103,9 @@ def _units(ev: pd.DataFrame) -> np.ndarray:
 
 def _photo_bootstrap(ev: pd.DataFrame, flag: str, n_boot: int, seed: int,
                      alpha: float = 0.05) -> tuple[dict[str, float], dict[str, float]]:
+    # By hand, not metrics.bootstrap_ci / scipy.stats.bootstrap: the statistic is a mean over splits
+    # of per-split ratios, and a resampled photo must bring its rows in EVERY split at once; as
+    # multinomial weights on a (photo x split) count matrix all resamples are a few matrix products.
     """The Table V estimator and its interval from ONE procedure: the mean over splits of each
     split's detection rate (and of its accuracy on images judged fit), recomputed on ``n_boot``
     resamples of the photos (percentile bootstrap, seeded; a resampled photo brings all its rows in
@@ -197,10 +200,10 @@ def _summarise(per_split: pd.DataFrame, ev: pd.DataFrame, flag: str, ci: bool, n
                "fit_accuracy": float(g["fit_accuracy"].mean()) if g["fit_accuracy"].notna().any() else float("nan"),
                "fit_accuracy_std": metrics.sample_std(g["fit_accuracy"]), "n": int(round(g["n"].mean()))}
         if ci:
+            # the point is the bootstrap's statistic on the sample itself, which is the mean over
+            # splits above (test); taking it from there makes "one procedure" literal
             point, interval = _photo_bootstrap(ev[ev["group"] == group], flag, n_boot, seed)
-            # the same statistic as the mean over splits above (photo-weighted sums per split)
-            assert np.isclose(point["detection_rate"], row["detection_rate"]), (point, row)
-            row.update(interval)
+            row.update({**point, **interval})
         rows.append(row)
     return pd.DataFrame(rows)
 

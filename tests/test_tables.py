@@ -218,6 +218,8 @@ def test_table5_intervals_are_the_photo_bootstrap_of_the_reported_mean(scores):
                          for m in (g["split"].to_numpy() == k for k in sorted(set(g["split"]))) if np.sum(w[m]) > 0]
             means.append(np.mean(per_split))
         row = t5.set_index("group").loc[group]
+        by_split = [g["flag"].to_numpy()[g["split"].to_numpy() == k].mean() for k in sorted(set(g["split"]))]
+        assert row["detection_rate"] == pytest.approx(np.mean(by_split))  # the point: the same mean, unweighted
         ref = np.percentile(means, [2.5, 97.5])
         assert (row["detection_rate_ci_low"], row["detection_rate_ci_high"]) == pytest.approx(ref, abs=0.03)
 
