@@ -438,5 +438,8 @@ def distinct_images(run: Run, table: pd.DataFrame) -> pd.Series:
     from iqalib.images import file_digest
 
     digests = {p: file_digest(run.resolve(p)) for p in dict.fromkeys(table["path"])}
-    key = table["path"].map(digests) + "|" + table["distortion"].fillna("") + "|" + table["level"].astype(str)
+    # fillna before astype(str): pandas' string dtype keeps NaN missing, and a missing key part
+    # would make nunique skip every row without a distortion
+    level = table["level"].astype(float).fillna(0.0).astype(str)
+    key = table["path"].map(digests) + "|" + table["distortion"].astype(object).fillna("").astype(str) + "|" + level
     return key.groupby(table["group"], sort=False).nunique()

@@ -25,6 +25,20 @@ def _run(tmp_path, name: str = "smoke", **changes) -> experiment.Run:
 # ------------------------------------------------------------------------------ the run
 
 
+def test_distinct_images_counts_files_by_content_and_distorted_rows_by_their_setting(tmp_path):
+    run = _run(tmp_path)
+    for name, colour in (("a.png", 0), ("b.png", 0), ("c.png", 255)):  # a and b: one image twice
+        images.Image.new("RGB", (8, 8), (colour, 0, 0)).save(tmp_path / name)
+    table = pd.DataFrame({
+        "group": ["original", "original", "original", "fool_ev", "fool_ev", "distorted", "distorted", "distorted"],
+        "path": [str(tmp_path / n) for n in ("a.png", "b.png", "c.png", "a.png", "b.png", "c.png", "c.png", "c.png")],
+        "distortion": [None, None, None, None, None, "jpeg", "jpeg", "gaussian_blur"],
+        "level": [np.nan, np.nan, np.nan, np.nan, np.nan, 1.0, 2.0, 1.0]})
+    table["distortion"] = table["distortion"].astype("str")
+    assert groups.distinct_images(run, table).to_dict() == {"original": 2, "fool_ev": 1, "distorted": 3}
+
+
+
 def test_captions_say_pseudo_mos_exactly_when_the_quality_model_trains_on_the_embedded_set(tmp_path):
     embedded = _run(tmp_path)
     assert embedded.pseudo_mos and embedded.has_embedded_iqa
