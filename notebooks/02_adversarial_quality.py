@@ -33,7 +33,9 @@
 # * **Fool_GD** — gradient-ascent fooling images (Nguyen et al., CVPR 2015): from the mean image,
 #   ascend one target class's logit with L2 regularisation.
 # * **Fool_EV** — evolutionary fooling images: MAP-Elites over the 1000 classes with a CPPN encoding;
-#   we keep the most confident elites.
+#   we keep the most confident *distinct* elites. At our budget (about 10³ evaluations, Nguyen et
+#   al. used about 10⁶) parents come from a tournament among the filled cells, which biases
+#   reproduction toward promising classes (`iqalib/fooling.py` has the measurements).
 #
 # Quality is the DTNIQ-f ensemble trained in notebook 00; every image gets one backbone pass whose
 # embedding feeds both the classifier head and the quality head.
@@ -136,8 +138,9 @@ report.save_figure(figures.gallery(rows, titles, "Top-1 class (confidence) and p
 # * The paper's UAP is targeted (a random target class per image); ours is untargeted, computed
 #   against the run's classifier on a pool disjoint from the evaluated originals. Its fooling rate
 #   (above) decides how far the adversarial rows differ from the originals.
-# * Our fooling images come from small CPU budgets, so Fool_EV confidences (Table III) stay far from
-#   the near-certain ones that large evolutionary budgets reach.
+# * Our fooling images come from small CPU budgets. Table III's `distinct_images` and the verdict row
+#   "Fooling images fool" check that they still do what the paper's do: a confident classifier,
+#   every image distinct. The paper's Fool_EV are Nguyen et al.'s images on ResNet-152.
 # * The originals in the gallery are shown as stored; the classifier and quality model see them
 #   through the classifier's 224×224 view, the same view the UAP was added in.
 
