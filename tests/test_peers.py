@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 from PIL import Image
 
-from iqalib import evaluation
-from iqalib import peers, tables
+from iqalib import evaluation, peers
 from tests.test_detector import _images, features, splits, tiny_classifier  # noqa: F401  (shared module fixtures)
 
 

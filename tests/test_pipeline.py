@@ -2,7 +2,6 @@
 stacked quality heads, and filling one store in shares (``run --shard K/N``)."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
