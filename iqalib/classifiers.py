@@ -211,12 +211,26 @@ class Classifier:
 
     def proba_from_embeddings(self, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """(N, 1000) float32 softmax probabilities from cached embeddings (cheap: head only)."""
+        return self._from_embeddings(embeddings, batch_size, softmax=True)
+
+    def logits_from_embeddings(self, embeddings: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """(N, 1000) float32 logits from cached embeddings (head only): what logit-based peers read."""
+        return self._from_embeddings(embeddings, batch_size, softmax=False)
+
+    def _from_embeddings(self, embeddings: np.ndarray, batch_size: int, softmax: bool) -> np.ndarray:
         out = []
         with torch.inference_mode():
             for start in range(0, len(embeddings), batch_size):
                 e = torch.as_tensor(embeddings[start : start + batch_size], device=self.device)
-                out.append(self.head(e).softmax(1).float().cpu().numpy())
+                logits = self.head(e)
+                out.append((logits.softmax(1) if softmax else logits).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.wnids)), np.float32)
+
+    def head_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last linear layer's weight (C, D) and bias (C,), e.g. for ViM."""
+        layer = self.head if isinstance(self.head, nn.Linear) else [m for m in self.head.modules()
+                                                                   if isinstance(m, nn.Linear)][-1]
+        return (layer.weight.detach().float().cpu().numpy(), layer.bias.detach().float().cpu().numpy())
 
     def view_logits(self, views: np.ndarray, batch_size: int = 32) -> torch.Tensor:
         """(N, 1000) logits on the CPU of (N, S, S, 3) uint8 arrays that already are this

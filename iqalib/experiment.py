@@ -210,6 +210,18 @@ def iqa_features(run: Run, sets: dict[str, pd.DataFrame]) -> dict[str, tuple[pd.
     return out
 
 
+def clean_references(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and pooled embedding of the reference photos of the quality model's training sets
+    (``quality.train_sets``): clean images disjoint from every evaluated original, on which the
+    feature-space peers are fitted. The same jobs as Table I's references, so the cache has them."""
+    sets = iqa_sets(run, list(run.params.quality.train_sets))
+    refs = sorted(set().union(*(set(t["ref_path"]) for t in sets.values())))
+    jobs = [features.ImageJob(p, min_side=1, allow_grey=True) for p in refs]
+    embedded, _ = features.embed(run.classifier, jobs, desc="references", **run.pass_options)
+    embedded = embedded[~np.isnan(embedded).any(axis=1)]
+    return features.logits(run.classifier, embedded), features.pooled(run.classifier, embedded)
+
+
 def originals_path(run: Run) -> Path | None:
     """The originals' folder (None for the embedded photos)."""
     o = run.params.originals

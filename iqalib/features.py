@@ -384,6 +384,15 @@ def probabilities(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
     return out
 
 
+def logits(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
+    """(N, 1000) logits from ``embed``'s rows (head only, no backbone pass); NaN rows stay NaN."""
+    ok = ~np.isnan(embedded).any(axis=1)
+    out = np.full((len(embedded), len(classifier.wnids)), np.nan, dtype=np.float32)
+    if ok.any():
+        out[ok] = classifier.logits_from_embeddings(pooled(classifier, embedded[ok]))
+    return out
+
+
 def scores(quality: Any, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
     """(N,) predicted quality from ``embed``'s rows (NaN rows stay NaN)."""
     if not len(embedded):

@@ -210,3 +210,72 @@ def examples(picked: dict[str, pd.DataFrame], pictures: dict[str, list], title: 
     rows = [[(im, f"{r.group}\nq={r.quality:.2f} top1={r.top1:.2f}") for im, r in zip(pictures[kind], rows.itertuples())]
             for kind, rows in picked.items()]
     return gallery(rows, list(picked), title)
+
+
+#: How each detector is drawn in the comparison figures: ours stand out, peers share thin lines.
+OURS_STYLE = {"fit_for_task": {"color": "black", "linewidth": 2.2},
+              "fit_for_task+": {"color": "crimson", "linewidth": 2.2},
+              "msp+quality": {"color": "darkorange", "linewidth": 1.6, "linestyle": "--"},
+              "no detector": {"color": "grey", "linewidth": 1.0, "linestyle": ":"}}
+
+
+def _detector_styles(names: list[str]) -> dict[str, dict]:
+    palette = plt.get_cmap("tab10").colors
+    peers = [n for n in names if n not in OURS_STYLE]
+    return {**{n: {"color": palette[i % 10], "linewidth": 1.0} for i, n in enumerate(peers)},
+            **{n: s for n, s in OURS_STYLE.items() if n in names}}
+
+
+def roc_grid(points: pd.DataFrame, title: str) -> "plt.Figure":
+    """One panel per group, one ROC curve per detector (``detector, group, fpr, tpr``, e.g. from
+    ``comparison.roc_points``); ours drawn thick; one legend for all panels."""
+    present = [g for g in GROUPS if g in set(points["group"])]
+    names = list(dict.fromkeys(points["detector"]))
+    styles = _detector_styles(names)
+    fig, axes = plt.subplots(1, len(present), figsize=(3.3 * len(present), 3.6), sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], present):
+        for name in names:
+            g = points[(points["group"] == group) & (points["detector"] == name)]
+            ax.plot(g["fpr"], g["tpr"], label=name, **styles[name])
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.6)
+        ax.set_title(group)
+        ax.set_xlabel("false-alarm rate (held-out originals)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+    axes[0][0].set_ylabel("detection rate")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(names)), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def risk_coverage(curves: pd.DataFrame, paper: pd.DataFrame | None, title: str) -> "plt.Figure":
+    """One panel per labelled group: accuracy of the accepted images against coverage, per detector
+    (``detector, group, coverage, accuracy``); the paper's detector as a star where ``paper``
+    (``group, coverage, accuracy``) has the group."""
+    present = list(dict.fromkeys(curves["group"]))
+    names = list(dict.fromkeys(curves["detector"]))
+    styles = _detector_styles(names)
+    fig, axes = plt.subplots(1, len(present), figsize=(3.6 * len(present), 3.6), squeeze=False)
+    for ax, group in zip(axes[0], present):
+        for name in names:
+            g = curves[(curves["group"] == group) & (curves["detector"] == name)]
+            ax.plot(g["coverage"], g["accuracy"], label=name, **styles[name])
+        if paper is not None and group in set(paper["group"]):
+            p = paper[paper["group"] == group].iloc[0]
+            ax.plot([p["coverage"]], [p["accuracy"]], marker="*", markersize=13, color="gold",
+                    markeredgecolor="black", linestyle="none", label="paper (Table V)")
+        ax.set_title(group)
+        ax.set_xlabel("coverage (share of images accepted)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+    axes[0][0].set_ylabel("accuracy of accepted images")
+    handles, labels = {}, {}
+    for ax in axes[0]:
+        for h, l in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(l, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(7, len(handles)), frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    return fig

@@ -1,6 +1,7 @@
 """Numbers computed from arrays, on the ground floor: correlations (SROCC/PLCC), mean/sample std
-over splits, finite-value helpers, percentile-bootstrap intervals, the robustness score R, and
-the ROC helpers (AUROC, threshold at a false-alarm rate). numpy/scipy/scikit-learn only; no
+over splits, finite-value helpers, percentile-bootstrap intervals, the robustness score R, the
+ROC helpers (AUROC, threshold at a false-alarm rate, false alarms at a detection rate) and
+selective classification's risk–coverage curve and AURC. numpy/scipy/scikit-learn only; no
 iqalib imports, so every room that reports a number can use them.
 """
 from __future__ import annotations
@@ -112,3 +113,47 @@ def auroc(negatives: np.ndarray, positives: np.ndarray) -> float:
         return float("nan")
     s = finite(np.r_[neg, pos])
     return float(roc_auc_score(np.r_[np.zeros(len(neg)), np.ones(len(pos))], s))
+
+
+def fpr_at_tpr(negatives: np.ndarray, positives: np.ndarray, tpr: float = 0.95) -> float:
+    """Share of ``negatives`` flagged at the lowest threshold that flags at least ``tpr`` of
+    ``positives`` (higher score = flagged; +inf/NaN count as flagged): FPR at 95 % TPR, the OOD
+    literature's companion to AUROC. NaN when either side is empty."""
+    from sklearn.metrics import roc_curve
+
+    neg, pos = np.asarray(negatives, float), np.asarray(positives, float)
+    if not len(neg) or not len(pos):
+        return float("nan")
+    fpr, tp, _ = roc_curve(np.r_[np.zeros(len(neg)), np.ones(len(pos))], finite(np.r_[neg, pos]))
+    return float(fpr[np.searchsorted(tp, tpr - 1e-12, side="left")])
+
+
+def risk_coverage(correct: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Selective classification (Geifman & El-Yaniv, NeurIPS 2017): accept images in order of
+    rising ``score`` (higher = less fit) and, after each of the N acceptances, the coverage k/N and
+    the risk (share of accepted images misclassified). Ties are broken at random in expectation:
+    within a block of equal scores the errors are spread evenly, so a constant score has the same
+    risk, 1 − accuracy, at every coverage. Written by hand: scikit-learn has no risk–coverage curve,
+    and FD-Shifts, which defines it, is not a pip package."""
+    correct, score = np.asarray(correct, bool), finite(np.asarray(score, float))
+    n = len(correct)
+    if not n:
+        return np.zeros(0), np.zeros(0)
+    order = np.argsort(score, kind="stable")
+    s, err = score[order], (~correct[order]).astype(float)
+    # expected errors among the first k: errors of whole blocks before, plus the block's error rate
+    # times how far into the block k reaches
+    _, start, counts = np.unique(s, return_index=True, return_counts=True)
+    block_err = np.add.reduceat(err, start)
+    before = np.r_[0.0, np.cumsum(block_err)[:-1]]
+    k = np.arange(1, n + 1)
+    block = np.searchsorted(start, k - 1, side="right") - 1
+    errors = before[block] + block_err[block] * (k - start[block]) / counts[block]
+    return k / n, errors / k
+
+
+def aurc(correct: np.ndarray, score: np.ndarray) -> float:
+    """Area under the risk–coverage curve: the mean risk over the N coverages of ``risk_coverage``
+    (lower = better; a constant score gives 1 − accuracy). NaN for no images."""
+    _, risk = risk_coverage(correct, score)
+    return float(risk.mean()) if len(risk) else float("nan")

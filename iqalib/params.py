@@ -127,6 +127,7 @@ DEFAULTS: dict[str, Any] = {
         "target_fpr": 0.05,
         "n_boot": 1000,
         "peer_distorted": None,  # distorted images Feature Squeezing scores (a seeded sample); null: all
+        "peer_fit_cap": None,  # training originals a feature-space peer is fitted on per split (seeded sample); null: all
     },
     "robust": {  # notebook 05: the quality half under attack, and its defences
         "n_models": 3,  # heads of the plain and NT ensembles trained for notebook 05 (same photos, same seeds)
@@ -377,6 +378,7 @@ SCHEMA: dict[str, Rule] = {
     "detector.target_fpr": _FRACTION,
     "detector.n_boot": _POSITIVE,
     "detector.peer_distorted": _POSITIVE.or_null(),
+    "detector.peer_fit_cap": _POSITIVE.or_null(),
     "robust.n_models": _POSITIVE,
     "robust.n_images": integer(min=4, why="SROCC after attack needs a few images"),
     "robust.n_srocc": integer(min=4),
