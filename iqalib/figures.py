@@ -271,10 +271,10 @@ def risk_coverage(curves: pd.DataFrame, paper: pd.DataFrame | None, title: str) 
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
     axes[0][0].set_ylabel("accuracy of accepted images")
-    handles, labels = {}, {}
+    handles: dict[str, Any] = {}  # one legend entry per label over all panels (the star is in two)
     for ax in axes[0]:
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(l, h)
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(7, len(handles)), frameon=False)
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.14, 1, 1))
