@@ -229,7 +229,9 @@ sample.assign(fit=deployed.predict_fit(groups.row_images(run, sample), classifie
 # labelled photos, the paper thousands of ImageNet images, so the ± columns are wide. The detector
 # learns only what separates adversarial images from their originals: where the UAP changes few
 # top-1 labels, the two training classes are nearly the same images and its rates are not a finding
-# about the method — the verdicts below say so when that is the case.
+# about the method — the verdicts below say so when that is the case. The last rows go beyond the
+# paper: the paper's detector against the best of the field's detectors on each group, the
+# quality-aware `fit_for_task+` against its goal, and MSP with and without quality.
 
 # %%
 table4 = report.paper_vs_ours(tables.table4(features, run.thresholds), report.paper_values("table4")[0], on=["group"])
