@@ -1,6 +1,6 @@
 """Everything a notebook shows leaves through here: tables (CSV + Markdown twin, a narrow rounded
 view shown), figures (PNG, shown), verdicts (ours vs the paper), image counts and paper-vs-ours
-tables, under ``outputs/<run>/`` with uniform names and one plotting style.
+tables, under ``outputs/<run>/`` with uniform names (the plotting style is ``figures``'s).
 
 Owns no numbers: it writes and shows what the notebooks compute. Showing needs an IPython kernel
 (JupyterLab or papermill); in a plain Python process the helpers only write files.
