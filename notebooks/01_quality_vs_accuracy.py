@@ -57,7 +57,7 @@ report.save_table(tables.iqa_overview(iqa), "iqa_sets", run, "The IQA data: imag
 
 # %%
 pairs, counts = experiment.iqa_pairs(run, iqa)
-report.save_counts(counts, run, prefix="01_")
+report.save_counts(counts, run, prefix="01_");
 
 # %% [markdown]
 # ## The originals: how good is the classifier before any distortion?
