@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -41,6 +41,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from iqalib.cache import atomic_write_bytes, atomic_write_text
 from iqalib.feature_table import FEATURES, TOP5
+from iqalib.metrics import threshold_at_fpr
 
 
 DETECTOR_FORMAT = 1
@@ -234,8 +235,6 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
         hyper-parameters refitted on ``folds`` grouped stratified folds (an original and its twin
         in one fold), each row scored by the fit that did not see it. What a threshold for a
         false-alarm rate is set on without touching held-out data. NaN rows get +inf."""
-        from sklearn.base import clone
-
         check_is_fitted(self, "pipeline_")
         Xa, y = self._matrix(X), np.asarray(y).astype(int).ravel()
         g = np.asarray(groups, dtype=object)
@@ -254,8 +253,6 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
         """Move the decision threshold so that ``false_alarm_rate`` of the TRAINING fit rows (y = 0)
         are flagged by their out-of-fold scores (``cross_decision_function``); ``predict`` then
         flags ``decision_function > threshold_``. Without it the threshold is the SVM's own, 0."""
-        from iqalib.metrics import threshold_at_fpr
-
         y = np.asarray(y).astype(int).ravel()
         oof = self.cross_decision_function(X, y, groups, folds)
         negatives = oof[(y == 0) & np.isfinite(oof)]

@@ -241,26 +241,46 @@ def learning_curve(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np
     return pd.DataFrame(rows)
 
 
+def score_frame(table: pd.DataFrame, split: int, role: str, mask: np.ndarray, score: np.ndarray,
+                n_fit: int = 0) -> pd.DataFrame:
+    """Rows ``mask`` of ``table`` with their ``score`` in ``split_scores``'s layout (``row`` = the
+    table's index), for detectors trained elsewhere or not at all; ``n_fit``: the clean images a
+    fitted one saw. ``correct``/``labelled`` are False where ``table`` has no labels."""
+    rows = np.flatnonzero(mask)
+    has_labels = "correct" in table or {"pred", "label"} <= set(table)
+    return pd.DataFrame({
+        "split": split, "role": role, "row": table.index.to_numpy()[rows], "group": table["group"].to_numpy()[rows],
+        "source_id": feature_table.sources(table).to_numpy()[rows], "score": np.asarray(score, float),
+        "correct": feature_table.correct(table)[rows] if has_labels else False,
+        "labelled": feature_table.labelled(table)[rows] if "label" in table else False, "n_fit": n_fit})
+
+
+def untrained_split_scores(values: np.ndarray, table: pd.DataFrame,
+                           splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """A detector that trains nothing (its ``values``, one per row of ``table``; NaN = unusable =
+    flagged) in ``split_scores``'s layout: per split, role ``oof`` = the training half's originals
+    (what its threshold is set on: the peer trains nothing, but those are the photos the split may
+    look at), ``eval`` = every row whose photo is not a training photo."""
+    values = np.asarray(values, float)
+    src, original = feature_table.sources(table), (table["group"] == "original").to_numpy()
+    frames = []
+    for k, (train_ids, _) in enumerate(splits):
+        in_train = src.isin(set(train_ids)).to_numpy()
+        frames += [score_frame(table, k, "oof", in_train & original, values[in_train & original]),
+                   score_frame(table, k, "eval", ~in_train, values[~in_train])]
+    return pd.concat(frames, ignore_index=True)
+
+
 def peer_rates(scores_df: pd.DataFrame, method: str, target_fpr: float,
                splits: Sequence[tuple[np.ndarray, np.ndarray]], *, n_boot: int = 1000, seed: int = 0,
                ci: bool = True) -> pd.DataFrame:
     """Detection rate per group of an untrained peer detector's scores at ``target_fpr`` false
-    alarms, by the rule ours follows: per split, the threshold is set on the originals of the
-    split's TRAINING half (the peer trains nothing, but those are the photos the split may look
-    at) and the rows not in it are judged. ``scores_df``: ``group``, ``source_id`` and ``score``
-    (higher = more likely not fit; NaN = unusable = flagged), ``label``/``correct`` when known.
-    Columns as ``rates_at_false_alarm`` with ``method``."""
-    has_labels = "correct" in scores_df or {"pred", "label"} <= set(scores_df)
-    src = feature_table.sources(scores_df)
-    base = pd.DataFrame({"group": scores_df["group"].to_numpy(), "score": scores_df["score"].to_numpy(float),
-                         "row": np.arange(len(scores_df)), "source_id": src.to_numpy(),
-                         "correct": feature_table.correct(scores_df) if has_labels else False,
-                         "labelled": feature_table.labelled(scores_df) if "label" in scores_df else False})
-    base["score"] = base["score"].fillna(np.inf)
-    in_train = [src.isin(set(tr)).to_numpy() for tr, _ in splits]
-    ev = pd.concat([base[~m].assign(split=k) for k, m in enumerate(in_train)])
-    calibration = pd.concat([base[m].assign(split=k) for k, m in enumerate(in_train)])
-    return tables.rates_from_scores(ev, calibration, target_fpr, method, n_boot=n_boot, seed=seed, ci=ci)
+    alarms, by the rule ours follows (``untrained_split_scores``). ``scores_df``: ``group``,
+    ``source_id`` and ``score`` (higher = more likely not fit; NaN = unusable = flagged),
+    ``label``/``correct`` when known. Columns as ``rates_at_false_alarm`` with ``method``."""
+    s = untrained_split_scores(scores_df["score"].to_numpy(float), scores_df, splits)
+    return tables.rates_from_scores(s[s["role"] == "eval"], s[s["role"] == "oof"], target_fpr, method,
+                                    n_boot=n_boot, seed=seed, ci=ci)
 
 
 @dataclass

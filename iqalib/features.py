@@ -375,22 +375,22 @@ def skip_counts(reasons: Sequence[str | None]) -> dict:
     return {"used": sum(r is None for r in reasons), "skipped": dict(sorted(counted.items()))}
 
 
-def probabilities(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
-    """(N, 1000) softmax from ``embed``'s rows; NaN rows stay NaN."""
+def _head_rows(head: Any, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
     ok = ~np.isnan(embedded).any(axis=1)
     out = np.full((len(embedded), len(classifier.wnids)), np.nan, dtype=np.float32)
     if ok.any():
-        out[ok] = classifier.proba_from_embeddings(pooled(classifier, embedded[ok]))
+        out[ok] = head(pooled(classifier, embedded[ok]))
     return out
+
+
+def probabilities(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
+    """(N, 1000) softmax from ``embed``'s rows; NaN rows stay NaN."""
+    return _head_rows(classifier.proba_from_embeddings, classifier, embedded)
 
 
 def logits(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
     """(N, 1000) logits from ``embed``'s rows (head only, no backbone pass); NaN rows stay NaN."""
-    ok = ~np.isnan(embedded).any(axis=1)
-    out = np.full((len(embedded), len(classifier.wnids)), np.nan, dtype=np.float32)
-    if ok.any():
-        out[ok] = classifier.logits_from_embeddings(pooled(classifier, embedded[ok]))
-    return out
+    return _head_rows(classifier.logits_from_embeddings, classifier, embedded)
 
 
 def scores(quality: Any, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:

@@ -438,7 +438,10 @@ def detector_comparison(run: Run, study: evaluation.DetectorStudy, rows: pd.Data
     standard = peers.standard_peers(*run.classifier.head_weights())
     energy = next(p for p in standard if p.name == "energy").score(logits, embedding)
     plus = rows.assign(energy=energy, squeeze=squeezed["score"].to_numpy(float))
-    scores = {"fit_for_task": evaluation.split_scores(rows, study.splits, seed=seed),
+    # the paper's detector is the study's (its training rows, originals and UAP images, are all in
+    # ``rows``): only its evaluated rows are cut down to ``rows``
+    ours = study.scores
+    scores = {"fit_for_task": ours[(ours["role"] != "eval") | ours["row"].isin(rows.index)].reset_index(drop=True),
               "msp+quality": evaluation.split_scores(rows, study.splits, seed=seed, columns=("top1", "quality")),
               "fit_for_task+": evaluation.split_scores(plus, study.splits, seed=seed,
                                                        columns=(*FEATURES, "energy", "squeeze"))}
@@ -447,7 +450,8 @@ def detector_comparison(run: Run, study: evaluation.DetectorStudy, rows: pd.Data
         scores[peer.name] = peers.split_scores(peer, rows, logits, embedding, study.splits, ref_logits,
                                                ref_embedding, cap=cap, seed=seed)
         sources[peer.name] = peer.source
-    scores["feature_squeezing"] = peers.split_scores_of(squeezed["score"].to_numpy(float), rows, study.splits)
+    scores["feature_squeezing"] = evaluation.untrained_split_scores(squeezed["score"].to_numpy(float), rows,
+                                                                    study.splits)
     sources["feature_squeezing"] = "hand-written (squeezed pixels; pytorch-ood has none)"
     return comparison.Comparison(scores, sources, study.paper_fpr, study.target_fpr, study.n_boot, seed)
 
@@ -475,9 +479,7 @@ def gallery_rows(run: Run, table: pd.DataFrame, n: int = 5) -> tuple[list[list[t
 def distinct_images(run: Run, table: pd.DataFrame) -> pd.Series:
     """Per group, how many of its images are distinct (by the content hash of the file and, for a
     distorted row, its distortion and level): a generator that returns one image twice counts once."""
-    from iqalib.images import file_digest
-
-    digests = {p: file_digest(run.resolve(p)) for p in dict.fromkeys(table["path"])}
+    digests = {p: images.file_digest(run.resolve(p)) for p in dict.fromkeys(table["path"])}
     # fillna before astype(str): pandas' string dtype keeps NaN missing, and a missing key part
     # would make nunique skip every row without a distortion
     level = table["level"].astype(float).fillna(0.0).astype(str)

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from iqalib import evaluation, feature_table, features
 
-__all__ = ["LogitPeer", "FeaturePeer", "standard_peers", "split_scores", "split_scores_of",
+__all__ = ["LogitPeer", "FeaturePeer", "standard_peers", "split_scores",
            "feature_squeezing_scores", "feature_squeezing_rates"]
 
 
@@ -124,41 +124,16 @@ def standard_peers(head_weight: np.ndarray, head_bias: np.ndarray) -> list[Logit
 # Scores per split, in the layout of evaluation.split_scores
 
 
-def _frame(table: pd.DataFrame, split: int, role: str, mask: np.ndarray, score: np.ndarray,
-           n_fit: int) -> pd.DataFrame:
-    rows = np.flatnonzero(mask)
-    return pd.DataFrame({
-        "split": split, "role": role, "row": table.index.to_numpy()[rows], "group": table["group"].to_numpy()[rows],
-        "source_id": feature_table.sources(table).to_numpy()[rows], "score": np.asarray(score, float),
-        "correct": feature_table.correct(table)[rows], "labelled": feature_table.labelled(table)[rows],
-        "n_fit": n_fit})
-
-
-def split_scores_of(values: np.ndarray, table: pd.DataFrame,
-                    splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
-    """A detector that trains nothing (its ``values``, one per row of ``table``): per split, role
-    ``oof`` = the training half's originals (what its threshold is set on), ``eval`` = every row
-    whose photo is not a training photo."""
-    values = np.asarray(values, float)
-    src, original = feature_table.sources(table), (table["group"] == "original").to_numpy()
-    frames = []
-    for k, (train_ids, _) in enumerate(splits):
-        in_train = src.isin(set(train_ids)).to_numpy()
-        frames += [_frame(table, k, "oof", in_train & original, values[in_train & original], 0),
-                   _frame(table, k, "eval", ~in_train, values[~in_train], 0)]
-    return pd.concat(frames, ignore_index=True)
-
-
 def split_scores(peer: LogitPeer | FeaturePeer, table: pd.DataFrame, logits: np.ndarray, embedding: np.ndarray,
                  splits: Sequence[tuple[np.ndarray, np.ndarray]], reference_logits: np.ndarray,
                  reference_embedding: np.ndarray, *, folds: int = 5, cap: int | None = None,
                  seed: int = 0) -> pd.DataFrame:
-    """One peer's scores per split (``split_scores_of``'s layout, plus ``n_fit``). A fitting peer is
+    """One peer's scores per split (``evaluation.untrained_split_scores``'s layout). A fitting peer is
     fitted per split on the clean reference images plus that split's TRAINING originals (a seeded
     sample of at most ``cap`` of them, if given); its ``oof`` scores come from ``folds`` fits, each
     leaving out one fold of the training originals' photos. No held-out photo is ever fitted on."""
     if not peer.fits:
-        return split_scores_of(peer.score(logits, embedding), table, splits)
+        return evaluation.untrained_split_scores(peer.score(logits, embedding), table, splits)
     from sklearn.model_selection import GroupKFold
 
     src, original = feature_table.sources(table), (table["group"] == "original").to_numpy()
@@ -182,8 +157,9 @@ def split_scores(peer: LogitPeer | FeaturePeer, table: pd.DataFrame, logits: np.
         mask = np.zeros(len(table), bool)
         mask[fit_rows] = True
         full = fitted(fit_rows)
-        frames += [_frame(table, k, "oof", mask, oof, full.n_fit_),
-                   _frame(table, k, "eval", ~in_train, full.score(logits[~in_train], embedding[~in_train]), full.n_fit_)]
+        frames += [evaluation.score_frame(table, k, "oof", mask, oof, full.n_fit_),
+                   evaluation.score_frame(table, k, "eval", ~in_train,
+                                          full.score(logits[~in_train], embedding[~in_train]), full.n_fit_)]
     return pd.concat(frames, ignore_index=True)
 
 

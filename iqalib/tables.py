@@ -103,14 +103,14 @@ def _units(ev: pd.DataFrame) -> np.ndarray:
 
 def _photo_bootstrap(ev: pd.DataFrame, flag: str, n_boot: int, seed: int,
                      alpha: float = 0.05) -> tuple[dict[str, float], dict[str, float]]:
-    # By hand, not metrics.bootstrap_ci / scipy.stats.bootstrap: the statistic is a mean over splits
-    # of per-split ratios, and a resampled photo must bring its rows in EVERY split at once; as
-    # multinomial weights on a (photo x split) count matrix all resamples are a few matrix products.
     """The Table V estimator and its interval from ONE procedure: the mean over splits of each
     split's detection rate (and of its accuracy on images judged fit), recomputed on ``n_boot``
     resamples of the photos (percentile bootstrap, seeded; a resampled photo brings all its rows in
     every split). Returns (point estimates, ``*_ci_low/_ci_high``); the point is the statistic on
     the sample itself, so it is the ``detection_rate``/``fit_accuracy`` the table reports."""
+    # By hand, not metrics.bootstrap_ci / scipy.stats.bootstrap: the statistic is a mean over splits
+    # of per-split ratios, and a resampled photo must bring its rows in EVERY split at once; as
+    # multinomial weights on a (photo x split) count matrix all resamples are a few matrix products.
     units, unit_index = np.unique(_units(ev), return_inverse=True)
     splits, split_index = np.unique(ev["split"].to_numpy(), return_inverse=True)
     flagged = ev[flag].to_numpy(bool)
