@@ -1,7 +1,8 @@
-"""An adaptive attack on the whole fit-for-task detector: one perturbation that changes the
+"""Adaptive attacks on the whole fit-for-task detector: one perturbation that changes the
 classifier's top-1 AND keeps the detector's decision at "fit", by PGD through the classifier, the
-quality model (any ``robust.Scorer``) and the SVM's decision function; and the oblivious attack
-(the classifier alone) it is compared with.
+quality model (any ``robust.Scorer``) and the SVM's decision function — selective and orthogonal
+PGD (Bryniarski et al., ICLR 2022) and ``strong``, the two combined — and the oblivious attack
+(the classifier alone) they are compared with.
 
 The detector's fitted ``Pipeline(StandardScaler, LinearSVC or SVC)`` is rewritten as a torch
 function from its own arrays (weights or support vectors and dual coefficients, intercept, scaler,
@@ -20,7 +21,7 @@ from iqalib.classifiers import Classifier
 from iqalib.detector import FitForTaskDetector
 from iqalib.robust import Scorer
 
-__all__ = ["svm_decision", "detector_inputs", "pgd", "judge"]
+__all__ = ["svm_decision", "detector_inputs", "pgd", "strong", "judge"]
 
 
 def svm_decision(detector: FitForTaskDetector) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -63,27 +64,50 @@ def _forward(classifier: Classifier, scorer: Scorer, x: torch.Tensor, generator:
              draws: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and the mean of ``draws`` (noisy, for a smoothed scorer) quality draws from ONE backbone
     pass (the quality heads read that pass's features), except in input space, where each noisy image
-    is scored."""
+    is scored, and for a quality model with its own feature layers, which reads them."""
     pooled, stats = classifier.forward_with_stats(classifier.normalize(x * 255.0))
-    phi = None if scorer.space == "input" else (stats if scorer.quality.features == "multilevel" else pooled)
+    own = scorer.quality.has_own_layers  # NT: its heads read its own layers, one more pass through them
+    phi = None if scorer.space == "input" or own else (stats if scorer.quality.features == "multilevel" else pooled)
     n = 1 if scorer.space == "none" else draws
     return classifier.head(pooled), torch.stack([scorer.draw(x, generator, phi) for _ in range(n)]).mean(0)
 
 
+def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """logit[label] − the largest other logit (< 0: the top-1 has changed)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    return true - logits.scatter(1, labels[:, None], float("-inf")).max(1).values
+
+
+def _orthogonal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per image, ``a`` less its component along ``b`` (flattened): a − (⟨a, b⟩ / ⟨b, b⟩) b."""
+    fa, fb = a.flatten(1), b.flatten(1)
+    coef = (fa * fb).sum(1) / (fb * fb).sum(1).clamp_min(1e-20)
+    return (fa - coef[:, None] * fb).view_as(a)
+
+
+MODES = ("selective", "orthogonal")
+
+
 def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: float, scorer: Scorer | None = None,
         decision: Callable[[torch.Tensor], torch.Tensor] | None = None, steps: int = 10,
-        step: float | None = None, margin: float = 0.0, draws: int = 1, seed: int = 0) -> torch.Tensor:
+        step: float | None = None, margin: float = 0.0, draws: int = 1, seed: int = 0,
+        mode: str = "selective") -> torch.Tensor:
     """ℓ∞ PGD of radius ``eps`` (images in [0, 1], classifier view) from ``x``.
 
     Oblivious (``decision`` None): lower the classifier's margin logit[label] − max other logit.
-    Adaptive: per image and step, lower that margin while it is above −``margin``, and once it is
-    below, lower the detector's decision while it is above −``margin`` (a switching loss: the two
-    terms live on different scales, and a weighted sum lets the larger one drown the other; one
-    backward pass per step either way). A smoothed scorer is followed through the mean of
-    ``draws`` fresh noise draws per step (expectation over transformation), from a generator
-    salted away from the scorer's own seed, so the attack never sees the very noise the deployed
-    median is taken over. Step ``step`` (default 2.5 eps / steps, Madry et al.). Returned per
-    image: the last iterate that met both goals under its draws, else the last iterate."""
+    Adaptive, two modes of Bryniarski et al. (ICLR 2022, v-wangg/OrthogonalPGD), per image and
+    step: ``selective`` lowers that margin while it is above −``margin``, and once it is below,
+    lowers the detector's decision while it is above −``margin`` (one backward pass per step);
+    ``orthogonal`` takes both gradients (two backward passes) and steps on the margin's gradient
+    less its component along the decision's while the top-1 holds, then on the decision's less
+    its component along the margin's, so one goal's step does not undo the other. A smoothed
+    scorer is followed through the mean of ``draws`` fresh noise draws per step (expectation over
+    transformation), from a generator salted away from the scorer's own seed, so the attack never
+    sees the very noise the deployed median is taken over. Step ``step`` (default 2.5 eps / steps,
+    Madry et al.), sign of the gradient. Returned per image: the last iterate that met both goals
+    under its draws, else the last iterate."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     step = 2.5 * eps / steps if step is None else step
     g = torch.Generator(device="cpu").manual_seed(seed + 7919)
     x = x.detach()
@@ -92,19 +116,25 @@ def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: floa
     for _ in range(steps):
         adv.requires_grad_(True)
         if decision is None:
-            logits, d = classifier.logits_from_pixels(adv * 255.0), None
+            gap = _margin(classifier.logits_from_pixels(adv * 255.0), labels)
+            grad, = torch.autograd.grad(gap.sum(), adv)
+            done = gap < 0
         else:
             logits, quality = _forward(classifier, scorer, adv, g, draws)
             d = decision(detector_inputs(logits, quality))
-        true = logits.gather(1, labels[:, None]).squeeze(1)
-        gap = true - logits.scatter(1, labels[:, None], float("-inf")).max(1).values
-        if d is None:
-            loss, done = gap, gap < 0
-        else:
+            gap = _margin(logits, labels)
             fooled = gap < -margin
-            loss = torch.where(fooled, d, gap) * ((~fooled) | (d > -margin))
             done = (gap < 0) & (d < 0)
-        grad, = torch.autograd.grad(loss.sum(), adv)
+            if mode == "selective":
+                loss = torch.where(fooled, d, gap) * ((~fooled) | (d > -margin))
+                grad, = torch.autograd.grad(loss.sum(), adv)
+            else:
+                g_gap, = torch.autograd.grad(gap.sum(), adv, retain_graph=True)
+                g_d, = torch.autograd.grad(d.sum(), adv)
+                g_gap, g_d = torch.nan_to_num(g_gap, nan=0.0), torch.nan_to_num(g_d, nan=0.0)
+                view = (-1, *[1] * (x.dim() - 1))
+                grad = torch.where(fooled.view(view), _orthogonal(g_d, g_gap), _orthogonal(g_gap, g_d))
+                grad = grad * ((~fooled) | (d > -margin)).view(view)
         with torch.no_grad():
             kept[done] = adv.detach()[done]
             met |= done
@@ -112,6 +142,29 @@ def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: floa
             adv = torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp(0.0, 1.0)
     kept[~met] = adv.detach()[~met]
     return kept
+
+
+def strong(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, x: torch.Tensor,
+           labels: torch.Tensor, eps: float, steps: int = 10, draws: int = 1,
+           seed: int = 0) -> dict[str, torch.Tensor]:
+    """The strongest adaptive attack here: selective PGD, then, on each image the deployed system
+    still stops (not fooled, or flagged: ``judge``), orthogonal PGD from the clean image, kept where
+    it succeeds. Per image it succeeds whenever selective PGD does, so it is at least as strong.
+    Returns ``{"selective": images, "strong": images}``."""
+    decision = svm_decision(detector)
+    selective = pgd(classifier, x, labels, eps, scorer, decision, steps=steps, draws=draws, seed=seed,
+                    mode="selective")
+    adv = selective.clone()
+    judged = judge(classifier, scorer, detector, adv, labels)
+    failed = torch.from_numpy(~(judged["fooled"] & ~judged["flagged"])).to(x.device)
+    if failed.any():
+        retry = pgd(classifier, x[failed], labels[failed], eps, scorer, decision, steps=steps, draws=draws,
+                    seed=seed + 1, mode="orthogonal")
+        again = judge(classifier, scorer, detector, retry, labels[failed])
+        better = torch.from_numpy(again["fooled"] & ~again["flagged"]).to(x.device)
+        index = failed.nonzero().squeeze(1)[better]
+        adv[index] = retry[better]
+    return {"selective": selective, "strong": adv}
 
 
 @torch.no_grad()

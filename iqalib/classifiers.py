@@ -150,11 +150,23 @@ class Classifier:
     def stat_taps(self) -> list[nn.Module]:
         """Early modules whose feature-map statistics describe low-level quality (blur, noise,
         blocking) that the final pooled embedding is trained to ignore."""
+        layers = self.early_layers()
         model = getattr(self.backbone, "model", self.backbone)
         if hasattr(model, "blocks") and hasattr(model, "bn1"):  # timm EfficientNet family
-            return [model.bn1, *list(model.blocks)[:4]]
+            return layers[1:]
         if hasattr(model, "layer2") and hasattr(model, "maxpool"):  # torchvision ResNet family
-            return [model.maxpool, model.layer1, model.layer2]
+            return layers[3:]
+        return []
+
+    def early_layers(self) -> list[nn.Module]:
+        """The backbone's modules, in forward order, from the input up to the last of ``stat_taps``:
+        what a quality model's own copy of its feature layers holds (``iqalib.feature_layers``).
+        Empty for backbones without known taps."""
+        model = getattr(self.backbone, "model", self.backbone)
+        if hasattr(model, "blocks") and hasattr(model, "bn1"):  # timm EfficientNet family
+            return [model.conv_stem, model.bn1, *list(model.blocks)[:4]]
+        if hasattr(model, "layer2") and hasattr(model, "maxpool"):  # torchvision ResNet family
+            return [model.conv1, model.bn1, model.relu, model.maxpool, model.layer1, model.layer2]
         return []
 
     def forward_with_stats(self, x: torch.Tensor, stats_only: bool = False) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -178,13 +190,9 @@ class Classifier:
         finally:
             for h in handles:
                 h.remove()
-        stats = []
-        for f in taps:
-            f = f.float()
-            stats += [f.mean((2, 3)), torch.log(f.std((2, 3), correction=0) + 1e-3)]
-        if not stats:  # no taps: the pass ran to the end
+        if not taps:  # no taps: the pass ran to the end
             return (None if stats_only else pooled), pooled.new_zeros((pooled.shape[0], 0))
-        return (None if stats_only else pooled), torch.cat(stats, 1)
+        return (None if stats_only else pooled), tap_statistics(taps)
 
     @cached_property
     def stats_dim(self) -> int:
@@ -251,6 +259,16 @@ class Classifier:
             return np.zeros((0, len(self.wnids)), np.float32)
         views = np.stack([np.asarray(self.view(im), dtype=np.uint8) for im in images])
         return self.view_logits(views, batch_size).softmax(1).numpy()
+
+
+def tap_statistics(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(N, S) quality features of feature maps (N, C, H, W): per map, each channel's spatial mean,
+    then each channel's log(std + 1e-3)."""
+    stats = []
+    for f in maps:
+        f = f.float()
+        stats += [f.mean((2, 3)), torch.log(f.std((2, 3), correction=0) + 1e-3)]
+    return torch.cat(stats, 1)
 
 
 class _LastTapReached(Exception):

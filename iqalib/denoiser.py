@@ -1,18 +1,22 @@
 """The denoiser DMS-IQA puts in front of a median-smoothed quality metric: a small DnCNN-style
 network (Zhang et al., TIP 2017: conv-ReLU, then conv-BN-ReLU layers, predicting the noise that is
-subtracted) trained on photos with Gaussian noise of the smoothing's sigma, plain MSE. Trains,
-applies, saves and loads; knows nothing of quality or params.
+subtracted) trained on photos with Gaussian noise of the smoothing's sigma with MSE
+(``train_denoiser``), then fine-tuned with DMS-IQA's rank-preserving loss through the metric it
+serves (``train_rank_preserving``: denoised noisy images must keep the order of their clean
+scores). Trains, applies, saves and loads; the metric comes in as a function, so this module
+knows nothing of quality models or params.
 
 Why by hand: no registry package ships a DnCNN for pixel values in [0, 1] at our sigma that loads
 with ``weights_only=True``; the network is twenty lines.
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +24,7 @@ from torch import nn
 
 from iqalib.cache import atomic_write_bytes, atomic_write_text
 
-__all__ = ["DnCNN", "train_denoiser"]
+__all__ = ["DnCNN", "train_denoiser", "train_rank_preserving", "pair_rank_loss"]
 
 CARD_FORMAT = "iqalib.denoiser/1"
 
@@ -115,3 +119,59 @@ def train_denoiser(photos: Sequence[np.ndarray], sigma: float, layers: int = 5, 
         opt.step()
         log.append({"step": step, "mse": float(loss.detach()), "noisy_mse": float(((noisy - clean) ** 2).mean())})
     return net.eval().requires_grad_(False), log
+
+
+def pair_rank_loss(scores: torch.Tensor, clean: torch.Tensor, margin: float) -> torch.Tensor:
+    """Mean hinge over all ordered pairs (i, j) with clean[i] > clean[j]: relu(margin − (s_i − s_j)),
+    so ``scores`` keep the order of ``clean`` by at least ``margin`` (0 when there is no such pair)."""
+    above = clean[:, None] > clean[None, :]
+    if not above.any():
+        return scores.sum() * 0.0
+    gaps = scores[:, None] - scores[None, :]
+    return torch.relu(margin - gaps[above]).mean()
+
+
+def train_rank_preserving(net: DnCNN, photos: Sequence[np.ndarray], views: torch.Tensor,
+                          score: Callable[[torch.Tensor], torch.Tensor], sigma: float, steps: int = 60,
+                          batch_size: int = 8, rank_weight: float = 1.0, margin: float = 0.01,
+                          patch: int = 64, patch_batch: int = 32, lr: float = 1e-4, seed: int = 0,
+                          progress: bool = True) -> tuple[DnCNN, list[dict]]:
+    """A copy of ``net`` fine-tuned with DMS-IQA's loss: MSE on noisy photo crops (as in
+    ``train_denoiser``) + ``rank_weight`` × ``pair_rank_loss`` of the metric on denoised noisy
+    ``views`` (N, 3, S, S in [0, 1]: images the metric scores) against the metric's scores of the
+    clean views, ``batch_size`` views per step. ``score``: images in [0, 1] -> (N,) scores,
+    differentiable (its parameters are not trained). Adam at ``lr``, cosine-annealed; returns the
+    network (eval mode) and a per-step log (step, mse, rank, violated: share of pairs out of order)."""
+    from tqdm.auto import tqdm
+
+    photos = [p for p in photos if min(p.shape[:2]) >= patch]
+    if not photos:
+        raise ValueError(f"no photo has both sides >= {patch} px")
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        clean_scores = torch.cat([score(views[i:i + 32].to(device)) for i in range(0, len(views), 32)])
+    model = copy.deepcopy(net).requires_grad_(True)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    rng, torch_g = np.random.default_rng(seed + 1), torch.Generator().manual_seed(int(seed) + 1)
+    log = []
+    model.train()
+    for step in tqdm(range(steps), desc="rank-preserving denoiser", disable=not progress, leave=False):
+        for group in opt.param_groups:
+            group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
+        crops = _patches(photos, patch_batch, patch, rng)
+        noisy_crops = (crops + torch.randn(crops.shape, generator=torch_g) * sigma).clamp(0.0, 1.0)
+        mse = ((model(noisy_crops.to(device)) - crops.to(device)) ** 2).mean()
+        pick = torch.from_numpy(rng.choice(len(views), size=min(batch_size, len(views)), replace=False))
+        x = views[pick]
+        noisy = (x + torch.randn(x.shape, generator=torch_g) * sigma).clamp(0.0, 1.0).to(device)
+        scores = score(model(noisy).clamp(0.0, 1.0))
+        clean = clean_scores[pick.to(clean_scores.device)]
+        rank = pair_rank_loss(scores, clean, margin)
+        opt.zero_grad(set_to_none=True)
+        (mse + rank_weight * rank).backward()
+        opt.step()
+        with torch.no_grad():
+            above = clean[:, None] > clean[None, :]
+            violated = float(((scores[:, None] - scores[None, :])[above] <= 0).float().mean()) if above.any() else 0.0
+        log.append({"step": step, "mse": float(mse.detach()), "rank": float(rank.detach()), "violated": violated})
+    return model.eval().requires_grad_(False), log

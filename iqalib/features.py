@@ -395,6 +395,9 @@ def logits(classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
 
 def scores(quality: Any, classifier: Classifier, embedded: np.ndarray) -> np.ndarray:
     """(N,) predicted quality from ``embed``'s rows (NaN rows stay NaN)."""
+    if getattr(quality, "has_own_layers", False):
+        raise ValueError("this quality model reads its own feature layers, not the shared pass's rows: "
+                         "score images with QualityModel.predict or robust.score_fn")
     if not len(embedded):
         return np.zeros(0, np.float32)
     return np.asarray(quality.predict_embeddings(quality_input(quality, classifier, embedded)), np.float32)
@@ -465,5 +468,24 @@ def predict(classifier: Classifier, images: Sequence[Any], quality: Any = None, 
     if idx:
         embedded[idx] = backbone_rows(classifier, [loaded[i] for i in idx], batch_size, amp, pad)
     proba = probabilities(classifier, embedded)
-    q = scores(quality, classifier, embedded) if quality is not None else np.full(len(loaded), np.nan, np.float32)
+    if quality is not None and getattr(quality, "has_own_layers", False):
+        q = np.full(len(loaded), np.nan, np.float32)
+        if idx:
+            q[idx] = _own_layer_scores(quality, classifier, [loaded[i] for i in idx], batch_size)
+    elif quality is not None:
+        q = scores(quality, classifier, embedded)
+    else:
+        q = np.full(len(loaded), np.nan, np.float32)
     return Prediction(proba, q, embedded, reasons)
+
+
+def _own_layer_scores(quality: Any, classifier: Classifier, images: Sequence[Image.Image],
+                      batch_size: int) -> np.ndarray:
+    """Scores of a quality model with its own feature layers: one more pass, through those layers."""
+    quality.classifier(classifier)  # the one backbone-compatibility check
+    layers, out = quality.own_layers(classifier), []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch_size):
+            z = classifier.normalize(classifier.pixels(images[i:i + batch_size]))
+            out.append(quality.score_tensor(layers(z)).float().cpu().numpy())
+    return np.concatenate(out)

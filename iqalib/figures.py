@@ -186,11 +186,18 @@ def tsne(points: np.ndarray, groups: pd.Series) -> "plt.Figure":
     return fig
 
 
-def robust_training(nt_log: pd.DataFrame, denoiser_log: pd.DataFrame) -> "plt.Figure":
-    """NT fine-tuning's input-gradient norm and the denoiser's MSE against doing nothing, per step."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
-    nt_log.plot(x="step", y="grad_l1", ax=axes[0], legend=False, title="NT fine-tuning: ‖∇f‖₁ of the batch (normalised input)")
-    denoiser_log.plot(x="step", y=["mse", "noisy_mse"], ax=axes[1], logy=True, title="Denoiser: MSE vs doing nothing")
+def robust_training(nt_log: pd.DataFrame, denoiser_log: pd.DataFrame, rank_log: pd.DataFrame) -> "plt.Figure":
+    """Per step: NT training's input-gradient norm; the denoiser's MSE against doing nothing; the
+    share of image pairs the metric ranks out of order behind the denoiser during rank fine-tuning."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    nt_log.plot(x="step", y="grad_l1", ax=axes[0], legend=False, title="NT: ‖∇f‖₁ of the batch (normalised input)")
+    denoiser_log.plot(x="step", y=["mse", "noisy_mse"], ax=axes[1], logy=True, title="Denoiser (MSE): vs doing nothing")
+    if len(rank_log):
+        rank_log.assign(violated=rank_log["violated"].rolling(10, min_periods=1).mean()).plot(
+            x="step", y="violated", ax=axes[2], legend=False, ylim=(0, None),
+            title="Rank fine-tuning: pairs out of order\n(rolling mean of 10 steps)")
+    axes[2].set_ylabel("share of pairs")
+    fig.tight_layout()
     return fig
 
 

@@ -98,6 +98,13 @@ def robustness_score(clean: np.ndarray, attacked: np.ndarray) -> float:
     return float(np.mean(np.log10(np.maximum(1.0 - s, s) / (np.abs(s - t) + 1e-6))))
 
 
+def relative_gain(clean: np.ndarray, attacked: np.ndarray) -> float:
+    """The "Guardians of Image Quality" benchmark's relative gain (msu-video-group/adversarial-
+    defenses-for-iqa, ``rel_gain``): mean |s − s′| / (s + 1e-6) on raw scores; lower = more robust."""
+    s, t = np.asarray(clean, float), np.asarray(attacked, float)
+    return float(np.mean(np.abs(s - t) / (s + 1e-6)))
+
+
 def threshold_at_fpr(negatives: np.ndarray, target_fpr: float) -> float:
     """Smallest sample threshold t with share(negatives > t) <= target_fpr."""
     return float(np.quantile(negatives, 1.0 - target_fpr, method="higher"))

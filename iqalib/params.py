@@ -137,11 +137,20 @@ DEFAULTS: dict[str, Any] = {
         "step_255": 1.0,  # I-FGSM step, 0–255 units
         "iters": 10,  # I-FGSM and PGD iterations
         "eot_draws": 1,  # noise draws per attack step on a smoothed scorer (expectation over steps)
-        "nt": {"lam": 1.0e-3, "h": 1.0e-2, "steps": 120, "batch_size": 256, "pixel_batch": 16, "lr": 1.0e-4,
+        # NT trains the quality model's own copy of the early layers (lr ``layer_lr``) and its heads
+        # (``lr``) on ``batch_size`` images per step from ``pixel_pool`` training images.
+        "nt": {"lam": 1.0e-3, "h": 1.0e-2, "steps": 120, "batch_size": 16, "lr": 1.0e-4, "layer_lr": 1.0e-5,
                "pixel_pool": 512},
         "smoothing": {"sigma": 0.12, "n": 24, "n_certify": 100, "conf": 0.999, "radii": [0.025, 0.05, 0.1]},
         "feature_smoothing": {"sigma": 0.25, "n": 100, "n_certify": 1000, "lipschitz_iters": 10},
-        "denoiser": {"layers": 5, "channels": 16, "steps": 300, "batch_size": 32, "patch": 64, "lr": 1.0e-3},
+        # MSE training (``steps`` on ``batch_size`` crops), then DMS-IQA's rank-preserving fine-tuning
+        # through the plain metric (``rank``: ``batch_size`` training images per step, hinge ``margin``).
+        "denoiser": {"layers": 5, "channels": 16, "steps": 300, "batch_size": 32, "patch": 64, "lr": 1.0e-3,
+                     "rank": {"steps": 60, "batch_size": 8, "weight": 1.0, "margin": 0.01, "lr": 1.0e-4}},
+        # The detector under attack: held-out originals, l-inf radii (0-255 units) and PGD steps.
+        "adaptive": {"n_images": 16, "eps_255": [0.5, 1, 2, 4, 8], "steps": 10},
+        # l2 PGD inside DMS's certified radii, on the first n_images certified images.
+        "certificate_attack": {"n_images": 8, "steps": 10, "draws": 4},
         "n_certified_images": 16,  # held-out IQA images the certificates and the Lipschitz estimate run on
     },
 }
@@ -390,8 +399,8 @@ SCHEMA: dict[str, Rule] = {
     "robust.nt.h": number(gt=0),
     "robust.nt.steps": _POSITIVE,
     "robust.nt.batch_size": _POSITIVE,
-    "robust.nt.pixel_batch": _POSITIVE,
     "robust.nt.lr": number(gt=0),
+    "robust.nt.layer_lr": number(ge=0),
     "robust.nt.pixel_pool": _POSITIVE,
     "robust.smoothing.sigma": number(gt=0, le=1),
     "robust.smoothing.n": _POSITIVE,
@@ -409,6 +418,17 @@ SCHEMA: dict[str, Rule] = {
     "robust.denoiser.patch": integer(min=8),
     "robust.denoiser.lr": number(gt=0),
     "robust.n_certified_images": _POSITIVE,
+    "robust.denoiser.rank.steps": integer(min=0),
+    "robust.denoiser.rank.batch_size": integer(min=2, why="the ranking loss needs pairs"),
+    "robust.denoiser.rank.weight": number(ge=0),
+    "robust.denoiser.rank.margin": number(ge=0),
+    "robust.denoiser.rank.lr": number(gt=0),
+    "robust.adaptive.n_images": _POSITIVE,
+    "robust.adaptive.eps_255": list_of(number(gt=0, le=64, why="0–255 pixel units")),
+    "robust.adaptive.steps": _POSITIVE,
+    "robust.certificate_attack.n_images": _POSITIVE,
+    "robust.certificate_attack.steps": _POSITIVE,
+    "robust.certificate_attack.draws": _POSITIVE,
 }
 
 

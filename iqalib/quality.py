@@ -196,6 +196,9 @@ class QualityModel:
         self.last_skipped_: dict[str, int] = {}
         self.card: dict | None = None
         self._stacked: tuple = (None, None)
+        # Optional own feature layers (``attach_own_layers``, NT); None: the heads read the shared pass.
+        self.feature_layers: nn.Module | None = None
+        self._feature_layers_state: dict[str, torch.Tensor] | None = None
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor arguments (JSON-able), as written to ``card.json``."""
@@ -227,6 +230,37 @@ class QualityModel:
                 f"(weights {classifier.weights_id}, preprocessing {classifier.preprocessing_id}). "
                 f"Pass the matching classifier or none (it is then loaded by name).")
         return classifier
+
+    # -- own feature layers (NT on the whole model) ------------------------------------------
+
+    @property
+    def has_own_layers(self) -> bool:
+        """Whether the heads read the model's own copy of the early layers instead of the shared pass."""
+        return self.feature_layers is not None or self._feature_layers_state is not None
+
+    def attach_own_layers(self, classifier: Classifier | None = None) -> nn.Module:
+        """Give the model its own trainable copy of ``classifier``'s early layers
+        (``iqalib.feature_layers``), initialised from the classifier's weights; returns it."""
+        from iqalib.feature_layers import FeatureLayers
+
+        if self.features != "multilevel":
+            raise ValueError("own feature layers give multilevel features; this model reads "
+                             f"{self.features!r} features")
+        self.feature_layers = FeatureLayers(self.classifier(classifier))
+        self._feature_layers_state = None
+        return self.feature_layers
+
+    def own_layers(self, classifier: Classifier | None = None) -> nn.Module | None:
+        """The model's own feature layers (frozen), or None when the heads read the shared pass. A
+        loaded model builds them on first use from ``classifier``'s architecture and its saved weights."""
+        if self.feature_layers is None and self._feature_layers_state is not None:
+            from iqalib.feature_layers import FeatureLayers
+
+            layers = FeatureLayers(self.classifier(classifier))
+            layers.load_state_dict(self._feature_layers_state)
+            self.feature_layers = layers.requires_grad_(False)
+            self._feature_layers_state = None
+        return self.feature_layers
 
     # -- training -------------------------------------------------------------------------
 
@@ -428,6 +462,16 @@ class QualityModel:
             "training_data": training_data,
             "metrics": metrics,
         }
+        layers = self.own_layers()
+        if layers is not None:
+            buffer = io.BytesIO()
+            torch.save({name: t.detach().cpu() for name, t in layers.state_dict().items()}, buffer)
+            atomic_write_bytes(folder / "feature_layers.pt", buffer.getvalue())
+            card["feature_layers"] = {
+                "file": "feature_layers.pt", "modules": len(layers.layers),
+                "initialised_from": layers.source_weights_id,
+                "what": "the model's own trained copy of the backbone's early layers; the heads read its "
+                        "statistics, not the shared pass (one more pass through these layers per image)"}
         atomic_write_text(folder / "card.json", json.dumps(card, indent=2, default=_json_default))
         return folder
 
@@ -457,6 +501,9 @@ class QualityModel:
                 q.requires_grad_(False)
             heads.append(head)
         model.heads = heads
+        if card.get("feature_layers"):
+            model._feature_layers_state = torch.load(folder / card["feature_layers"]["file"], map_location="cpu",
+                                                     weights_only=True)
         return model
 
 

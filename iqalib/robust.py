@@ -1,6 +1,6 @@
 """Attacking and hardening the quality half: a differentiable quality score, I-FGSM score attacks
 and the robustness score of the MSU metrics-robustness benchmark; gradient-norm training of the
-heads (NT, Liu et al. CVPR 2024); median smoothing with its certified interval in input space
+model's own feature layers and heads (NT, Liu et al. CVPR 2024); median smoothing with its certified interval in input space
 (DMS-IQA, with a denoiser from ``iqalib.denoiser``) and in feature space (the FS-IQA idea: noise
 on the features the heads read, one backbone pass); a local Lipschitz estimate of the features;
 and ``Scorer``, one quality model as attacks, certificates and the detector see it (plain, NT,
@@ -23,14 +23,18 @@ from iqalib.classifiers import Classifier
 from iqalib.quality import QualityModel
 
 __all__ = ["score_fn", "feature_fn", "ifgsm", "median_interval_indices", "local_lipschitz",
-           "Scorer", "random_sign", "attack_scores", "train_nt"]
+           "Scorer", "random_sign", "pgd_l2", "attack_scores", "train_nt"]
 
 Score = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _head_input(quality_model: QualityModel, classifier: Classifier) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Normalised network input -> the features the heads read, from ONE backbone pass (stopped
-    after the last early layer for ``multilevel`` features)."""
+    """Normalised network input -> the features the heads read: the model's own feature layers
+    when it has them (NT), else ONE backbone pass (stopped after the last early layer for
+    ``multilevel`` features)."""
+    own = quality_model.own_layers(classifier)
+    if own is not None:
+        return own
     multilevel = quality_model.features == "multilevel"
 
     def features(z: torch.Tensor) -> torch.Tensor:
@@ -195,10 +199,13 @@ class Scorer:
         return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
 
     def passes_per_image(self) -> dict[str, int]:
-        """Backbone, head and denoiser passes per image of ``scores``."""
-        backbone = self.n if self.space == "input" else 1
-        heads = 1 if self.space == "none" else self.n
-        return {"backbone_passes": backbone, "head_passes": heads,
+        """Passes per image of ``scores``: through the classifier's backbone (unsmoothed, the very
+        pass that classifies: shared), through the model's own copy of its early layers (NT: on top
+        of the classifier's pass), through the heads and through the denoiser."""
+        early = self.n if self.space == "input" else 1
+        own = self.quality.has_own_layers
+        return {"backbone_passes": 0 if own else early, "own_layer_passes": early if own else 0,
+                "head_passes": 1 if self.space == "none" else self.n,
                 "denoiser_passes": self.n if self.space == "input" and self.denoiser is not None else 0}
 
     def expected(self, draws: int, seed: int = 1) -> Score:
@@ -252,6 +259,27 @@ def random_sign(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
     return (x + noise).clamp(0.0, 1.0)
 
 
+def pgd_l2(scorer: Scorer, x: torch.Tensor, radius: float, steps: int = 10, draws: int = 4,
+           direction: int = 1, seed: int = 1) -> torch.Tensor:
+    """ℓ2 PGD of at most ``radius`` per image (whole image, [0, 1] pixels) that raises
+    (``direction=+1``) or lowers ``scorer.expected(draws)``: normalised gradient steps of radius / 4,
+    projected onto the ℓ2 ball and [0, 1]. What the certificate of an input-smoothed scorer bounds."""
+    score = scorer.expected(draws, seed)
+    view = (-1, *[1] * (x.dim() - 1))
+    x = x.detach()
+    adv = x.clone()
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        grad, = torch.autograd.grad(score(adv).sum(), adv)
+        with torch.no_grad():
+            grad = torch.nan_to_num(grad, nan=0.0)
+            adv = adv + direction * radius / 4 * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(view)
+            delta = adv - x
+            delta = delta * torch.clamp(radius / delta.flatten(1).norm(dim=1).clamp_min(1e-12), max=1.0).view(view)
+            adv = (x + delta).clamp(0.0, 1.0)
+    return adv.detach()
+
+
 def attack_scores(scorer: Scorer, x: torch.Tensor, eps_255: tuple[float, ...], step_255: float = 1.0,
                   iters: int = 10, draws: int = 1, seed: int = 0, progress: bool = False) -> list[dict]:
     """Per attack and ε (0–255 units): deployed scores before (``clean``) and after (``attacked``).
@@ -276,60 +304,58 @@ def attack_scores(scorer: Scorer, x: torch.Tensor, eps_255: tuple[float, ...], s
 
 
 # ----------------------------------------------------------------------------------------------
-# NT: gradient-norm regularised heads (Liu et al., CVPR 2024)
+# NT: gradient-norm regularised training of the quality model's own feature layers and heads
 
 
-def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, features: np.ndarray,
-             mos: np.ndarray, lam: float = 1e-3, h: float = 1e-2, steps: int = 120, batch_size: int = 256,
-             pixel_batch: int = 16, lr: float = 1e-4, seed: int = 0,
-             progress: bool = True) -> tuple[QualityModel, list[dict]]:
-    """A copy of ``plain`` whose heads are fine-tuned with NT's gradient-norm penalty; returns it
-    and a per-step log (DataFrame-ready dicts: step, l1, penalty, grad_l1).
+def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, mos: np.ndarray,
+             lam: float = 1e-3, h: float = 1e-2, steps: int = 120, batch_size: int = 16, lr: float = 1e-4,
+             layer_lr: float = 1e-5, seed: int = 0, progress: bool = True) -> tuple[QualityModel, list[dict]]:
+    """A copy of ``plain`` with its own copy of the backbone's early layers
+    (``QualityModel.attach_own_layers``), whose layers and heads are fine-tuned with NT's loss;
+    returns it and a per-step log (DataFrame-ready dicts: step, l1, penalty, grad_l1).
 
-    The authors' form: on images x in the normalised input space, g = ∂f/∂x once, v = sign(g)
-    detached, dl = (f(x + h v) − f(x)) / h (≈ ‖g‖₁), loss = L1(f(x), MOS) + λ mean(dl²) / 2. The
-    penalty is on the ensemble mean (the deployed score); the L1 term is each head's, averaged, so
-    every head stays a predictor of its own, as the ensemble's members are. The gradient runs
-    through the frozen backbone (only its early layers for ``multilevel`` features); only the heads
-    train. For CPU cost the two terms see different batches: the L1 term ``batch_size`` rows of
-    cached ``features`` (all training rows), the penalty ``pixel_batch`` images of ``views``
-    (training images in the classifier's view, [0, 1]). AdamW at ``lr``, cosine-annealed over
-    ``steps``."""
+    The authors' form (YangiD/DefenseIQA-NT): on a batch of images x in the normalised input space,
+    g = ∂f/∂x, v = sign(g) detached, dl = (f(x + h v) − f(x)) / h (≈ ‖g‖₁, gradients through both
+    passes), loss = L1(f(x), MOS) + λ mean(dl²) / 2. The penalty is on the ensemble mean (the
+    deployed score); the L1 term is each head's, averaged, so every head stays a predictor of its
+    own. ``views``: ``batch_size`` images per step drawn from these training images (classifier
+    view, [0, 1]) with their ``mos``. AdamW, heads at ``lr`` and the copied layers at ``layer_lr``
+    (the authors train the backbone 10x slower than the head), cosine-annealed over ``steps``. The
+    classifier is never touched: the gradient flows through the copy only."""
     from tqdm.auto import tqdm
 
     plain.classifier(classifier)  # the one backbone-compatibility check
+    if len(views) != len(mos):
+        raise ValueError(f"{len(views)} views but {len(mos)} scores")
     model = plain.copy()
+    layers = model.attach_own_layers(classifier)
     heads_params = [q for head in model.heads for q in head.parameters()]
-    for q in heads_params:
+    layer_params = list(layers.parameters())
+    for q in heads_params + layer_params:
         q.requires_grad_(True)
-    device = next(iter(heads_params)).device
-    rows = torch.from_numpy(np.asarray(features, np.float32)).to(device)
-    target = torch.from_numpy(np.asarray(mos, np.float32)).to(device)
-    opt = torch.optim.AdamW(heads_params, lr=lr, weight_decay=plain.weight_decay)
+    target = torch.from_numpy(np.asarray(mos, np.float32)).to(classifier.device)
+    groups = [{"params": heads_params, "lr": lr, "peak": lr}, {"params": layer_params, "lr": layer_lr, "peak": layer_lr}]
+    opt = torch.optim.AdamW(groups, weight_decay=plain.weight_decay)
     g = torch.Generator().manual_seed(int(seed))
-
-    stats = _head_input(plain, classifier)
     log = []
-    for step in tqdm(range(steps), desc="NT fine-tuning", disable=not progress, leave=False):
+    for step in tqdm(range(steps), desc="NT training", disable=not progress, leave=False):
         for group in opt.param_groups:
-            group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
-        batch = torch.randint(0, len(rows), (batch_size,), generator=g).to(device)
-        l1 = (model.live_scores(rows[batch]) - target[batch]).abs().mean()
-        pick = torch.randint(0, len(views), (pixel_batch,), generator=g)
+            group["lr"] = 0.5 * group["peak"] * (1.0 + math.cos(math.pi * step / steps))
+        pick = torch.randint(0, len(views), (batch_size,), generator=g)
         z = classifier.normalize(views[pick].to(classifier.device) * 255.0).requires_grad_(True)
-        phi = stats(z)
-        grad, = torch.autograd.grad(model.live_scores(phi).mean(0).sum(), z)
-        v = torch.nan_to_num(grad, nan=0.0).sign()
-        with torch.no_grad():
-            phi_step = stats(z + h * v)
-        dl = (model.live_scores(phi_step).mean(0) - model.live_scores(phi.detach()).mean(0)) / h
+        each = model.live_scores(layers(z))
+        l1 = (each - target[pick.to(target.device)]).abs().mean()
+        score = each.mean(0)
+        grad, = torch.autograd.grad(score.sum(), z, retain_graph=True)
+        v = torch.nan_to_num(grad, nan=0.0).sign().detach()
+        dl = (model.live_scores(layers(z + h * v)).mean(0) - score) / h
         penalty = lam * (dl ** 2).mean() / 2
         opt.zero_grad(set_to_none=True)
         (l1 + penalty).backward()
         opt.step()
         log.append({"step": step, "l1": float(l1.detach()), "penalty": float(penalty.detach()),
                     "grad_l1": float(grad.abs().flatten(1).sum(1).mean())})
-    for q in heads_params:
+    for q in heads_params + layer_params:
         q.requires_grad_(False)
     model.forget_stack()
     return model, log

@@ -30,6 +30,9 @@ ROBUST_NT_FOLDER = "models/quality_nt"
 DENOISER_FOLDER = "models/denoiser"
 
 
+DENOISER_RANK_FOLDER = "models/denoiser_rank"
+
+
 @dataclass
 class RobustData:
     """Notebook 05's images, from the first training IQA set split once by reference photo
@@ -120,10 +123,11 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     def build_nt(folder: Path) -> None:
         pool = data.train.sample(n=min(r.nt.pixel_pool, len(data.train)), random_state=p.seed)
         n = r.nt
-        model, steps = robust.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])), data.train_features,
-                                       mos, lam=n.lam, h=n.h, steps=n.steps, batch_size=n.batch_size,
-                                       pixel_batch=n.pixel_batch, lr=n.lr, seed=p.seed, progress=run.progress)
-        model.save(folder, training_data={"rows": len(mos), "target": run.target,
+        model, steps = robust.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])),
+                                       pool["mos"].to_numpy(), lam=n.lam, h=n.h, steps=n.steps,
+                                       batch_size=n.batch_size, lr=n.lr, layer_lr=n.layer_lr, seed=p.seed,
+                                       progress=run.progress)
+        model.save(folder, training_data={"rows": len(pool), "target": run.target,
                                           "nt": {**n.to_dict(), "from": ROBUST_PLAIN_FOLDER, "log": steps}})
 
     _reuse_or_build(run.folder / ROBUST_NT_FOLDER, {**key, "nt": r.nt.to_dict()}, build_nt)
@@ -131,41 +135,75 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"])}
 
 
-def robust_denoiser(run: Run, data: RobustData) -> tuple[Any, pd.DataFrame]:
-    """DMS-IQA's denoiser (``robust.denoiser``, noise ``robust.smoothing.sigma``), trained on the
-    reference photos of ``data.train`` only, saved under ``models/denoiser``; and its training log."""
-    from iqalib.denoiser import DnCNN, train_denoiser
+def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str, Any]:
+    """DMS-IQA's denoiser (``robust.denoiser``, noise ``robust.smoothing.sigma``): trained with MSE on
+    the reference photos of ``data.train`` only (``models/denoiser``, the ablation), then fine-tuned
+    with the rank-preserving loss through ``plain``'s score on ``robust.nt.pixel_pool`` training
+    images (``robust.denoiser.rank``, ``models/denoiser_rank``). Returns ``{"mse": net, "rank":
+    net, "mse_log": DataFrame, "rank_log": DataFrame}``."""
+    from iqalib.denoiser import DnCNN, train_denoiser, train_rank_preserving
 
     p, d = run.params, run.params.robust.denoiser
+    sigma, device = p.robust.smoothing.sigma, str(run.classifier.device)
     refs = sorted(set(data.train["ref_path"]))
-    key = {"denoiser": d.to_dict(), "sigma": p.robust.smoothing.sigma, "seed": p.seed, "refs": refs}
+    key = {"denoiser": {k: v for k, v in d.to_dict().items() if k != "rank"}, "sigma": sigma, "seed": p.seed,
+           "refs": refs}
+
+    def photos() -> list[np.ndarray]:
+        return [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs]
 
     def build(folder: Path) -> None:
-        photos = [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs]
-        net, log = train_denoiser(photos, p.robust.smoothing.sigma, d.layers, d.channels, d.steps, d.batch_size,
-                                  d.patch, d.lr, seed=p.seed, device=str(run.classifier.device), progress=run.progress)
-        net.save(folder, {"sigma": p.robust.smoothing.sigma, "photos": len(photos), "log": log})
+        net, log = train_denoiser(photos(), sigma, d.layers, d.channels, d.steps, d.batch_size, d.patch, d.lr,
+                                  seed=p.seed, device=device, progress=run.progress)
+        net.save(folder, {"sigma": sigma, "photos": len(refs), "loss": "mse", "log": log})
 
     _reuse_or_build(run.folder / DENOISER_FOLDER, key, build)
-    net = DnCNN.load(run.folder / DENOISER_FOLDER)
-    return net.to(run.classifier.device), pd.DataFrame(net.card["log"])
+    mse = DnCNN.load(run.folder / DENOISER_FOLDER).to(device)
+    pool = data.train.sample(n=min(p.robust.nt.pixel_pool, len(data.train)), random_state=p.seed)
+    rank_key = {**key, "rank": d.rank.to_dict(), "pool": sorted(pool["path"].astype(str)),
+                "metric": plain.card.get("created") if plain.card else None}
+
+    def build_rank(folder: Path) -> None:
+        r = d.rank
+        net, log = train_rank_preserving(mse, photos(), view_tensor(run, list(pool["path"])),
+                                         robust.score_fn(plain, run.classifier), sigma, steps=r.steps,
+                                         batch_size=r.batch_size, rank_weight=r.weight, margin=r.margin,
+                                         patch=d.patch, patch_batch=d.batch_size, lr=r.lr, seed=p.seed,
+                                         progress=run.progress)
+        net.save(folder, {"sigma": sigma, "photos": len(refs), "loss": "mse + rank", "from": DENOISER_FOLDER,
+                          "rank": r.to_dict(), "log": log})
+
+    _reuse_or_build(run.folder / DENOISER_RANK_FOLDER, rank_key, build_rank)
+    rank = DnCNN.load(run.folder / DENOISER_RANK_FOLDER).to(device)
+    return {"mse": mse, "rank": rank, "mse_log": pd.DataFrame(mse.card["log"]),
+            "rank_log": pd.DataFrame(rank.card["log"])}
 
 
-def robust_scorers(run: Run, plain: QualityModel, nt: QualityModel, denoiser: Any) -> dict[str, Any]:
-    """The four quality models notebook 05 compares, as ``robust.Scorer``: plain, NT, DMS (input-space
-    median smoothing behind the denoiser) and FS (feature-space median smoothing of the plain heads)."""
+def robust_scorers(run: Run, plain: QualityModel, nt: QualityModel, denoisers: dict[str, Any]) -> dict[str, Any]:
+    """The quality models notebook 05 compares, as ``robust.Scorer``: plain, NT, DMS (input-space
+    median smoothing behind the rank-preserving denoiser), FS (feature-space median smoothing of the
+    plain heads), and ``dms_mse``, DMS behind the MSE-only denoiser (the ablation, clean table only)."""
 
     p, s, f = run.params, run.params.robust.smoothing, run.params.robust.feature_smoothing
     clf = run.classifier
     return {"plain": robust.Scorer("plain", plain, clf), "nt": robust.Scorer("nt", nt, clf),
-            "dms": robust.Scorer("dms", plain, clf, "input", s.sigma, s.n, denoiser, p.seed),
-            "fs": robust.Scorer("fs", plain, clf, "feature", f.sigma, f.n, None, p.seed)}
+            "dms": robust.Scorer("dms", plain, clf, "input", s.sigma, s.n, denoisers["rank"], p.seed),
+            "fs": robust.Scorer("fs", plain, clf, "feature", f.sigma, f.n, None, p.seed),
+            "dms_mse": robust.Scorer("dms_mse", plain, clf, "input", s.sigma, s.n, denoisers["mse"], p.seed)}
+
+
+ABLATIONS = ("dms_mse",)
+
+
+def compared(scorers: dict[str, Any]) -> dict[str, Any]:
+    """The scorers every attack runs on (the ablations are in the clean table only)."""
+    return {name: scorer for name, scorer in scorers.items() if name not in ABLATIONS}
 
 
 def robust_detector_data(run: Run, table: pd.DataFrame) -> dict[str, Any]:
     """For the detector under attack: the first paired split's training rows (originals and UAP
     images of its training sources, as in notebook 04) with their views, and the first
-    ``robust.n_images`` held-out originals the classifier gets right, with views and labels."""
+    ``robust.adaptive.n_images`` held-out originals the classifier gets right, with views and labels."""
     import torch
 
 
@@ -174,7 +212,7 @@ def robust_detector_data(run: Run, table: pd.DataFrame) -> dict[str, Any]:
     src = table["source_id"].astype(str)
     train = table[src.isin(set(train_ids)) & table["group"].isin(["original", "adversarial"])].reset_index(drop=True)
     held = table[(table["group"] == "original") & src.isin(set(test_ids)) & table["correct"].astype(bool)]
-    held = held.head(p.robust.n_images).reset_index(drop=True)
+    held = held.head(p.robust.adaptive.n_images).reset_index(drop=True)
     return {"train": train, "train_x": view_tensor(run, groups.row_images(run, train)),
             "y": (train["group"] == "adversarial").astype(int).to_numpy(),
             "held": held, "held_x": view_tensor(run, groups.row_images(run, held)),
@@ -204,16 +242,20 @@ def robust_attack_table(run: Run, scorers: dict[str, Any], data: RobustData) -> 
     x = view_tensor(run, list(data.attacked["path"]))
     return pd.concat([tables.robust_attacks(name, robust.attack_scores(
         scorer, x, r.eps_255, r.step_255, r.iters, r.eot_draws, run.params.seed, run.progress), data.attacked["mos"])
-        for name, scorer in scorers.items()], ignore_index=True)
+        for name, scorer in compared(scorers).items()], ignore_index=True)
 
 
 def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> tuple[pd.DataFrame, np.ndarray]:
     """``robust_certified`` on ``data.certified``: DMS's certificate (``robust.smoothing``) and FS's
     local one (``robust.feature_smoothing``, with its per-image Lipschitz estimate, also returned),
-    each with its measured seconds per image (FS's include the Lipschitz estimate)."""
+    each with its measured seconds per image (FS's include the Lipschitz estimate). For DMS, beside
+    the certified interval: the largest rise it allows (high − median) and the rise an ℓ2 PGD of
+    that radius achieved on the first ``robust.certificate_attack.n_images`` (``robust.pgd_l2``
+    raising the EOT score; a row of its own, ``dms (l2 PGD inside r)``)."""
     r, seed = run.params.robust, run.params.seed
-    f, s = r.feature_smoothing, r.smoothing
+    f, s, a = r.feature_smoothing, r.smoothing, r.certificate_attack
     x = view_tensor(run, list(data.certified["path"]))
+    x_attacked = x[:a.n_images]
     start = time.perf_counter()
     lipschitz = robust.local_lipschitz(scorers["fs"].scaled_features(), x, iters=f.lipschitz_iters, seed=seed)
     fs = scorers["fs"].certify(x, s.radii, f.n_certify, s.conf, lipschitz)
@@ -221,32 +263,45 @@ def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> 
     start = time.perf_counter()
     dms = scorers["dms"].certify(x, s.radii, s.n_certify, s.conf)
     dms_seconds = (time.perf_counter() - start) / len(x)
+    # The attacked median is the same order statistic of as many draws as the certified one.
+    attacked = {radius: scorers["dms"].certify(robust.pgd_l2(scorers["dms"], x_attacked, radius, a.steps, a.draws,
+                                                             seed=seed + 1), (), s.n_certify)["median"]
+                for radius in s.radii}
+    dms_first = {k: v[:a.n_images] for k, v in dms.items()}
     return pd.concat([tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms, s.radii, dms_seconds),
+                      tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms_first, s.radii, dms_seconds,
+                                              attacked).assign(quality_model="dms (l2 PGD inside r)"),
                       tables.robust_certified("fs", "feature", f.sigma, f.n_certify, fs, s.radii, fs_seconds)],
                      ignore_index=True), lipschitz
+
+
+ATTACKS = ("oblivious", "selective", "strong")
 
 
 def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     """``robust_detector``: per scorer, a detector (notebook 04's SVM) trained on the first paired
     split with that scorer's quality, its threshold at the paper's false-alarm rate on the training
-    originals' out-of-fold scores (notebook 04's rule), then, per ``robust.eps_255``, the oblivious PGD (classifier
-    only, the same images for every scorer) and the adaptive PGD through the whole system, judged
-    on ``robust_detector_data``'s held-out originals."""
+    originals' out-of-fold scores (notebook 04's rule), then, per ``robust.adaptive.eps_255``, three
+    ℓ∞ PGD attacks (``robust.adaptive.steps``) judged on ``robust_detector_data``'s held-out
+    originals: ``oblivious`` (the classifier only, the same images for every scorer),
+    ``selective`` and ``strong`` (``adaptive.strong``: selective, then orthogonal PGD where it
+    failed), both through the whole system with EOT over a smoothed scorer's noise."""
 
     p, r = run.params, run.params.robust
+    a = r.adaptive
     d = robust_detector_data(run, table)
     clf, x, labels = run.classifier, d["held_x"], d["labels"]
-    oblivious = {e: adaptive.pgd(clf, x, labels, e / 255, steps=r.iters, seed=p.seed) for e in r.eps_255}
+    oblivious = {e: adaptive.pgd(clf, x, labels, e / 255, steps=a.steps, seed=p.seed) for e in a.eps_255}
     rows = []
-    for name, scorer in scorers.items():
+    for name, scorer in compared(scorers).items():
         train = d["train"][list(feature_table.TOP5)].assign(quality=scorer.scores(d["train_x"]))
         det = FitForTaskDetector(random_state=p.seed).fit(train, d["y"], groups=d["train"]["source_id"])
         det.set_operating_point(train, d["y"], d["train"]["source_id"], experiment.paper_false_alarm_rate())
-        decision = adaptive.svm_decision(det)
         clean_flagged = adaptive.judge(clf, scorer, det, x, labels)["flagged"]
-        for e in r.eps_255:
-            adv = adaptive.pgd(clf, x, labels, e / 255, scorer, decision, steps=r.iters, draws=r.eot_draws, seed=p.seed)
-            for attack, attacked in (("oblivious", oblivious[e]), ("adaptive", adv)):
-                judged = adaptive.judge(clf, scorer, det, attacked, labels)
+        for e in a.eps_255:
+            attacked = {"oblivious": oblivious[e],
+                        **adaptive.strong(clf, scorer, det, x, labels, e / 255, a.steps, r.eot_draws, p.seed)}
+            for attack in ATTACKS:
+                judged = adaptive.judge(clf, scorer, det, attacked[attack], labels)
                 rows.append(tables.robust_detector(name, attack, e, judged, clean_flagged))
     return pd.DataFrame(rows)

@@ -353,27 +353,42 @@ def per_distortion(held: pd.DataFrame) -> pd.DataFrame:
 
 def robust_attacks(model: str, rows: Sequence[Mapping[str, Any]], mos: np.ndarray) -> pd.DataFrame:
     """``robust_attacks.csv`` rows of one quality model from ``robust.attack_scores``: per attack and
-    ε, the mean |s − s′|, SROCC/PLCC of the attacked scores against ``mos``, the MSU robustness
-    score R (higher = more robust). Timings are in ``robust_models`` and ``robust_certified`` only, so
+    ε, the mean |s − s′| (the Guardians benchmark's absolute gain on [0, 1] scores), its relative
+    gain (``metrics.relative_gain``, both scores from the same defended model), SROCC/PLCC of the
+    attacked scores against ``mos``, the MSU robustness score R (higher = more robust). Timings are in ``robust_models`` and ``robust_certified`` only, so
     this table is the same bytes on every render of the same params."""
     out = []
     for r in rows:
         srocc, plcc = metrics.correlations(r["attacked"], mos)
         out.append({"quality_model": model, "attack": r["attack"], "eps_255": r["eps_255"], "n": len(r["clean"]),
-                    "score_change_mean": float(np.mean(np.abs(r["attacked"] - r["clean"]))), "srocc": srocc,
+                    "score_change_mean": float(np.mean(np.abs(r["attacked"] - r["clean"]))),
+                    "relative_gain": metrics.relative_gain(r["clean"], r["attacked"]), "srocc": srocc,
                     "plcc": plcc, "robustness_R": metrics.robustness_score(r["clean"], r["attacked"])})
     return pd.DataFrame(out)
 
 
 def robust_certified(model: str, space: str, sigma: float, n_samples: int, certified: Mapping[str, np.ndarray],
-                     radii: Sequence[float], seconds_per_image: float) -> pd.DataFrame:
+                     radii: Sequence[float], seconds_per_image: float,
+                     attacked: Mapping[float, np.ndarray] | None = None) -> pd.DataFrame:
     """``robust_certified.csv`` rows from ``Scorer.certify``: per ℓ2 radius, the mean width of the
-    certified interval (uncertified images count the whole range, width 1) and the share certified."""
-    return pd.DataFrame([{
-        "quality_model": model, "space": space, "sigma": sigma, "n_samples": n_samples, "radius": float(r),
-        "interval_width_mean": float(np.mean(certified[f"high_{r:g}"] - certified[f"low_{r:g}"])),
-        "certified_fraction": float(np.mean(certified[f"certified_{r:g}"])), "seconds_per_image": seconds_per_image}
-        for r in radii])
+    certified interval (uncertified images count the whole range, width 1) and the share certified.
+    With ``attacked`` (radius -> deployed scores after an ℓ2 attack raising them within the radius):
+    the largest certified rise (high − median; mean and max over images), the attack's achieved
+    rise (mean and max) and the share of images whose attacked score stayed within the certificate."""
+    rows = []
+    for r in radii:
+        low, high, median = certified[f"low_{r:g}"], certified[f"high_{r:g}"], certified["median"]
+        row = {"quality_model": model, "space": space, "sigma": sigma, "n_samples": n_samples, "radius": float(r),
+               "interval_width_mean": float(np.mean(high - low)),
+               "certified_fraction": float(np.mean(certified[f"certified_{r:g}"])),
+               "seconds_per_image": seconds_per_image}
+        if attacked is not None:
+            rise = np.asarray(attacked[r], float) - median
+            row |= {"certified_rise_mean": float(np.mean(high - median)), "certified_rise_max": float(np.max(high - median)),
+                    "attack_rise_mean": float(np.mean(rise)), "attack_rise_max": float(np.max(rise)),
+                    "within_certificate": float(np.mean((attacked[r] <= high) & (attacked[r] >= low)))}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def robust_detector(model: str, attack: str, eps_255: float, judged: Mapping[str, np.ndarray],

@@ -76,3 +76,28 @@ def test_pgd_stays_in_its_ball_and_the_adaptive_attack_beats_the_oblivious_one(s
     assert success["adaptive"] >= success["oblivious"] and success["adaptive"] > 0, success
     feats = adaptive.detector_inputs(clf.logits_from_pixels(adapted * 255.0), torch.from_numpy(adaptive_result["quality"]))
     np.testing.assert_array_equal(adaptive_result["flagged"], det.predict(feats.detach().double().numpy()).astype(bool))
+
+
+def test_orthogonal_pgd_stays_in_its_ball_and_strong_is_at_least_selective_at_every_eps(system):
+    """The strong attack (selective, then orthogonal where it failed) succeeds on every image
+    selective PGD gets through, at every radius, and succeeds more often at a larger radius."""
+    clf, scorer, det, x, labels = system
+    success = {}
+    for eps in (0.1, 0.25, 0.5):
+        orthogonal = adaptive.pgd(clf, x, labels, eps, scorer, adaptive.svm_decision(det), steps=10, mode="orthogonal")
+        assert (orthogonal - x).abs().max() <= eps + 1e-6 and orthogonal.min() >= 0 and orthogonal.max() <= 1
+        out = adaptive.strong(clf, scorer, det, x, labels, eps, steps=10)
+        assert (out["strong"] - x).abs().max() <= eps + 1e-6
+        won = {k: adaptive.judge(clf, scorer, det, out[k], labels) for k in ("selective", "strong")}
+        won = {k: r["fooled"] & ~r["flagged"] for k, r in won.items()}
+        assert (won["strong"] >= won["selective"]).all(), eps  # per image, not only on average
+        success[eps] = won["strong"].mean()
+    assert success[0.5] > success[0.1], success
+    with pytest.raises(ValueError, match="mode"):
+        adaptive.pgd(clf, x, labels, 0.1, scorer, adaptive.svm_decision(det), mode="sideways")
+
+
+def test_orthogonal_removes_the_component_along_the_other_gradient():
+    a, b = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
+    out = adaptive._orthogonal(a, b)
+    assert torch.allclose((out * b).flatten(1).sum(1), torch.zeros(3), atol=1e-5)

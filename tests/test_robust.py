@@ -9,6 +9,8 @@ from PIL import Image
 
 from iqalib import embedded_iqa, features, metrics, quality, robust
 from iqalib.classifiers import load_classifier
+from iqalib.denoiser import DnCNN, pair_rank_loss, train_denoiser, train_rank_preserving
+from iqalib.feature_layers import FeatureLayers
 from tests.test_detector import tiny_classifier
 
 REFS = ["chelsea", "coffee", "rocket", "astronaut", "motorcycle", "china"]
@@ -94,23 +96,57 @@ def _pgd_l2_on_smoothed(score, x, radius, sigma, steps=10, draws=16, seed=1):
 
 
 def test_certified_intervals_hold_against_an_attack_within_the_radius():
-    """On 24 images of a tiny model: PGD inside the certified ℓ2 radius never moves the smoothed
-    median out of the interval certified at the clean image (n = 200 draws, sigma 0.12)."""
+    """On 24 images of a tiny model behind a rank-preserving denoiser (DMS): PGD inside the
+    certified ℓ2 radius, through noise and denoiser, never moves the smoothed median out of the
+    interval certified at the clean image (n = 200 draws, sigma 0.12)."""
     clf = tiny_classifier()
     rng = np.random.default_rng(0)
     model = quality.QualityModel(clf, n_models=2, hidden=16, bins=20, epochs=5, features="pooled", seed=0,
                                  device="cpu").fit(rng.normal(size=(64, clf.embedding_dim)).astype(np.float32),
                                                    rng.uniform(0.2, 0.8, 64), progress=False)
     radius, sigma = 0.1, 0.12
-    smoothed = robust.Scorer("ms", model, clf, "input", sigma=sigma, n=200, seed=0)
     x = torch.from_numpy(rng.uniform(0, 1, (24, 3, 32, 32)).astype(np.float32))
+    photos = [(rng.uniform(0, 1, (40, 40, 3)) * 255).astype(np.uint8) for _ in range(4)]
+    mse, _ = train_denoiser(photos, sigma, layers=3, channels=4, steps=5, batch_size=4, patch=16, progress=False)
+    den, _ = train_rank_preserving(mse, photos, x, robust.score_fn(model, clf), sigma, steps=5, batch_size=6,
+                                   patch=16, patch_batch=4, lr=1e-3, progress=False)
+    smoothed = robust.Scorer("dms", model, clf, "input", sigma=sigma, n=200, denoiser=den, seed=0)
     clean = smoothed.certify(x, (radius,), n=200)
-    attacked = smoothed.certify(_pgd_l2_on_smoothed(robust.score_fn(model, clf), x, radius, sigma), (radius,), n=200)
+    behind = robust.score_fn(model, clf)
+    attacked = smoothed.certify(_pgd_l2_on_smoothed(lambda z: behind(den(z).clamp(0, 1)), x, radius, sigma),
+                                (radius,), n=200)
     low, high = clean[f"low_{radius:g}"], clean[f"high_{radius:g}"]
     assert clean[f"certified_{radius:g}"].all()
     assert (low <= clean["median"]).all() and (clean["median"] <= high).all()
     assert ((attacked["median"] >= low) & (attacked["median"] <= high)).all()
     assert (attacked["median"] != clean["median"]).any(), "the attack moved the median at all"
+    ours = smoothed.certify(robust.pgd_l2(smoothed, x, radius, steps=5, draws=8), (), n=200)["median"]
+    assert ((ours >= low) & (ours <= high)).all() and (ours > clean["median"]).mean() > 0.5, "iqalib's l2 PGD raises"
+
+
+def test_pair_rank_loss_is_zero_only_when_every_pair_keeps_its_order_by_the_margin():
+    clean = torch.tensor([0.9, 0.5, 0.1])
+    assert pair_rank_loss(torch.tensor([0.8, 0.5, 0.2]), clean, 0.01).item() == 0.0
+    assert pair_rank_loss(torch.tensor([0.2, 0.5, 0.8]), clean, 0.01).item() > 0.3
+    assert pair_rank_loss(torch.tensor([0.5, 0.5, 0.5]), clean, 0.01).item() == pytest.approx(0.01)
+    assert pair_rank_loss(torch.tensor([0.3, 0.1]), torch.tensor([0.5, 0.5]), 0.01).item() == 0.0  # no ordered pair
+
+
+def test_rank_fine_tuning_follows_the_metric_and_leaves_the_mse_net_alone():
+    """A metric that reads the mean brightness; images of distinct brightness: the ranking loss
+    drives the denoised noisy images' order towards the clean order, on a copy of the MSE net."""
+    rng = np.random.default_rng(0)
+    photos = [(rng.uniform(0, 1, (48, 48, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    mse, _ = train_denoiser(photos, 0.12, layers=3, channels=4, steps=3, batch_size=4, patch=16, progress=False)
+    views = torch.linspace(0.2, 0.8, 8).view(8, 1, 1, 1).expand(8, 3, 16, 16).contiguous()
+    brightness = lambda z: z.mean((1, 2, 3))  # noqa: E731
+    before = [t.clone() for t in mse.parameters()]
+    den, log = train_rank_preserving(mse, photos, views, brightness, 0.12, steps=20, batch_size=8, margin=0.2,
+                                     patch=16, patch_batch=4, lr=1e-2, progress=False)
+    assert {"mse", "rank", "violated"} <= set(log[0]) and len(log) == 20
+    assert np.mean([r["rank"] for r in log[-5:]]) < np.mean([r["rank"] for r in log[:5]])
+    assert all(torch.equal(a, b) for a, b in zip(mse.parameters(), before))
+    assert not any(q.requires_grad for q in den.parameters())
 
 
 def test_local_lipschitz_is_positive_per_image(clf, plain):
@@ -128,24 +164,50 @@ def test_stats_only_pass_gives_the_full_pass_statistics(clf):
     torch.testing.assert_close(early, full)
 
 
-def test_nt_lowers_the_gradient_norm_and_saves_like_a_plain_model(clf, plain, tmp_path):
+def test_own_feature_layers_start_as_the_shared_pass_and_score_like_it(clf, plain):
     model, x = plain
-    rows = features.stats(clf, features.pixel_rows(clf, (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()))
-    mos = model.predict_embeddings(rows)  # targets the plain model already meets: only the penalty pulls
+    layers = FeatureLayers(clf)
+    z = clf.normalize(x[:2] * 255.0)
+    with torch.no_grad():
+        torch.testing.assert_close(layers(z), clf.forward_with_stats(z, stats_only=True)[1])
+    layers.train()
+    assert not layers.training and not any(m.training for m in layers.modules()), "BatchNorm keeps its statistics"
+    with pytest.raises(ValueError, match="multilevel"):
+        quality.QualityModel(clf, features="pooled").attach_own_layers(clf)
+
+
+def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain, tmp_path):
+    model, x = plain
+    mos = robust.score_fn(model, clf)(x).detach().numpy()  # targets the plain model already meets: only the penalty pulls
+    before = {k: v.clone() for k, v in clf.backbone.state_dict().items()}
 
     def grad_l1(m):
-        z = clf.normalize(x * 255.0).requires_grad_(True)
-        score = m.score_tensor(clf.forward_with_stats(z, stats_only=True)[1]).sum()
-        return torch.autograd.grad(score, z)[0].abs().flatten(1).sum(1).mean().item()
+        probe = x.clone().requires_grad_(True)
+        return torch.autograd.grad(robust.score_fn(m, clf)(probe).sum(), probe)[0].abs().flatten(1).sum(1).mean().item()
 
-    nt, log = robust.train_nt(model, clf, x, rows, mos, lam=1.0, steps=15, batch_size=6, pixel_batch=3, lr=3e-4,
+    nt, log = robust.train_nt(model, clf, x, mos, lam=1.0, steps=12, batch_size=3, lr=3e-4, layer_lr=3e-4,
                               progress=False)
-    assert len(log) == 15 and {"l1", "penalty", "grad_l1"} <= set(log[0])
+    assert len(log) == 12 and {"l1", "penalty", "grad_l1"} <= set(log[0])
+    assert nt.has_own_layers and not model.has_own_layers
     assert grad_l1(nt) < 0.8 * grad_l1(model), (grad_l1(nt), grad_l1(model))
-    assert all(not q.requires_grad for h in nt.heads for q in h.parameters())
-    assert model.heads[0].fc1.weight.data_ptr() != nt.heads[0].fc1.weight.data_ptr(), "the plain heads are untouched"
+    for k, v in clf.backbone.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=f"the classifier is untouched: {k}")
+    moved = [not torch.equal(a, b) for a, b in zip(nt.own_layers().parameters(), FeatureLayers(clf).parameters())]
+    assert any(moved), "the copied layers trained"
+    assert all(not q.requires_grad for q in nt.own_layers().parameters())
     loaded = quality.QualityModel.load(nt.save(tmp_path / "nt"))
-    np.testing.assert_allclose(loaded.predict_embeddings(rows), nt.predict_embeddings(rows), atol=1e-6)
+    assert loaded.has_own_layers and (tmp_path / "nt" / "feature_layers.pt").is_file()
+    with torch.no_grad():
+        torch.testing.assert_close(robust.score_fn(loaded, clf)(x), robust.score_fn(nt, clf)(x))
+    # an outside attacker's gradient through score_fn of the saved model is the trained model's own
+    assert grad_l1(loaded) == pytest.approx(grad_l1(nt), rel=1e-5)
+    pictures = [Image.fromarray((v.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)) for v in x[:2]]
+    with torch.no_grad():
+        np.testing.assert_allclose(loaded.predict(pictures, clf), robust.score_fn(loaded, clf)(x[:2]).numpy(),
+                                   atol=2e-3)  # predict re-views the uint8 picture: rounding only
+    rows = features.pixel_rows(clf, (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    with pytest.raises(ValueError, match="own feature layers"):
+        features.scores(loaded, clf, rows)
 
 
 def test_scorers_plain_input_and_feature_smoothing(clf, plain):
@@ -172,7 +234,8 @@ def test_scorers_plain_input_and_feature_smoothing(clf, plain):
     reseeded = robust.Scorer("fs", model, clf, "feature", sigma=0.1, n=20, seed=1).scores(x)
     assert not np.allclose(reseeded, fs_scores, atol=1e-6)  # ... and another seed, other draws
     assert np.abs(fs_scores - exact).max() < 0.2 and np.abs(dms.scores(x) - exact).max() < 0.2
-    assert fs.passes_per_image() == {"backbone_passes": 1, "head_passes": 20, "denoiser_passes": 0}
+    assert fs.passes_per_image() == {"backbone_passes": 1, "own_layer_passes": 0, "head_passes": 20,
+                                     "denoiser_passes": 0}
     assert dms.passes_per_image()["backbone_passes"] == 4
     lipschitz = robust.local_lipschitz(fs.scaled_features(), x, iters=3)
     cert = fs.certify(x, (1e-4, 10.0), n=200, lipschitz=lipschitz)
@@ -187,8 +250,6 @@ def test_scorers_plain_input_and_feature_smoothing(clf, plain):
 
 
 def test_the_denoiser_learns_and_round_trips(tmp_path):
-    from iqalib.denoiser import DnCNN, train_denoiser
-
     photos = [np.asarray(Image.open(embedded_iqa.embedded_photo_path(p)).convert("RGB").resize((96, 96)))
               for p in ("chelsea", "coffee")]
     net, log = train_denoiser(photos, sigma=0.12, layers=3, channels=8, steps=60, batch_size=8, patch=32, lr=3e-3,

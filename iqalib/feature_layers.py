@@ -1,0 +1,50 @@
+"""A quality model's own feature layers: a trainable copy of the classifier's backbone from the
+input up to the deepest block the quality heads read (``Classifier.early_layers``; EfficientNet-
+Lite0: the stem and blocks 0–3), initialised from the classifier's weights, giving the same
+early-layer statistics (``classifiers.tap_statistics``) as the shared pass until it is trained.
+
+Why it exists: NT (Liu et al., CVPR 2024) trains the whole NR-IQA model. DTNIQ-f's input gradient
+is Jᵀ·∇heads, with J the feature Jacobian of the frozen backbone, and heads alone cannot make J
+small; a copy lets NT train J while the classifier itself stays frozen and untouched. Costs one
+more pass through the copied blocks per scored image (the classifier's pass still classifies).
+
+BatchNorm keeps the classifier's running statistics (eval mode, also while fine-tuning): the
+copy starts as the classifier's layers and batches of 16 CPU images would give noisy statistics.
+Knows nothing of heads, params or notebooks.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from iqalib.classifiers import Classifier, tap_statistics
+
+__all__ = ["FeatureLayers"]
+
+
+class FeatureLayers(nn.Module):
+    """Normalised network input (N, 3, S, S) -> (N, F) early-layer statistics, through a copy of
+    ``classifier.early_layers()``; always in eval mode (see the module docstring)."""
+
+    def __init__(self, classifier: Classifier):
+        super().__init__()
+        layers, taps = classifier.early_layers(), classifier.stat_taps()
+        if not layers:
+            raise ValueError(f"{classifier.name} has no known early layers to copy (multilevel features only)")
+        self.layers = nn.ModuleList(copy.deepcopy(layers))
+        self.taps = [i for i, layer in enumerate(layers) if any(layer is tap for tap in taps)]
+        self.source_weights_id = classifier.weights_id
+        self.to(classifier.device).eval()
+
+    def train(self, mode: bool = True) -> "FeatureLayers":
+        return super().train(False)  # BatchNorm statistics stay the classifier's
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        maps = []
+        for i, layer in enumerate(self.layers):
+            z = layer(z)
+            if i in self.taps:
+                maps.append(z)
+        return tap_statistics(maps)
