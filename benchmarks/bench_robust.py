@@ -6,7 +6,9 @@
 1. The stats-only backbone pass (``Classifier.forward_with_stats(stats_only=True)``: the pass
    stops after the last early layer the quality heads read) against the whole pass, forward and
    forward + backward (what score attacks and NT training run), images/second.
-2. Seconds per image of each deployed quality score at the params' sizes: plain heads, feature-space
+2. Seconds per image of each deployed quality score at the params' sizes: plain heads, NT (the
+   same heads on the model's own copy of the early layers: what it adds to a classifier's pass is
+   this whole time, where the plain heads share the classifier's pass), feature-space
    median smoothing (1 backbone pass + ``robust.feature_smoothing.n`` head passes) and input-space
    median smoothing behind the denoiser (``robust.smoothing.n`` denoiser + backbone passes).
 
@@ -67,7 +69,9 @@ def main() -> None:
                                  features=q.features, device=args.device).fit(
         rng.normal(size=(64, clf.stats_dim if q.features == "multilevel" else clf.embedding_dim)).astype(np.float32),
         rng.uniform(0, 1, 64), progress=False)
-    scorers = {"plain": robust.Scorer("plain", model, clf),
+    nt = model.copy()
+    nt.attach_own_layers(clf).requires_grad_(False)  # NT's own copy of the early layers: its cost, not its weights
+    scorers = {"plain": robust.Scorer("plain", model, clf), "nt": robust.Scorer("nt", nt, clf),
                "fs": robust.Scorer("fs", model, clf, "feature", r.feature_smoothing.sigma, r.feature_smoothing.n),
                "dms": robust.Scorer("dms", model, clf, "input", r.smoothing.sigma, r.smoothing.n,
                                     DnCNN(r.denoiser.layers, r.denoiser.channels).eval().to(clf.device))}

@@ -1,0 +1,63 @@
+"""Independent check of notebook 05's NT model, written outside iqalib: an I-FGSM of our own
+(10 steps, eps 4/255, step 1/255, raising and lowering the score) through ``robust.score_fn`` of the
+SAVED plain and NT models, on held-out photos; prints the mean score change of each, NT's
+reduction, and clean held-out SROCC of both.
+
+    python scripts/check_nt.py [params/default.yaml] [--images 24]
+
+Needs notebook 05 rendered with those params (its models under outputs/<run>/models/).
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from scipy import stats
+
+from iqalib import experiment, robust
+from iqalib import robust_experiment as rx
+from iqalib.quality import QualityModel
+
+
+def our_ifgsm(score, x: torch.Tensor, eps: float, step: float, iters: int, sign: int) -> torch.Tensor:
+    adv = x.clone()
+    for _ in range(iters):
+        adv.requires_grad_(True)
+        grad, = torch.autograd.grad(score(adv).sum(), adv)
+        with torch.no_grad():
+            adv = adv + sign * step * torch.nan_to_num(grad).sign()
+            adv = x + (adv - x).clamp(-eps, eps)
+            adv = adv.clamp(0, 1)
+    return adv.detach()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("params", nargs="?", default="params/default.yaml")
+    ap.add_argument("--images", type=int, default=24, help="held-out photos attacked (seeded sample)")
+    args = ap.parse_args()
+    run = experiment.open_run(args.params)
+    data = rx.robust_data(run)
+    held = data.held.sample(n=min(args.images, len(data.held)), random_state=12345).reset_index(drop=True)
+    x = rx.view_tensor(run, list(held["path"]))
+    srocc_x = rx.view_tensor(run, list(data.srocc["path"]))
+    out = {}
+    for name, folder in (("plain", rx.ROBUST_PLAIN_FOLDER), ("nt", rx.ROBUST_NT_FOLDER)):
+        model = QualityModel.load(run.folder / folder, device="cpu")
+        score = robust.score_fn(model, run.classifier)
+        with torch.no_grad():
+            clean = score(x).numpy()
+            clean_srocc = stats.spearmanr(score(srocc_x).numpy(), data.srocc["mos"]).statistic
+        change = [np.abs(score(our_ifgsm(score, x, 4 / 255, 1 / 255, 10, sign)).detach().numpy() - clean).mean()
+                  for sign in (1, -1)]
+        out[name] = (float(np.mean(change)), float(clean_srocc))
+        print(f"{name:6s} mean |Δs| up {change[0]:.4f} down {change[1]:.4f} mean {np.mean(change):.4f}; "
+              f"clean SROCC {clean_srocc:.3f} on {len(srocc_x)} held-out images; own layers: {model.has_own_layers}")
+    reduction = 1 - out["nt"][0] / out["plain"][0]
+    print(f"NT moves the score {reduction:.1%} less than plain (goal >= 30 %); SROCC difference "
+          f"{out['nt'][1] - out['plain'][1]:+.3f} (goal within 0.05) on {len(x)} attacked held-out photos")
+
+
+if __name__ == "__main__":
+    main()

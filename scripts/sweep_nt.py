@@ -1,0 +1,65 @@
+"""NT's settings against its two goals, measured on TRAINING photos only: for each (λ, head lr, layer
+lr, steps) in the grid, NT is trained from notebook 05's saved plain model on its pool and scored
+on training photos outside the pool (24 attacked by ``check_nt.our_ifgsm`` at 4/255, 64 for SROCC),
+never on the held-out photos. Prints the reduction of the mean score change against plain and the
+SROCC of each. About 1.5 minutes per setting on 2 cores.
+
+    python scripts/sweep_nt.py [params/default.yaml]
+
+Needs notebook 05 rendered with those params (its plain model under outputs/<run>/models/).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from iqalib import experiment, robust
+from iqalib import robust_experiment as rx
+from iqalib.quality import QualityModel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from check_nt import our_ifgsm  # noqa: E402
+
+# (lam, head lr, layer lr, steps): the authors' lambda and 10:1 ratio first, then stronger settings
+GRID = [(1e-3, 1e-4, 1e-5, 60), (1e-3, 1e-4, 1e-4, 60), (1e-2, 1e-4, 1e-5, 60), (1e-2, 1e-4, 1e-4, 60),
+        (1e-1, 1e-4, 1e-4, 60), (1e-2, 1e-3, 1e-4, 60), (1e-2, 1e-3, 1e-4, 120), (1e-3, 1e-3, 1e-4, 120)]
+
+
+def main() -> None:
+    run = experiment.open_run(sys.argv[1] if len(sys.argv) > 1 else "params/default.yaml", progress=False)
+    p, data = run.params, rx.robust_data(run)
+    plain = QualityModel.load(run.folder / rx.ROBUST_PLAIN_FOLDER, device="cpu")
+    pool = data.train.sample(n=min(p.robust.nt.pixel_pool, len(data.train)), random_state=p.seed)
+    rest = data.train.drop(pool.index)
+    attacked = rest.sample(n=24, random_state=7)
+    ranked = rest.drop(attacked.index).sample(n=64, random_state=8)
+    views = rx.view_tensor(run, list(pool["path"]))
+    x, xs = rx.view_tensor(run, list(attacked["path"])), rx.view_tensor(run, list(ranked["path"]))
+
+    def measure(model: QualityModel) -> tuple[float, float]:
+        score = robust.score_fn(model, run.classifier)
+        with torch.no_grad():
+            clean, srocc = score(x).numpy(), stats.spearmanr(score(xs).numpy(), ranked["mos"]).statistic
+        change = np.mean([np.abs(score(our_ifgsm(score, x, 4 / 255, 1 / 255, 10, s)).detach().numpy() - clean).mean()
+                          for s in (1, -1)])
+        return float(change), float(srocc)
+
+    base = measure(plain)
+    print(f"plain: mean |Δs| {base[0]:.4f}, SROCC {base[1]:.3f}", flush=True)
+    for lam, lr, layer_lr, steps in GRID:
+        start = time.perf_counter()
+        nt, _ = robust.train_nt(plain, run.classifier, views, pool["mos"].to_numpy(), lam=lam, h=p.robust.nt.h,
+                                steps=steps, batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=p.seed,
+                                progress=False)
+        change, srocc = measure(nt)
+        print(f"lam {lam:g} lr {lr:g} layer_lr {layer_lr:g} steps {steps}: {1 - change / base[0]:.1%} less change, "
+              f"SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
