@@ -272,56 +272,71 @@ def test_detector_weak_attack_and_threshold_column():
 
 # -- notebook 05 -----------------------------------------------------------------------------------
 
-MODELS = {"plain": 0.95, "nt": 0.91, "dms": 0.92, "fs": 0.94}
+MODELS = {"plain": 0.95, "nt": 0.91, "dms": 0.92, "fs": 0.94, "dms_mse": 0.85}
+EPS = (0.5, 4.0, 8.0)
 
 
-def _robust(change=None, srocc=None, seconds=None, certified_dms=0.5, detection=None, random_change=0.02):
+def _robust(change=None, srocc=None, seconds=None, within=1.0, success=None, selective_gap=0.0, random_change=0.02):
+    """Notebook 05's four tables, every rule met by default; ``success``: model -> strong attack
+    success at each of ``EPS``; selective is ``selective_gap`` above strong at the largest ε."""
     change = {"plain": 0.30, "nt": 0.20, "dms": 0.05, "fs": 0.28, **(change or {})}
     srocc = {**MODELS, **(srocc or {})}
-    seconds = {"plain": 0.01, "nt": 0.01, "dms": 1.0, "fs": 0.01, **(seconds or {})}
-    detection = {"plain": 0.05, "nt": 0.6, "dms": 0.2, "fs": 0.1, **(detection or {})}
+    seconds = {"plain": 0.01, "nt": 0.01, "dms": 1.0, "fs": 0.01, "dms_mse": 1.0, **(seconds or {})}
+    success = {"plain": (0.2, 1.0, 1.0), "nt": (0.1, 0.4, 0.9), "dms": (0.1, 0.6, 1.0), "fs": (0.2, 0.9, 1.0),
+               **(success or {})}
     models = pd.DataFrame({"quality_model": list(srocc), "srocc": list(srocc.values()),
-                           "seconds_per_image": [seconds[m] for m in srocc]})
+                           "plcc": [v - 0.01 for v in srocc.values()], "seconds_per_image": [seconds[m] for m in srocc]})
     attacks = pd.DataFrame([{"quality_model": m, "attack": a, "eps_255": e,
-                             "score_change_mean": (random_change if a == "random_sign" else c) * (1 if e == 4 else 9)}
+                             "score_change_mean": (random_change if a == "random_sign" else c) * (1 if e == 4 else 9),
+                             "robustness_R": 1.0 - c, "relative_gain": 2 * c}
                             for m, c in change.items() for a in ("random_sign", "ifgsm_up", "ifgsm_down")
                             for e in (4.0, 8.0)])  # ε = 8 rows must not be read at ε = 4
-    certified = pd.DataFrame({"quality_model": ["dms", "fs", "dms", "fs"], "radius": [0.05, 0.05, 0.25, 0.25],
-                              "certified_fraction": [certified_dms, 0.0, 0.0, 0.0],
-                              "interval_width_mean": [0.1, 1.0, 1.0, 1.0]})
-    detected = pd.DataFrame([{"quality_model": m, "attack": a, "eps_255": 4.0,
-                              "detection_rate": d if a == "adaptive" else 0.9}
-                             for m, d in detection.items() for a in ("adaptive", "oblivious")])
+    certified = pd.DataFrame({"quality_model": ["dms", "fs", "dms", "fs", "dms (l2 PGD inside r)"],
+                              "radius": [0.05, 0.05, 0.25, 0.25, 0.05],
+                              "certified_fraction": [1.0, 0.0, 0.5, 0.0, 1.0],
+                              "interval_width_mean": [0.1, 1.0, 1.0, 1.0, 0.1],
+                              "certified_rise_mean": [np.nan] * 4 + [0.05], "attack_rise_mean": [np.nan] * 4 + [0.01],
+                              "attack_rise_max": [np.nan] * 4 + [0.02], "within_certificate": [np.nan] * 4 + [within]})
+    detected = pd.DataFrame([{"quality_model": m, "attack": a, "eps_255": e,
+                              "attack_success_rate": {"oblivious": 0.5 * v, "strong": v,
+                                                      "selective": v + (selective_gap if e == EPS[-1] else 0)}[a]}
+                             for m, rates in success.items() for e, v in zip(EPS, rates)
+                             for a in ("oblivious", "selective", "strong")])
     return models, attacks, certified, detected
 
 
 def test_robust_reproduced_and_texts():
     rows = verdicts.robust(*_robust())
-    assert oks(rows) == [True] * 5
+    assert oks(rows) == [True] * 7
     assert "mean |Δs| 0.3000 vs random sign noise 0.0200 (15.0×)" == rows[0]["ours"]
-    assert "0.3000 → NT 0.2000 (33% less); SROCC 0.950 → 0.910" in rows[1]["ours"]
-    assert "at ℓ2 radius 0.05: 50% certified, mean width 0.100" in rows[2]["ours"]
-    assert rows[3]["ours"].startswith("10.0 ms vs 1000.0 ms per image (99.0% less)")
-    assert rows[4]["ours"].startswith("adaptive: plain 5%, nt 60%, dms 20%, fs 10%; oblivious (classifier only): ")
-    assert all("ε = 4/255" in r["claim"] for r in (rows[0], rows[1], rows[4]))
+    assert "0.3000 → NT 0.2000 (33% less); R 0.70 → 0.80; relative gain 0.600 → 0.400; SROCC 0.950 → 0.910" in rows[1]["ours"]
+    assert "DMS (rank) 0.920, PLCC 0.910; DMS (MSE only, ablation) 0.850" in rows[2]["ours"]
+    assert "certified rise ≤ 0.050 (mean), attack rose 0.010 (max 0.020)" in rows[3]["ours"]
+    assert rows[4]["ours"].startswith("10.0 ms vs 1000.0 ms per image (99.0% less)")
+    assert "ε = 0.5/255, strong: dms 10%, fs 20%, nt 10%, plain 20%" in rows[5]["ours"]
+    assert "strong attack success: dms 60%, fs 90%, nt 40%, plain 100%" in rows[6]["ours"]
+    assert all("ε = 4/255" in r["claim"] for r in (rows[0], rows[1], rows[6]))
+    assert all(r["paper"] for r in rows), "every verdict states its authors' claim"
 
 
 @pytest.mark.parametrize("kwargs, failing", [
-    ({"random_change": 0.061}, 0),                       # I-FGSM < 5× random noise
-    ({"change": {"nt": 0.22}}, 1),                       # 27 % less change: below 30 %
-    ({"srocc": {"nt": 0.89}}, 1),                        # NT costs 0.06 SROCC
-    ({"srocc": {"dms": 0.89}}, 2),                       # DMS 0.06 below plain
-    ({"certified_dms": 0.0}, 2),                         # nothing certified at the smallest radius
-    ({"seconds": {"fs": 0.11}}, 3),                      # FS only 89 % faster than DMS
-    ({"detection": {"plain": 0.10}}, 4),                 # the plain detector is not defeated (< 10 %)
-    ({"detection": {"nt": 0.49}}, 4),                    # no hardened model reaches 50 %
+    ({"random_change": 0.061}, 0),                              # I-FGSM < 5× random noise
+    ({"change": {"nt": 0.22}}, 1),                              # 27 % less change: below 30 %
+    ({"srocc": {"nt": 0.89}}, 1),                               # NT costs 0.06 SROCC
+    ({"srocc": {"dms": 0.89}}, 2),                              # DMS 0.06 below plain
+    ({"within": 0.75}, 3),                                      # an attacked median left its interval
+    ({"seconds": {"fs": 0.11}}, 4),                             # FS only 89 % faster than DMS
+    ({"selective_gap": 0.05}, 5),                               # selective beat strong at one ε
+    ({"success": {"nt": (0.5, 0.4, 0.9)}}, 5),                  # success fell with ε for one model
+    ({"success": {"fs": (1.0, 1.0, 1.0)}}, 5),                  # flat at 100 %: does not rise
+    ({"success": {"nt": (0.1, 0.6, 0.9), "dms": (0.1, 0.51, 1.0)}}, 6),  # no hardened model at ≤ 50 %
 ])
 def test_robust_each_rule_flips_at_its_threshold(kwargs, failing):
     got = oks(verdicts.robust(*_robust(**kwargs)))
-    assert got == [i != failing for i in range(5)], (kwargs, got)
+    assert got == [i != failing for i in range(7)], (kwargs, got)
 
 
 def test_robust_reads_the_given_eps():
-    rows = verdicts.robust(*_robust(), eps_255=8.0)  # attacks ×9 at ε = 8; no detector rows there
+    rows = verdicts.robust(*_robust(), eps_255=8.0)  # attacks ×9 at ε = 8
     assert "mean |Δs| 2.7000 vs random sign noise 0.1800" in rows[0]["ours"] and "ε = 8/255" in rows[0]["claim"]
-    assert oks(rows)[4] is False and "adaptive: plain nan%" in rows[4]["ours"]
+    assert oks(rows)[6] is False and "nt 90%" in rows[6]["ours"]  # at 8/255 every model is past 50 %
