@@ -146,10 +146,12 @@ _NUMBER_CELL = re.compile(r"^(–|[-+]?\d[\d.,eE+-]*( ± [-+]?\d[\d.,eE+-]*)?)$"
 
 
 def _markdown(frame: pd.DataFrame) -> str:
-    """A pipe table of an all-string frame (tabulate keeps the strings as they are)."""
+    """A pipe table of an all-string frame (tabulate keeps the strings as they are); a "|" inside a
+    cell (e.g. "mean |Δs|") is escaped, or it would end the cell and break the whole table."""
     align = ["right" if len(frame) and frame[c].map(lambda v: bool(_NUMBER_CELL.match(str(v)))).all() else "left"
              for c in frame.columns]
-    return frame.to_markdown(index=False, disable_numparse=True, colalign=align)
+    escaped = frame.map(lambda v: str(v).replace("|", "\\|"))
+    return escaped.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def save_table(df: pd.DataFrame, name: str, run: Any, caption: str = "", floatfmt: str = ".3f",

@@ -165,3 +165,14 @@ def test_paper_values_have_no_empty_cell_but_the_papers_own_blanks():
     assert empty == PAPER_BLANKS
     assert all(isinstance(v, (int, float)) and v == v for v in data["counts"].values())
     assert all(c["text"] and c["value"] == c["value"] for c in data["claims"])
+
+
+def test_a_pipe_inside_a_cell_does_not_break_the_shown_table(P, shown):
+    import mistune  # nbconvert's Markdown renderer: the HTML reports are rendered with it
+
+    rows = [{"claim": "the score moves", "paper": "yes", "ours": "mean |Δs| 0.32 vs 0.05", "verdict": "reproduced",
+             "why": "rule: |Δs| ≥ 5×"}]
+    report.verdicts(rows, "05", P)
+    (bundle,) = shown
+    html = mistune.create_markdown(plugins=["table"])(bundle["text/markdown"])
+    assert html.count("<tr>") == 2 and "mean |Δs| 0.32" in html and "|:-" not in html
