@@ -85,6 +85,13 @@ def _patches(photos: Sequence[np.ndarray], n: int, size: int, g: np.random.Gener
     return torch.from_numpy(out / 255.0).permute(0, 3, 1, 2).contiguous()
 
 
+def _noisy_crops(photos: Sequence[np.ndarray], n: int, size: int, sigma: float, rng: np.random.Generator,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_patches`` and the same crops plus N(0, sigma²) noise (drawn on the CPU), clamped to [0, 1]."""
+    clean = _patches(photos, n, size, rng)
+    return clean, (clean + torch.randn(clean.shape, generator=generator) * sigma).clamp(0.0, 1.0)
+
+
 def train_denoiser(photos: Sequence[np.ndarray], sigma: float, layers: int = 5, channels: int = 16,
                    steps: int = 300, batch_size: int = 32, patch: int = 64, lr: float = 1e-3, seed: int = 0,
                    device: str = "cpu", progress: bool = True) -> tuple[DnCNN, list[dict]]:
@@ -110,8 +117,7 @@ def train_denoiser(photos: Sequence[np.ndarray], sigma: float, layers: int = 5, 
     for step in tqdm(range(steps), desc="denoiser", disable=not progress, leave=False):
         for group in opt.param_groups:
             group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
-        clean = _patches(photos, batch_size, patch, rng)
-        noisy = (clean + torch.randn(clean.shape, generator=torch_g) * sigma).clamp(0.0, 1.0)
+        clean, noisy = _noisy_crops(photos, batch_size, patch, sigma, rng, torch_g)
         clean, noisy = clean.to(device), noisy.to(device)
         loss = ((net(noisy) - clean) ** 2).mean()
         opt.zero_grad(set_to_none=True)
@@ -158,8 +164,7 @@ def train_rank_preserving(net: DnCNN, photos: Sequence[np.ndarray], views: torch
     for step in tqdm(range(steps), desc="rank-preserving denoiser", disable=not progress, leave=False):
         for group in opt.param_groups:
             group["lr"] = 0.5 * lr * (1.0 + math.cos(math.pi * step / steps))
-        crops = _patches(photos, patch_batch, patch, rng)
-        noisy_crops = (crops + torch.randn(crops.shape, generator=torch_g) * sigma).clamp(0.0, 1.0)
+        crops, noisy_crops = _noisy_crops(photos, patch_batch, patch, sigma, rng, torch_g)
         mse = ((model(noisy_crops.to(device)) - crops.to(device)) ** 2).mean()
         pick = torch.from_numpy(rng.choice(len(views), size=min(batch_size, len(views)), replace=False))
         x = views[pick]

@@ -72,6 +72,12 @@ def robust_data(run: Run) -> RobustData:
                       sample(r.n_srocc, 1), sample(r.n_images, 2), sample(r.n_certified_images, 3))
 
 
+def pixel_pool(run: Run, data: RobustData) -> pd.DataFrame:
+    """The training images NT and the rank-preserving denoiser train on in pixels: a seeded sample
+    of ``robust.nt.pixel_pool`` rows of ``data.train`` (both the same rows)."""
+    return data.train.sample(n=min(run.params.robust.nt.pixel_pool, len(data.train)), random_state=run.params.seed)
+
+
 def view_tensor(run: Run, items: list[Any]) -> Any:
     """(N, 3, S, S) float tensor in [0, 1] of the classifier's view of each image file or PIL image."""
     pics = [images.open_image(item, allow_grey=True, min_side=1) if isinstance(item, (str, Path)) else item
@@ -121,7 +127,7 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     plain = load(run.folder / ROBUST_PLAIN_FOLDER)
 
     def build_nt(folder: Path) -> None:
-        pool = data.train.sample(n=min(r.nt.pixel_pool, len(data.train)), random_state=p.seed)
+        pool = pixel_pool(run, data)
         n = r.nt
         model, steps = robust.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])),
                                        pool["mos"].to_numpy(), lam=n.lam, h=n.h, steps=n.steps,
@@ -159,7 +165,7 @@ def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str
 
     _reuse_or_build(run.folder / DENOISER_FOLDER, key, build)
     mse = DnCNN.load(run.folder / DENOISER_FOLDER).to(device)
-    pool = data.train.sample(n=min(p.robust.nt.pixel_pool, len(data.train)), random_state=p.seed)
+    pool = pixel_pool(run, data)
     rank_key = {**key, "rank": d.rank.to_dict(), "pool": sorted(pool["path"].astype(str)),
                 "metric": plain.card.get("created") if plain.card else None}
 

@@ -35,7 +35,7 @@ def main() -> None:
     run = experiment.open_run(sys.argv[1] if len(sys.argv) > 1 else "params/default.yaml", progress=False)
     p, data = run.params, rx.robust_data(run)
     plain = QualityModel.load(run.folder / rx.ROBUST_PLAIN_FOLDER, device="cpu")
-    pool = data.train.sample(n=min(p.robust.nt.pixel_pool, len(data.train)), random_state=p.seed)
+    pool = rx.pixel_pool(run, data)
     rest = data.train.drop(pool.index)
     attacked = rest.sample(n=24, random_state=7)
     ranked = rest.drop(attacked.index).sample(n=64, random_state=8)
