@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export NLTK_DATA ?= $(CURDIR)/.nltk_data
 
-.PHONY: setup reproduce smoke test sync lab
+.PHONY: setup reproduce smoke test sync lab rehearse rehearse-full gpu-check costs
 
 setup: $(VENV)/.installed
 
@@ -30,3 +30,15 @@ sync: setup                 ## regenerate each notebook's .ipynb twin from its .
 
 lab: setup                  ## JupyterLab on notebooks/ (as root, e.g. in a container, with --allow-root)
 	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
+
+rehearse: setup             ## params/paper.yaml end to end on a miniature of the real data (random weights), + cost sheet
+	$(PY) scripts/rehearse_paper.py --size ci --scratch $(or $(SCRATCH),/tmp/iqalib-rehearsal) --fresh
+
+rehearse-full: setup        ## the same at a larger miniature (a few dozen photos)
+	$(PY) scripts/rehearse_paper.py --size full --scratch $(or $(SCRATCH),/tmp/iqalib-rehearsal-full) --fresh
+
+gpu-check: setup            ## on a GPU machine, first: the rehearsal on CUDA in fp32 and amp, timings, fp32-vs-amp tables, GPU cost sheet
+	$(PY) scripts/gpu_check.py
+
+costs: setup                ## the paper-scale cost sheet alone (unit costs measured on this machine)
+	$(PY) scripts/paper_costs.py

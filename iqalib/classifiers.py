@@ -315,15 +315,14 @@ def weights_file(name: str, weights_path: str | Path | None = None) -> Path:
                 "does not exist; reinstall it or set classifier_weights."
             )
         return path
-    import torchvision
-
-    builder_name, weights_enum_name = _TORCHVISION[name]
-    file_name = Path(getattr(torchvision.models, weights_enum_name).IMAGENET1K_V1.url).name
+    builder_name, file_name = _TORCHVISION[name][0], checkpoint_name(name)
     path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
     if not path.is_file():
+        near = sorted(p.name for p in path.parent.glob(f"{builder_name}*")) if path.parent.is_dir() else []
+        found = f"; found {', '.join(near)} there, under another name" if near else ""
         raise WeightsNotFoundError(
             f"No ImageNet weights for '{name}' offline: expected {path} (torchvision's cache; "
-            f"set TORCH_HOME to move it). Download once with a network: "
+            f"set TORCH_HOME to move it){found}. Download once with a network: "
             f"python -c \"import torchvision; torchvision.models.{builder_name}(weights='IMAGENET1K_V1')\", "
             f"or point params 'classifier_weights' at the file ({file_name})."
         )
@@ -385,12 +384,25 @@ _TORCHVISION = {
 }
 
 
-def _torchvision_model(name: str, device: torch.device, weights_path: str | None) -> Classifier:
+def checkpoint_name(name: str) -> str:
+    """The file name torchvision's cache gives torchvision classifier ``name``'s ImageNet weights
+    (e.g. ``resnet152-394f9c45.pth``)."""
     import torchvision
 
-    builder_name, weights_enum_name = _TORCHVISION[name]
+    return Path(getattr(torchvision.models, _TORCHVISION[name][1]).IMAGENET1K_V1.url).name
+
+
+def torchvision_architecture(name: str) -> nn.Module:
+    """Torchvision classifier ``name``'s network with freshly initialised weights (no download)."""
+    import torchvision
+
+    return getattr(torchvision.models, _TORCHVISION[name][0])(weights=None)
+
+
+def _torchvision_model(name: str, device: torch.device, weights_path: str | None) -> Classifier:
+    weights_enum_name = _TORCHVISION[name][1]
     weights_path = weights_file(name, weights_path)
-    model = getattr(torchvision.models, builder_name)(weights=None)
+    model = torchvision_architecture(name)
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     if name.startswith("resnet"):
         head = model.fc

@@ -44,6 +44,16 @@ class Run:
     folder: Path
     progress: bool = True
     _quality: QualityModel | None = field(default=None, repr=False)
+    #: The code paths this notebook's calls took (classifier, feature kind, IQA sets, UAP method ...),
+    #: recorded by the functions that take them; ``report.save_code_paths`` puts them in the manifest.
+    took: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def record(self, **paths: Any) -> None:
+        """Note code paths taken (``took``); a list value adds to what is there."""
+        for key, value in paths.items():
+            if isinstance(value, list):
+                value = list(dict.fromkeys([*self.took.get(key, []), *value]))
+            self.took[key] = value
 
     @cached_property
     def cache(self) -> ShardStore:
@@ -60,7 +70,9 @@ class Run:
     def classifier(self) -> Classifier:
         p = self.params
         weights = resolve_path(p.classifier_weights)  # relative to the repository root, like every params path
-        return load_classifier(p.classifier, p.device, None if weights is None else str(weights))
+        classifier = load_classifier(p.classifier, p.device, None if weights is None else str(weights))
+        self.record(classifier=classifier.name, device=str(classifier.device))
+        return classifier
 
     def classifier_named(self, name: str) -> Classifier:
         """One of ``classifiers_table1``; the run's own classifier keeps its ``classifier_weights``."""
@@ -188,6 +200,7 @@ def iqa_sets(run: Run, names: list[str] | None = None) -> dict[str, pd.DataFrame
                 metric=e.metric, seed=p.seed, progress=run.progress, workers=workers(p))
         else:
             out[name] = real_iqa_set(entry)
+    run.record(iqa_sets=list(out))
     return out
 
 
@@ -231,7 +244,10 @@ def originals_path(run: Run) -> Path | None:
 def originals(run: Run) -> images.ImageSet:
     """The run's original images (``params.originals``), skips counted."""
     o = run.params.originals
-    return images.originals(o.source, originals_path(run), o.limit, o.views, run.progress)
+    found = images.originals(o.source, originals_path(run), o.limit, o.views, run.progress)
+    layout = "one folder per WordNet id" if any("/" in r.image_id for r in found.records) else "flat"
+    run.record(originals=o.source, originals_layout=layout if o.source != "embedded" else "shipped photos")
+    return found
 
 
 def iqa_pairs(run: Run, sets: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, dict]]:
@@ -259,6 +275,7 @@ def iqa_pairs(run: Run, sets: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, di
             out["wup"] = wup_by_index(out["top1_ref"].to_numpy(), out["top1"].to_numpy())
             pairs.append(out)
             counts[f"{dataset}_{name}"] = features.skip_counts(reasons)
+        run.record(table1_classifiers=[clf.name])
     return pd.concat(pairs, ignore_index=True), counts
 
 
@@ -316,7 +333,11 @@ def train_quality(run: Run, data: QualityData, kind: str | None = None) -> tuple
     ``kind``: another feature kind than the run's, on the same splits."""
     x = data.x if kind in (None, run.params.quality.features) else features.quality_features(run.classifier, data.rows, kind)
     settings = {**quality_settings(run), **({"features": kind} if kind else {})}
-    return quality.evaluate_splits(x, data.mos, data.groups, **settings)
+    per_split, model = quality.evaluate_splits(x, data.mos, data.groups, **settings)
+    if kind in (None, run.params.quality.features):
+        run.record(quality_features=model.features, quality_hidden=model.hidden, quality_heads=len(model.heads),
+                   quality_trained_on=list(run.params.quality.train_sets))
+    return per_split, model
 
 
 def compare_feature_kinds(run: Run, data: QualityData, per_split: pd.DataFrame) -> pd.DataFrame:
@@ -364,7 +385,9 @@ def baseline_thresholds(run: Run, table: pd.DataFrame, share_below: float) -> tu
     """Baseline-2's thresholds: the run's (``thresholds``) and the matched one below which
     ``share_below`` of the originals fall (``tables.matched_threshold``), added when new."""
     matched = tables.matched_threshold(table, share_below)
-    return run.thresholds + ([matched] if matched not in run.thresholds else []), matched
+    thresholds = run.thresholds + ([matched] if matched not in run.thresholds else [])
+    run.record(baseline_thresholds=thresholds)
+    return thresholds, matched
 
 
 def detector_study(run: Run, table: pd.DataFrame) -> evaluation.DetectorStudy:
@@ -372,9 +395,10 @@ def detector_study(run: Run, table: pd.DataFrame) -> evaluation.DetectorStudy:
     detector per split (the scores every table of the study reads), Table V at the paper's
     operating point and ``detector.target_fpr`` as the second one."""
     d, p = run.params.detector, run.params
+    run.record(detector_splits=d.n_splits, detector_operating_point=f"{paper_false_alarm_rate():.4f} of originals flagged")
     return evaluation.DetectorStudy.train(table, n_splits=d.n_splits, train_size=d.train_size, seed=p.seed,
                                           n_boot=d.n_boot, paper_fpr=paper_false_alarm_rate(),
-                                          target_fpr=d.target_fpr, progress=run.progress)
+                                          target_fpr=d.target_fpr, progress=run.progress, rbf_fit_cap=d.rbf_fit_cap)
 
 
 def paper_false_alarm_rate() -> float:

@@ -8,6 +8,9 @@ is Jᵀ·∇heads, with J the feature Jacobian of the frozen backbone, and heads
 small; a copy lets NT train J while the classifier itself stays frozen and untouched. Costs one
 more pass through the copied blocks per scored image (the classifier's pass still classifies).
 
+For a model that reads ``pooled`` features (the paper's DTNIQ-f) the deepest layer the heads read
+is the last: the copy is the whole backbone, and it gives the pooled embedding.
+
 BatchNorm keeps the classifier's running statistics (eval mode, also while fine-tuning): the
 copy starts as the classifier's layers and batches of 16 CPU images would give noisy statistics.
 Knows nothing of heads, params or notebooks.
@@ -25,14 +28,22 @@ __all__ = ["FeatureLayers"]
 
 
 class FeatureLayers(nn.Module):
-    """Normalised network input (N, 3, S, S) -> (N, F) early-layer statistics, through a copy of
-    ``classifier.early_layers()``; always in eval mode (see the module docstring)."""
+    """Normalised network input (N, 3, S, S) -> (N, F) features the heads read, through a copy of
+    the classifier's layers: ``multilevel``, early-layer statistics of a copy of
+    ``classifier.early_layers()``; ``pooled``, the embedding of a copy of the whole backbone. Always
+    in eval mode (see the module docstring)."""
 
-    def __init__(self, classifier: Classifier):
+    def __init__(self, classifier: Classifier, features: str = "multilevel"):
         super().__init__()
-        layers, taps = classifier.early_layers(), classifier.stat_taps()
-        if not layers:
-            raise ValueError(f"{classifier.name} has no known early layers to copy (multilevel features only)")
+        if features == "pooled":
+            layers, taps = [classifier.backbone], []
+        elif features == "multilevel":
+            layers, taps = classifier.early_layers(), classifier.stat_taps()
+            if not layers:
+                raise ValueError(f"{classifier.name} has no known early layers to copy for multilevel features")
+        else:
+            raise ValueError(f"features must be 'multilevel' or 'pooled', got {features!r}")
+        self.features = features
         self.layers = nn.ModuleList(copy.deepcopy(layers))
         self.taps = [i for i, layer in enumerate(layers) if any(layer is tap for tap in taps)]
         self.source_weights_id = classifier.weights_id
@@ -42,6 +53,8 @@ class FeatureLayers(nn.Module):
         return super().train(False)  # BatchNorm statistics stay the classifier's
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.features == "pooled":
+            return self.layers[0](z)
         maps = []
         for i, layer in enumerate(self.layers):
             z = layer(z)

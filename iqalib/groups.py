@@ -63,6 +63,9 @@ def universal_perturbation(run: Run, evaluated: list[images.ImageRecord]) -> tup
     saved 8-bit UAP images against their originals, in the one pass every row gets)."""
     folder, u, clf = _attacks_dir(run) / "uap", run.params.attacks.uap, run.classifier
     pool, pool_ids = uap_pool(run, {r.source_id for r in evaluated})
+    if not pool:
+        raise ValueError(f"the UAP's pool ({u.pool}) is empty: no images beyond the evaluated originals")
+    run.record(uap_method=u.method, uap_pool=f"{u.pool} ({len(pool)} images)")
     key = {"uap": u.to_dict(), "classifier": clf.weights_id, "prep": clf.preprocessing_id, "pool": pool_ids,
            "seed": run.params.seed, "version": attacks.ATTACKS_VERSION, "evaluated": [r.image_id for r in evaluated]}
     if (folder / "uap.json").exists():

@@ -128,6 +128,7 @@ DEFAULTS: dict[str, Any] = {
         "n_boot": 1000,
         "peer_distorted": None,  # distorted images Feature Squeezing scores (a seeded sample); null: all
         "peer_fit_cap": None,  # training originals a feature-space peer is fitted on per split (seeded sample); null: all
+        "rbf_fit_cap": None,  # training sources an RBF fit of the kernel ablation uses per split (seeded sample); null: all
     },
     "robust": {  # notebook 05: the quality half under attack, and its defences
         "n_models": 3,  # heads of the plain and NT ensembles trained for notebook 05 (same photos, same seeds)
@@ -148,7 +149,9 @@ DEFAULTS: dict[str, Any] = {
         "denoiser": {"layers": 5, "channels": 16, "steps": 300, "batch_size": 32, "patch": 64, "lr": 1.0e-3,
                      "rank": {"steps": 60, "batch_size": 8, "weight": 1.0, "margin": 0.01, "lr": 1.0e-4}},
         # The detector under attack: held-out originals, l-inf radii (0-255 units) and PGD steps.
-        "adaptive": {"n_images": 16, "eps_255": [0.5, 1, 2, 4, 8], "steps": 10},
+        # fit_cap: training originals (each with its UAP twin) the detector under attack is fitted on,
+        # a seeded sample of the first split's; null: all of them (every scorer scores each one)
+        "adaptive": {"n_images": 16, "eps_255": [0.5, 1, 2, 4, 8], "steps": 10, "fit_cap": None},
         # l2 PGD inside DMS's certified radii, on the first n_images certified images.
         "certificate_attack": {"n_images": 8, "steps": 10, "draws": 4},
         "n_certified_images": 16,  # held-out IQA images the certificates and the Lipschitz estimate run on
@@ -388,6 +391,7 @@ SCHEMA: dict[str, Rule] = {
     "detector.n_boot": _POSITIVE,
     "detector.peer_distorted": _POSITIVE.or_null(),
     "detector.peer_fit_cap": _POSITIVE.or_null(),
+    "detector.rbf_fit_cap": _POSITIVE.or_null(),
     "robust.n_models": _POSITIVE,
     "robust.n_images": integer(min=4, why="SROCC after attack needs a few images"),
     "robust.n_srocc": integer(min=4),
@@ -426,6 +430,7 @@ SCHEMA: dict[str, Rule] = {
     "robust.adaptive.n_images": _POSITIVE,
     "robust.adaptive.eps_255": list_of(number(gt=0, le=64, why="0–255 pixel units")),
     "robust.adaptive.steps": _POSITIVE,
+    "robust.adaptive.fit_cap": _POSITIVE.or_null(),
     "robust.certificate_attack.n_images": _POSITIVE,
     "robust.certificate_attack.steps": _POSITIVE,
     "robust.certificate_attack.draws": _POSITIVE,
@@ -450,6 +455,10 @@ def _pool_size_when_needed(p: dict[str, Any]) -> str | None:
     uap = p["attacks"]["uap"]
     if uap["pool"] == "originals_rest" and uap["pool_size"] is None:
         return "attacks.uap.pool_size must be an integer >= 1 when attacks.uap.pool is originals_rest, got None"
+    if uap["pool"] == "originals_rest" and p["originals"]["limit"] is None:
+        # the pool is the originals after the first ``limit``: with no limit every one is evaluated
+        return ("originals.limit must be set when attacks.uap.pool is originals_rest (the pool is the "
+                "originals beyond the first 'limit'), got None")
     return None
 
 

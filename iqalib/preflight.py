@@ -82,7 +82,19 @@ def _originals_problems(source: str, given: str | None) -> list[str]:
     if not _has_image(root):
         suffixes = ", ".join(IMAGE_SUFFIXES)
         return [f"{source}: {root} ({where}) holds no image files ({suffixes}). {advice}"]
+    if not _has_label(source, root):
+        layouts = ("flat ILSVRC2012_val_XXXXXXXX.JPEG files under their official names, or one sub-folder per "
+                   "WordNet id (n01440764/...)" if source == "imagenet_val" else "one sub-folder per WordNet id (n01440764/...)")
+        return [f"{source}: {root} ({where}) holds images but none with an ImageNet label: expected {layouts}. {advice}"]
     return []
+
+
+def _has_label(source: str, root: Path) -> bool:
+    """Whether at least one image under ``root`` gets a label from its name or folder (no decoding)."""
+    from iqalib.images import folder_candidates, imagenet_val_candidates
+
+    candidates = imagenet_val_candidates(root) if source == "imagenet_val" else folder_candidates(root)
+    return any(record is not None for record, _ in candidates)
 
 
 def _has_image(root: Path) -> bool:

@@ -239,14 +239,12 @@ class QualityModel:
         return self.feature_layers is not None or self._feature_layers_state is not None
 
     def attach_own_layers(self, classifier: Classifier | None = None) -> nn.Module:
-        """Give the model its own trainable copy of ``classifier``'s early layers
-        (``iqalib.feature_layers``), initialised from the classifier's weights; returns it."""
+        """Give the model its own trainable copy of ``classifier``'s layers up to the deepest its
+        heads read (``iqalib.feature_layers``: the early layers, or the whole backbone for
+        ``pooled`` features), initialised from the classifier's weights; returns it."""
         from iqalib.feature_layers import FeatureLayers
 
-        if self.features != "multilevel":
-            raise ValueError("own feature layers give multilevel features; this model reads "
-                             f"{self.features!r} features")
-        self.feature_layers = FeatureLayers(self.classifier(classifier))
+        self.feature_layers = FeatureLayers(self.classifier(classifier), self.features)
         self._feature_layers_state = None
         return self.feature_layers
 
@@ -256,7 +254,7 @@ class QualityModel:
         if self.feature_layers is None and self._feature_layers_state is not None:
             from iqalib.feature_layers import FeatureLayers
 
-            layers = FeatureLayers(self.classifier(classifier))
+            layers = FeatureLayers(self.classifier(classifier), self.features)
             layers.load_state_dict(self._feature_layers_state)
             self.feature_layers = layers.requires_grad_(False)
             self._feature_layers_state = None

@@ -11,6 +11,7 @@ import functools
 import io
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -154,6 +155,14 @@ def _markdown(frame: pd.DataFrame) -> str:
     return escaped.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
+def rehearsal_note() -> str:
+    """The caption prefix of a rehearsal (``scripts/rehearse_paper.py`` sets ``IQALIB_REHEARSAL``):
+    its networks have random weights and its scores are made up, so no number is a result."""
+    if not os.environ.get("IQALIB_REHEARSAL"):
+        return ""
+    return "[Rehearsal of paper.yaml: random weights, made-up scores, a dozen photos; not a result.] "
+
+
 def save_table(df: pd.DataFrame, name: str, run: Any, caption: str = "", floatfmt: str = ".3f",
                show: bool = True, view_columns: Sequence[str] | None = None, digits: int = 3) -> None:
     """Write ``tables/<name>.csv`` (every column, full precision) and its Markdown twin
@@ -161,7 +170,7 @@ def save_table(df: pd.DataFrame, name: str, run: Any, caption: str = "", floatfm
     under the caption. ``show=False`` only writes. Returns nothing, so a cell that ends with this
     call shows the table once."""
     folder = _folder(run, "tables")
-    caption = caption.strip()  # Markdown shows "**text **" literally: no space may stand inside the bold
+    caption = (rehearsal_note() + caption).strip()  # Markdown shows "**text **" literally: no space inside the bold
     atomic_write_text(folder / f"{name}.csv", df.to_csv(index=False))
     markdown = df.to_markdown(index=False, floatfmt=floatfmt)
     atomic_write_text(folder / f"{name}.md", (f"{caption}\n\n" if caption else "") + markdown + "\n")
@@ -230,6 +239,14 @@ def save_counts(counts_by_name: Mapping[str, Mapping[str, Any]], run: Any, prefi
         atomic_write_text(path, json.dumps(dict(counts), indent=2, sort_keys=True))
         paths.append(path)
     return paths
+
+
+def save_code_paths(run: Any, notebook: str) -> Path:
+    """The code paths the notebook's calls took (``run.took``: classifier, feature kind, IQA sets,
+    UAP method ...) for the manifest, as ``code_paths/<notebook>.json``."""
+    path = _folder(run, "code_paths") / f"{notebook}.json"
+    atomic_write_text(path, json.dumps(run.took, indent=2, sort_keys=True, default=str))
+    return path
 
 
 def paper_vs_ours(ours: pd.DataFrame, paper: pd.DataFrame, on: list[str], keep_paper_rows: bool = False) -> pd.DataFrame:

@@ -138,6 +138,8 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
 
     _reuse_or_build(run.folder / ROBUST_NT_FOLDER, {**key, "nt": r.nt.to_dict()}, build_nt)
     nt = load(run.folder / ROBUST_NT_FOLDER)
+    layers = nt.own_layers(run.classifier)
+    run.record(quality_features=plain.features, nt_own_layers=f"{layers.features}: {len(layers.layers)} module(s) copied")
     return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"])}
 
 
@@ -181,6 +183,7 @@ def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str
 
     _reuse_or_build(run.folder / DENOISER_RANK_FOLDER, rank_key, build_rank)
     rank = DnCNN.load(run.folder / DENOISER_RANK_FOLDER).to(device)
+    run.record(denoiser=f"DnCNN, {rank.layers} layers of {rank.channels} channels")
     return {"mse": mse, "rank": rank, "mse_log": pd.DataFrame(mse.card["log"]),
             "rank_log": pd.DataFrame(rank.card["log"])}
 
@@ -208,13 +211,17 @@ def compared(scorers: dict[str, Any]) -> dict[str, Any]:
 
 def robust_detector_data(run: Run, table: pd.DataFrame) -> dict[str, Any]:
     """For the detector under attack: the first paired split's training rows (originals and UAP
-    images of its training sources, as in notebook 04) with their views, and the first
+    images of its training sources, as in notebook 04; at most ``robust.adaptive.fit_cap`` sources,
+    a seeded sample) with their views, and the first
     ``robust.adaptive.n_images`` held-out originals the classifier gets right, with views and labels."""
     import torch
 
 
     p = run.params
     train_ids, test_ids = evaluation.paired_splits(table, p.detector.n_splits, p.detector.train_size, p.seed)[0]
+    cap = p.robust.adaptive.fit_cap
+    if cap is not None and len(train_ids) > cap:  # every scorer scores each training image: DMS 'n' passes each
+        train_ids = np.random.default_rng([p.seed, 5]).choice(sorted(map(str, train_ids)), size=cap, replace=False)
     src = table["source_id"].astype(str)
     train = table[src.isin(set(train_ids)) & table["group"].isin(["original", "adversarial"])].reset_index(drop=True)
     held = table[(table["group"] == "original") & src.isin(set(test_ids)) & table["correct"].astype(bool)]
@@ -268,6 +275,7 @@ def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> 
     fs_seconds = (time.perf_counter() - start) / len(x)
     start = time.perf_counter()
     dms = scorers["dms"].certify(x, s.radii, s.n_certify, s.conf)
+    run.record(certificate_draws={"dms": s.n_certify, "fs": f.n_certify})
     dms_seconds = (time.perf_counter() - start) / len(x)
     # The attacked median is the same order statistic of as many draws as the certified one.
     attacked = {radius: scorers["dms"].certify(robust.pgd_l2(scorers["dms"], x_attacked, radius, a.steps, a.draws,

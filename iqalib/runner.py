@@ -329,6 +329,9 @@ def _manifest(params, file: Path, out: Path, status: str, timings: dict[str, flo
     unchanged code and params are rendered again (start and finish times and the full platform
     string are in ``run.log``)."""
     counts = {p.stem: json.loads(p.read_text()) for p in sorted((out / "counts").glob("*.json"))}
+    stems = {nb.stem.split("_")[0]: nb.stem for nb in notebooks()}
+    code_paths = {stems.get(p.stem, p.stem): json.loads(p.read_text())
+                  for p in sorted((out / "code_paths").glob("*.json"))}
     timings = dict(sorted(timings.items()))
     return {
         "run_name": params.run_name,
@@ -341,6 +344,7 @@ def _manifest(params, file: Path, out: Path, status: str, timings: dict[str, flo
         "wall_time_s": timings,
         "wall_time_total_s": round(sum(timings.values()), 1),
         "image_counts": counts,
+        "code_paths": code_paths,
         "tables": _collect(out, "tables/*.csv"),
         "figures": _collect(out, "figures/*.png"),
         "reports": _collect(out, "reports/*.html"),

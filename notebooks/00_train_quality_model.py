@@ -140,3 +140,4 @@ print(f"saved {len(model.heads)} heads to {folder.relative_to(run.folder)}")
 
 # %%
 report.verdicts(verdicts.quality_model(performance, per_type, run.target), "00", run);
+report.save_code_paths(run, "00");

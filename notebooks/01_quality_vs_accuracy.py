@@ -125,3 +125,4 @@ report.save_table(tables.table1_spearman(pairs), "table1_spearman", run,
 
 # %%
 report.verdicts(verdicts.quality_vs_accuracy(table1, pairs), "01", run);
+report.save_code_paths(run, "01");

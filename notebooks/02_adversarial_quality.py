@@ -146,3 +146,4 @@ report.save_figure(figures.gallery(rows, titles, "Top-1 class (confidence) and p
 
 # %%
 report.verdicts(verdicts.adversarial_quality(features, table2, table3, built.fooling_rate), "02", run);
+report.save_code_paths(run, "02");

@@ -85,3 +85,4 @@ report.save_figure(figures.by_level(by_level, t0), "table4_distorted_by_level", 
 
 # %%
 report.verdicts(verdicts.baselines(table4, t0, matched, share), "03", run);
+report.save_code_paths(run, "03");

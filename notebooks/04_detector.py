@@ -113,7 +113,9 @@ report.save_table(ablation, "ablation", run, "Ablation: AUC and detection rate p
 # %%
 kernels = study.kernel_ablation()
 report.save_table(kernels, "kernel_ablation", run, "Detector (top-5 + quality) per kernel choice, same splits: AUC against "
-                  "held-out originals and detection rates (the SVM's own threshold; the paper's operating point).",
+                  "held-out originals and detection rates (the SVM's own threshold; the paper's operating point)."
+                  + (f" RBF choices fitted on a seeded {study.rbf_fit_cap} training photos per split (detector.rbf_fit_cap)."
+                     if study.rbf_fit_cap else ""),
                   view_columns=["kernel", "group", "auc", "detection_rate", "detection_rate_at_fpr"])
 
 # %% [markdown]
@@ -237,3 +239,4 @@ sample.assign(fit=deployed.predict_fit(groups.row_images(run, sample), classifie
 table4 = report.paper_vs_ours(tables.table4(features, run.thresholds), report.paper_values("table4")[0], on=["group"])
 report.verdicts(verdicts.detector(table5, table4, ablation, run.thresholds[0], tables.fooling_rate(features),
                                   comparison) + verdicts.peers(peer_table), "04", run);
+report.save_code_paths(run, "04");

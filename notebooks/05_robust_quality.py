@@ -167,3 +167,4 @@ report.save_figure(figures.vs_eps(detected, "attack_success_rate", "attack succe
 
 # %%
 report.verdicts(verdicts.robust(clean, attacks, certified, detected), "05", run);
+report.save_code_paths(run, "05");

@@ -176,3 +176,19 @@ def test_a_pipe_inside_a_cell_does_not_break_the_shown_table(P, shown):
     (bundle,) = shown
     html = mistune.create_markdown(plugins=["table"])(bundle["text/markdown"])
     assert html.count("<tr>") == 2 and "mean |Δs| 0.32" in html and "|:-" not in html
+
+
+def test_a_rehearsal_says_so_in_every_caption(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from iqalib import report
+
+    class _Run:
+        folder = tmp_path
+
+    monkeypatch.setenv("IQALIB_REHEARSAL", "1")
+    report.save_table(pd.DataFrame({"a": [1]}), "t", _Run(), "Caption.", show=False)
+    assert (tmp_path / "tables" / "t.md").read_text().startswith("[Rehearsal of paper.yaml: random weights")
+    monkeypatch.delenv("IQALIB_REHEARSAL")
+    report.save_table(pd.DataFrame({"a": [1]}), "t", _Run(), "Caption.", show=False)
+    assert (tmp_path / "tables" / "t.md").read_text().startswith("Caption.")

@@ -172,8 +172,13 @@ def test_own_feature_layers_start_as_the_shared_pass_and_score_like_it(clf, plai
         torch.testing.assert_close(layers(z), clf.forward_with_stats(z, stats_only=True)[1])
     layers.train()
     assert not layers.training and not any(m.training for m in layers.modules()), "BatchNorm keeps its statistics"
-    with pytest.raises(ValueError, match="multilevel"):
-        quality.QualityModel(clf, features="pooled").attach_own_layers(clf)
+    # the paper's pooled features: the copy is the whole backbone and gives the pooled embedding
+    pooled = quality.QualityModel(clf, features="pooled").attach_own_layers(clf)
+    with torch.no_grad():
+        torch.testing.assert_close(pooled(z), clf.forward_with_stats(z)[0])
+    assert all(p.data_ptr() != q.data_ptr() for p, q in zip(pooled.parameters(), clf.backbone.parameters()))
+    with pytest.raises(ValueError, match="'multilevel' or 'pooled'"):
+        FeatureLayers(clf, "edges")
 
 
 def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain, tmp_path):

@@ -332,3 +332,16 @@ def test_every_committed_table_value_lies_within_its_interval():
             assert outside.empty, f"{path.name}: {name} outside its interval in rows {list(outside.index)}"
             checked += len(ok)
     assert checked > 0
+
+
+def test_fit_cap_fits_on_fewer_photos_and_judges_the_same_rows(features, splits):
+    full = evaluation.split_scores(features, splits[:2], seed=0, progress=False)
+    capped = evaluation.split_scores(features, splits[:2], seed=0, progress=False, fit_cap=10)
+    for k in (0, 1):
+        f, c = full[full["split"] == k], capped[capped["split"] == k]
+        assert sorted(c.loc[c["role"] == "eval", "row"]) == sorted(f.loc[f["role"] == "eval", "row"])
+        fitted = set(c.loc[c["role"] == "train", "source_id"])
+        assert len(fitted) == 10 and fitted < set(f.loc[f["role"] == "train", "source_id"])
+        assert set(c.loc[c["role"] == "oof", "row"]) == set(c.loc[c["role"] == "train", "row"])
+    again = evaluation.split_scores(features, splits[:2], seed=0, progress=False, fit_cap=10)
+    pd.testing.assert_frame_equal(capped, again)
