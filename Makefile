@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export NLTK_DATA ?= $(CURDIR)/.nltk_data
 
-.PHONY: setup reproduce smoke test sync lab rehearse rehearse-full gpu-check costs
+.PHONY: setup reproduce smoke test sync lab rehearse rehearse-ci rehearse-full gpu-check costs
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ lab: setup                  ## JupyterLab on notebooks/ (as root, e.g. in a cont
 
 rehearse: setup             ## params/paper.yaml end to end on a miniature of the real data (random weights), + cost sheet
 	$(PY) scripts/rehearse_paper.py --size ci --scratch $(or $(SCRATCH),/tmp/iqalib-rehearsal) --fresh
+
+rehearse-ci: setup          ## what CI runs: the rehearsal of notebooks 00-04 (05 adds ~6 min on 2 cores), no cost sheet
+	$(PY) scripts/rehearse_paper.py --size ci --scratch $(or $(SCRATCH),/tmp/iqalib-rehearsal) --fresh --no-costs --only 00 01 02 03 04
 
 rehearse-full: setup        ## the same at a larger miniature (a few dozen photos)
 	$(PY) scripts/rehearse_paper.py --size full --scratch $(or $(SCRATCH),/tmp/iqalib-rehearsal-full) --fresh

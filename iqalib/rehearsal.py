@@ -56,8 +56,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "attacks.fool_ev.population": 4, "attacks.fool_ev.generations": 2, "attacks.fool_ev.keep": 2,
         "detector.n_splits": 2, "detector.n_boot": 20, "detector.peer_fit_cap": 8, "detector.peer_distorted": 8,
         "detector.rbf_fit_cap": 3,
-        "robust.n_models": 1, "robust.n_images": 4, "robust.n_srocc": 8, "robust.iters": 1,
-        "robust.smoothing.n": 2, "robust.smoothing.n_certify": 10,
+        "robust.n_models": 1, "robust.n_images": 4, "robust.n_srocc": 4, "robust.iters": 1,
+        "robust.smoothing.n": 1, "robust.smoothing.n_certify": 10,
         "robust.feature_smoothing.n": 4, "robust.feature_smoothing.n_certify": 10,
         "robust.feature_smoothing.lipschitz_iters": 2,
         "robust.denoiser.steps": 2, "robust.denoiser.batch_size": 2,
@@ -66,15 +66,18 @@ SIZES: dict[str, dict[str, Any]] = {
         "robust.adaptive.n_images": 1, "robust.adaptive.steps": 1, "robust.adaptive.fit_cap": 4,
         "robust.certificate_attack.n_images": 1, "robust.certificate_attack.steps": 1,
         "robust.certificate_attack.draws": 1,
-        "robust.n_certified_images": 2,
+        "robust.n_certified_images": 1,
     },
 }
 SIZES["full"] = {**SIZES["ci"], "originals.limit": 24, "attacks.uap.pool_size": 8, "attacks.fool_gd.n": 6,
-                 "attacks.fool_ev.keep": 6, "detector.n_splits": 3, "robust.n_images": 6}
+                 "attacks.fool_ev.keep": 6, "detector.n_splits": 3, "robust.n_images": 6, "robust.n_srocc": 8,
+                 "robust.smoothing.n": 2, "robust.n_certified_images": 2}
 # Keys a rehearsal sets besides sizes: where it writes, and (gpu-check) the device and precision.
 PLACEMENT = ("run_name", "outputs_dir", "device", "amp")
-# Miniature sizes of the data sets per rehearsal size: (val photos, references per IQA set).
-DATA_SIZES = {"ci": (12, 2), "full": (36, 3)}
+# Miniature sizes per rehearsal size: val photos, and references per IQA set (TID2013, which the
+# quality model trains on, needs two for content-disjoint splits; CSIQ and LIVE are only tested on).
+DATA_SIZES = {"ci": {"val": 12, "tid2013": 2, "csiq": 1, "live": 1},
+              "full": {"val": 36, "tid2013": 3, "csiq": 3, "live": 3}}
 _SIDE = 256  # long side of the miniature photos: every classifier views them at 224 anyway
 
 
@@ -277,16 +280,18 @@ def write_data(scratch: Path, size: str, params: Mapping[str, Any]) -> dict[str,
     """Every data folder and checkpoint the rehearsal's ``params`` need, under ``scratch``.
 
     Returns the environment variables that point the run at them and a summary of what was written."""
-    n_val, n_refs = DATA_SIZES[size]
+    n = DATA_SIZES[size]
     data, torch_home = scratch / "data", scratch / "torch"
     types, levels = params["distortions"]["types"], params["distortions"]["levels"]
     calibration = [_small(images.open_image(r.path)) for r, _ in images.embedded_candidates(1)[:16] if r is not None]
     weights = {name: str(write_checkpoint(torch_home, name, calibration))
                for name in dict.fromkeys([params["classifier"], *params["classifiers_table1"]])}
-    sets = {"tid2013": write_tid2013(data / "tid2013", _reference_photos(n_refs, 0), types, levels),
-            "csiq": write_csiq(data / "csiq", _reference_photos(n_refs, n_refs), types, levels),
-            "live": write_live(data / "live" / "databaserelease2", _reference_photos(n_refs, 2 * n_refs), 2 * n_refs)}
-    rows = write_imagenet_val(data / "imagenet_val_flat", data / "imagenet_val", n_val,
+    at = {"tid2013": 0, "csiq": n["tid2013"], "live": n["tid2013"] + n["csiq"]}  # distinct photos per set
+    sets = {"tid2013": write_tid2013(data / "tid2013", _reference_photos(n["tid2013"], at["tid2013"]), types, levels),
+            "csiq": write_csiq(data / "csiq", _reference_photos(n["csiq"], at["csiq"]), types, levels),
+            "live": write_live(data / "live" / "databaserelease2", _reference_photos(n["live"], at["live"]),
+                               2 * n["live"])}
+    rows = write_imagenet_val(data / "imagenet_val_flat", data / "imagenet_val", n["val"],
                               _own_top1(weights[params["classifier"]], params["classifier"]))
     env = {"TORCH_HOME": str(torch_home), "IQALIB_TID2013": str(sets["tid2013"]), "IQALIB_CSIQ": str(sets["csiq"]),
            "IQALIB_LIVE": str(sets["live"]), "IQALIB_IMAGENET_VAL": str(data / "imagenet_val")}

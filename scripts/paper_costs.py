@@ -9,7 +9,8 @@ input, as attacks run), a quality head's training step per row, the detector's S
 CPU side (JPEG decode + view, a distortion in the view). Counts follow paper.yaml (e.g. Fool_GD
 n x steps forward + backward passes). Two columns: this machine, and one H100-class GPU with 16
 cores, where the GPU's time is MEASURED when ``--device cuda`` runs on one, else ASSUMED from the
-networks' multiply-adds at 30 % of an H100's 989 TFLOPS dense bf16 (no GPU was lent to measure);
+networks' multiply-adds at 30 % of an H100's 989 TFLOPS dense bf16 (no GPU was lent to measure;
+a quality head's step is taken as launch-bound, 1 ms);
 the CPU side runs on 15 worker cores beside it, and the larger of the two counts for a pass. A
 projection, not a measurement of the whole run: it says which stage would dominate.
 """
@@ -74,12 +75,19 @@ def measure_networks(device: str, amp: bool, batch: int) -> dict[str, float]:
     return out
 
 
-def assumed_gpu(units: dict[str, float]) -> dict[str, float]:
-    """Per-image seconds on an H100 from multiply-adds (forward 2 FLOP per MAC, backward twice that)."""
+STEP_OVERHEAD = 1e-3  # s per optimiser step of a small head on a GPU (kernel launches, not FLOPs), assumed
+
+
+def assumed_gpu(units: dict[str, float], hidden: int, batch: int) -> dict[str, float]:
+    """Per-image seconds on an H100 from multiply-adds (forward 2 FLOP per MAC, backward twice that);
+    a quality head's step is launch-bound (``STEP_OVERHEAD`` per batch of ``batch`` rows). The SVM
+    fits and the CPU side keep this machine's measured costs (scikit-learn runs on one core)."""
     out = dict(units)
     for name, gmacs in GMACS.items():
         out[f"{name}_fwd"] = 2 * gmacs * 1e9 / H100_ASSUMED
         out[f"{name}_bwd"] = 3 * out[f"{name}_fwd"]
+    head_macs = 2048 * hidden + hidden * hidden + hidden * 70
+    out["head_row"] = max(6 * head_macs / H100_ASSUMED, STEP_OVERHEAD / batch)
     return out
 
 
@@ -167,14 +175,16 @@ def stages(p, u: dict[str, float]) -> list[dict]:
          a.fool_gd.n * a.fool_gd.steps * bwd, 0.0),
         ("02", "Fool_EV", f"{a.fool_ev.population} x {a.fool_ev.generations} generations",
          a.fool_ev.population * a.fool_ev.generations * fwd, 0.0),
-        ("04", "Table V: linear SVM per split (grid + out-of-fold), with the ablations and learning curve",
-         f"{d.n_splits} splits x {rows_v:,.0f} rows x 4.5 fits' worth", 4.5 * d.n_splits * rows_v * u["linear_row"], 0.0),
+        # Table V, 2 more column sets (ablation), 1.5 (learning curve at 1/4, 1/2, 3/4), 2 (comparison variants)
+        ("04", "linear SVM per split (grid + out-of-fold): Table V, ablations, learning curve, comparison variants",
+         f"{d.n_splits} splits x {rows_v:,.0f} rows x 6.5 detectors' worth", 6.5 * d.n_splits * rows_v * u["linear_row"], 0.0),
         ("04", "kernel ablation: RBF grid (16 settings x 5 folds + refit + 5 out-of-fold)",
          f"2 choices x {d.n_splits} splits x 86 fits at {2 * (d.rbf_fit_cap or N * d.train_size):,.0f} rows",
          2 * d.n_splits * 86 * u["rbf_fit"] * ((2 * (d.rbf_fit_cap or N * d.train_size)) / u["rbf_rows"]) ** 2.1, 0.0),
         ("04", "Feature Squeezing: two squeezed passes",
          f"2 x ({2 * N:,} + {a.fool_gd.n + a.fool_ev.keep:,} fooling + {d.peer_distorted or N * T:,} distorted)",
-         2 * (2 * N + a.fool_gd.n + a.fool_ev.keep + (d.peer_distorted or N * T)) * fwd, 0.0),
+         2 * (2 * N + a.fool_gd.n + a.fool_ev.keep + (d.peer_distorted or N * T)) * fwd,
+         (2 * N + a.fool_gd.n + a.fool_ev.keep) * u["decode"] + (d.peer_distorted or N * T) * (u["decode"] + u["distort"])),
         ("05", "NT training (finite-difference penalty: ~3 passes a step)",
          f"{r.nt.steps} steps x {r.nt.batch_size} images x 3", 3 * r.nt.steps * r.nt.batch_size * bwd, 0.0),
         ("05", "denoisers: MSE on 64 px crops, then rank-preserving through the metric",
@@ -259,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     rbf_rows = 4000
     units.update(measure_fits(p.quality.hidden, rbf_rows), rbf_rows=rbf_rows)
     measured_gpu = args.device == "cuda"
-    rows = sheet(p, units, units if measured_gpu else assumed_gpu(units), measured_gpu)
+    rows = sheet(p, units, units if measured_gpu else assumed_gpu(units, p.quality.hidden, p.quality.batch_size),
+                 measured_gpu)
     over = print_sheet(rows, {k: v for k, v in units.items() if k != "rbf_rows"})
     if args.json:
         args.json.write_text(json.dumps({"units": units, "device": args.device, "amp": args.amp, "stages": rows}, indent=2))
