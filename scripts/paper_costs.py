@@ -176,6 +176,7 @@ def stages(p, u: dict[str, float]) -> list[dict]:
         ("02", "Fool_EV", f"{a.fool_ev.population} x {a.fool_ev.generations} generations",
          a.fool_ev.population * a.fool_ev.generations * fwd, 0.0),
         # Table V, 2 more column sets (ablation), 1.5 (learning curve at 1/4, 1/2, 3/4), 2 (comparison variants)
+        ("03", "Baselines 1 and 2: thresholds on the features table (no passes)", "none", 0.0, 0.0),
         ("04", "linear SVM per split (grid + out-of-fold): Table V, ablations, learning curve, comparison variants",
          f"{d.n_splits} splits x {rows_v:,.0f} rows x 6.5 detectors' worth", 6.5 * d.n_splits * rows_v * u["linear_row"], 0.0),
         ("04", "kernel ablation: RBF grid (16 settings x 5 folds + refit + 5 out-of-fold)",

@@ -135,3 +135,29 @@ def test_preflight_passes_on_the_miniature(tmp_path, miniature, monkeypatch):
         monkeypatch.setenv(var, str(miniature[key]))
     monkeypatch.setenv("IQALIB_IMAGENET_VAL", str(miniature["root"] / "by_wnid"))
     assert preflight.problems(params.needs(params.validate(rehearsal.rehearsal_params("ci", tmp_path), "paper"))) == []
+
+
+# Unit costs (s per image) as measured on the project's 2-core machine (README, cost sheet).
+MEASURED_UNITS = {"alexnet_bwd": 0.044, "alexnet_fwd": 0.0225, "decode": 0.0028, "distort": 0.0091,
+                  "dncnn17_bwd": 2.33, "dncnn17_fwd": 0.54, "head_row": 0.0008, "linear_row": 0.00043,
+                  "rbf_fit": 0.30, "rbf_rows": 4000, "resnet152_bwd": 0.422, "resnet152_fwd": 0.235,
+                  "vgg16_bwd": 0.545, "vgg16_fwd": 0.232}
+
+
+def test_cost_sheet_covers_every_notebook_and_the_caps_keep_each_stage_under_30_minutes():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import paper_costs
+
+    def sheet(raw):
+        p = params.validate(raw, "paper")
+        gpu = paper_costs.assumed_gpu(MEASURED_UNITS, p.quality.hidden, p.quality.batch_size)
+        return paper_costs.sheet(p, MEASURED_UNITS, gpu, gpu_measured=False)
+
+    capped = sheet(rehearsal.paper_params())
+    assert {r["notebook"] for r in capped} == {"00", "01", "02", "03", "04", "05"}
+    assert max(r["gpu_machine_s"] for r in capped) < 1800
+    raw = rehearsal.paper_params()
+    raw["detector"].update(rbf_fit_cap=None, peer_distorted=None)
+    raw["robust"]["adaptive"]["fit_cap"] = None
+    uncapped = {r["stage"]: r["gpu_machine_s"] for r in sheet(raw)}
+    assert max(uncapped.values()) > 1800  # the RBF kernel ablation at ~48,000 rows a split
