@@ -67,25 +67,36 @@ def vs_eps(df: pd.DataFrame, y: str, ylabel: str, title: str, hue: str = "qualit
     return fig
 
 
+def _span(values: pd.Series, lo: float = 0.0, hi: float = 1.0, pad: float = 0.05) -> tuple[float, float]:
+    """The data's range padded by ``pad`` of itself, inside [lo, hi]: a density squeezed into a
+    tenth of a fixed 0-1 axis shows nothing."""
+    a, b = float(values.min()), float(values.max())
+    margin = max((b - a) * pad, 0.02)
+    return max(lo, a - margin), min(hi, b + margin)
+
+
 def kde_grid(df: pd.DataFrame, x: str, y: str, by: str, xlabel: str, ylabel: str, title: str,
              col_wrap: int = 5) -> "plt.Figure":
-    """One bivariate KDE panel per value of ``by`` (seaborn), points overlaid; axes on [0, 1]."""
+    """One bivariate KDE panel per value of ``by`` (seaborn), points overlaid; the x axis (a
+    quality score) spans the data, the y axis (a similarity) is 0-1."""
     import seaborn as sns
     import warnings
 
     groups = list(dict.fromkeys(df[by]))
     ncols = min(col_wrap, len(groups))
     nrows = -(-len(groups) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.5 * nrows), sharex=True, sharey=True, squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(2.6 * ncols, 4.2), 2.5 * nrows + 0.3), sharex=True,
+                             sharey=True, squeeze=False)
+    xlim = _span(df[x]) if len(df) else (0, 1)
     for ax, group in zip(axes.flat, groups):
         g = df[df[by] == group]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tiny or constant groups: the KDE is skipped, points remain
             if len(g) >= 5 and g[x].nunique() > 1 and g[y].nunique() > 1:
-                sns.kdeplot(data=g, x=x, y=y, fill=True, cmap="mako", thresh=0.05, levels=8, ax=ax, clip=((0, 1), (0, 1)))
+                sns.kdeplot(data=g, x=x, y=y, fill=True, cmap="mako", thresh=0.05, levels=8, ax=ax, clip=(xlim, (0, 1)))
         ax.scatter(g[x], g[y], s=6, color="tab:orange", alpha=0.6, linewidths=0)
         ax.set_title(f"{group} (n={len(g)})")
-        ax.set_xlim(0, 1)
+        ax.set_xlim(*xlim)
         ax.set_ylim(0, 1.05)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -140,7 +151,7 @@ def quality_vs_level(held: pd.DataFrame, target: str) -> "plt.Figure":
     levels = held.groupby(["distortion", "level"])[["pred", "mos"]].mean().reset_index()
     grid = sns.relplot(data=levels.melt(id_vars=["distortion", "level"], value_vars=["pred", "mos"], var_name="score"),
                        x="level", y="value", hue="score", col="distortion", col_wrap=5, kind="line", marker="o",
-                       height=1.9, aspect=1.0).set(ylim=(0, 1))
+                       height=1.9, aspect=1.0).set(ylim=(0, 1), xticks=sorted(levels["level"].unique()))
     grid.figure.suptitle(f"Predicted quality (pred) and {target} (mos) against distortion level, held-out references",
                          y=1.02)
     return grid.figure
@@ -171,6 +182,8 @@ def by_level(table: pd.DataFrame, threshold: float) -> "plt.Figure":
     axes[0].set(xlabel="level", ylabel=f"rejected (quality < {threshold})", ylim=(-0.02, 1.02))
     axes[1].set(xlabel="level", ylabel="classifier accuracy", ylim=(-0.02, 1.02))
     axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.set_xticks(sorted(table["level"].unique()))  # levels are whole numbers: no tick at 1.5
     fig.tight_layout()
     return fig
 
@@ -191,7 +204,10 @@ def robust_training(nt_log: pd.DataFrame, denoiser_log: pd.DataFrame, rank_log: 
     share of image pairs the metric ranks out of order behind the denoiser during rank fine-tuning."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     nt_log.plot(x="step", y="grad_l1", ax=axes[0], legend=False, title="NT: ‖∇f‖₁ of the batch (normalised input)")
+    axes[0].set_ylabel("‖∇ₓf‖₁ (finite difference)")
     denoiser_log.plot(x="step", y=["mse", "noisy_mse"], ax=axes[1], logy=True, title="Denoiser (MSE): vs doing nothing")
+    axes[1].set_ylabel("MSE to the clean image (log)")
+    axes[1].legend(["denoised", "noisy input (doing nothing)"], fontsize=7)
     if len(rank_log):
         rank_log.assign(violated=rank_log["violated"].rolling(10, min_periods=1).mean()).plot(
             x="step", y="violated", ax=axes[2], legend=False, ylim=(0, None),

@@ -23,7 +23,11 @@ from iqalib.cache import atomic_write_bytes, atomic_write_text
 
 MAX_VIEW_COLUMNS = 14  # a wider table is shown narrowed (or transposed); its CSV keeps every column
 VERDICTS = ("reproduced", "not reproduced", "not testable")
-VERDICT_COLUMNS = ("claim", "paper", "ours", "verdict", "why")
+VERDICT_COLUMNS = ("claim", "paper", "ours", "verdict", "why", "scope", "judges")
+#: ``scope``: whose claim a verdict row judges; ``judges``: whether its rule asks only for the
+#: paper's direction (lower, higher, at p < 0.05) or for a size (the paper's number, a stated bar).
+SCOPES = ("paper", "beyond the paper")
+JUDGES = ("direction", "magnitude")
 
 
 def _folder(where: Any, kind: str) -> Path:
@@ -42,12 +46,15 @@ def _in_kernel() -> bool:
     return get_ipython() is not None
 
 
-def show_markdown(text: str) -> None:
-    """Rendered Markdown in the notebook and HTML report; the same text as the plain-text fallback."""
+def show_markdown(text: str, about: Mapping[str, Any] | None = None) -> None:
+    """Rendered Markdown in the notebook; the same text as the plain-text fallback. ``about``
+    (kept in the output's metadata under ``iqalib``) tells the results site what the output is
+    (a table, a verdict table, a figure's caption), so it can number and caption it."""
     if _in_kernel():
         from IPython.display import display
 
-        display({"text/markdown": text, "text/plain": text}, raw=True)
+        display({"text/markdown": text, "text/plain": text}, raw=True,
+                metadata={"iqalib": dict(about)} if about else None)
 
 
 def show_image(path: str | Path, width: int | None = None) -> None:
@@ -87,6 +94,20 @@ def _key_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c])]
 
 
+def _paper_beside_ours(columns: list) -> list:
+    """Each ``paper_<x>`` column moved right after our ``<x>``, so a wide table shows the paper's
+    value next to ours rather than off-screen at its end."""
+    paper = {str(c)[len("paper_"):]: c for c in columns if str(c).startswith("paper_") and str(c)[6:] in map(str, columns)}
+    ordered = []
+    for c in columns:
+        if c in paper.values():
+            continue
+        ordered.append(c)
+        if str(c) in paper:
+            ordered.append(paper[str(c)])
+    return ordered
+
+
 def table_view(df: pd.DataFrame, view_columns: Sequence[str] | None = None, digits: int = 3,
                max_columns: int = MAX_VIEW_COLUMNS) -> tuple[pd.DataFrame, str]:
     """The narrow, rounded view of ``df`` that a notebook shows, and a note on what it leaves out.
@@ -95,7 +116,8 @@ def table_view(df: pd.DataFrame, view_columns: Sequence[str] | None = None, digi
     ``x`` and its ``x_std`` twin (or ``x_mean`` and ``x_std``) become one ``mean ± std`` column,
     bootstrap bounds (``_ci_low``/``_ci_high``) are left to the CSV, and a table still wider than
     ``max_columns`` is transposed (few rows) or cut to its key columns plus the first numeric ones.
-    Every cell is a string, floats rounded to ``digits`` decimals.
+    Every cell is a string, floats rounded to ``digits`` decimals; a ``paper_<x>`` column stands
+    right after our ``<x>``.
     """
     if view_columns is not None:
         missing = [c for c in view_columns if c not in df.columns]
@@ -106,6 +128,7 @@ def table_view(df: pd.DataFrame, view_columns: Sequence[str] | None = None, digi
         left = len(df.columns) - len(view_columns)
         return shown.reset_index(drop=True), (f"Not shown: {left} more column(s)." if left else "")
 
+    df = df[_paper_beside_ours(list(df.columns))]
     keep = [c for c in df.columns if df[c].notna().any()] or list(df.columns)
     empty = [str(c) for c in df.columns if c not in keep]
     data = df[keep]
@@ -148,10 +171,11 @@ _NUMBER_CELL = re.compile(r"^(–|[-+]?\d[\d.,eE+-]*( ± [-+]?\d[\d.,eE+-]*)?)$"
 
 def _markdown(frame: pd.DataFrame) -> str:
     """A pipe table of an all-string frame (tabulate keeps the strings as they are); a "|" inside a
-    cell (e.g. "mean |Δs|") is escaped, or it would end the cell and break the whole table."""
+    cell or a header (e.g. "mean |Δs|") is escaped, or it would end the cell and break the whole table."""
     align = ["right" if len(frame) and frame[c].map(lambda v: bool(_NUMBER_CELL.match(str(v)))).all() else "left"
              for c in frame.columns]
     escaped = frame.map(lambda v: str(v).replace("|", "\\|"))
+    escaped.columns = [str(c).replace("|", "\\|") for c in frame.columns]
     return escaped.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
@@ -164,26 +188,46 @@ def rehearsal_note() -> str:
 
 
 def save_table(df: pd.DataFrame, name: str, run: Any, caption: str = "", floatfmt: str = ".3f",
-               show: bool = True, view_columns: Sequence[str] | None = None, digits: int = 3) -> None:
+               show: bool = True, view_columns: Sequence[str] | None = None, digits: int = 3,
+               takeaway: str = "", view: pd.DataFrame | None = None) -> None:
     """Write ``tables/<name>.csv`` (every column, full precision) and its Markdown twin
     ``tables/<name>.md`` (caption on top), then show a narrow rounded view (see ``table_view``)
-    under the caption. ``show=False`` only writes. Returns nothing, so a cell that ends with this
-    call shows the table once."""
+    under the caption, and ``takeaway`` (one line: what the table shows) under it. ``show=False``
+    only writes. ``view``: a frame shown instead of ``df`` (e.g. a pivot of a long table), the
+    files keep ``df``. Returns nothing, so a cell that ends with this call shows the table once."""
     folder = _folder(run, "tables")
     caption = (rehearsal_note() + caption).strip()  # Markdown shows "**text **" literally: no space inside the bold
     atomic_write_text(folder / f"{name}.csv", df.to_csv(index=False))
     markdown = df.to_markdown(index=False, floatfmt=floatfmt)
     atomic_write_text(folder / f"{name}.md", (f"{caption}\n\n" if caption else "") + markdown + "\n")
     if show:
-        view, note = table_view(df, view_columns, digits)
-        parts = [f"**{caption}**" if caption else "", _markdown(view),
+        shown, note = table_view(df if view is None else view, view_columns, digits)
+        if view is not None:
+            note = " ".join(p for p in (note, f"Shown: a compact view of the {len(df)}-row table.") if p)
+        table = _markdown(shown)
+        parts = [f"**{caption}**" if caption else "", table, f"*{takeaway}*" if takeaway else "",
                  f"*{note} Every column is in `tables/{name}.csv`.*" if note else ""]
-        show_markdown("\n\n".join(p for p in parts if p))
+        show_markdown("\n\n".join(p for p in parts if p),
+                      {"kind": "table", "name": name, "caption": caption, "takeaway": takeaway, "note": note,
+                       "table": table})
+
+
+def show_table(df: pd.DataFrame, caption: str = "", digits: int = 3) -> None:
+    """Show (not save) a small frame the way ``save_table`` shows one: rounded, its index a column
+    when it names the rows. For a count or a sample a notebook prints on the way."""
+    if not isinstance(df.index, pd.RangeIndex):
+        df = df.rename_axis(df.index.name or "").reset_index()
+    shown, note = table_view(df, digits=digits)
+    table = _markdown(shown)
+    parts = [f"**{caption}**" if caption else "", table, f"*{note}*" if note else ""]
+    show_markdown("\n\n".join(p for p in parts if p), {"kind": "table", "name": "", "caption": caption, "note": note,
+                                                       "table": table})
 
 
 def verdicts(rows: Iterable[Mapping[str, Any]], notebook: str, run: Any, show: bool = True) -> pd.DataFrame:
-    """Ours vs the paper, one row per claim: ``{claim, paper, ours, verdict, why}`` with ``verdict``
-    one of ``reproduced``, ``not reproduced``, ``not testable``.
+    """Ours vs the paper, one row per claim: ``{claim, paper, ours, verdict, why, scope, judges}``
+    with ``verdict`` one of ``reproduced``, ``not reproduced``, ``not testable``, ``scope`` one of
+    ``SCOPES`` (default: the paper's claim) and ``judges`` one of ``JUDGES`` (default: direction).
 
     Writes ``tables/verdicts_<notebook>.csv`` (+ ``.md``), which the run's front page collects, and
     shows the rows under the heading "Ours vs the paper". Returns the table (assign it, or the
@@ -194,25 +238,31 @@ def verdicts(rows: Iterable[Mapping[str, Any]], notebook: str, run: Any, show: b
         unknown = set(row) - set(VERDICT_COLUMNS)
         if unknown:
             raise ValueError(f"verdict row {i}: unknown key(s) {', '.join(sorted(unknown))}; use {', '.join(VERDICT_COLUMNS)}")
-    frame = pd.DataFrame([{k: row.get(k) for k in VERDICT_COLUMNS} for row in rows], columns=list(VERDICT_COLUMNS))
-    bad = sorted(set(frame["verdict"]) - set(VERDICTS), key=str)
-    if bad:
-        raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}; got {', '.join(map(repr, bad))}")
+    defaults = {"scope": SCOPES[0], "judges": JUDGES[0]}
+    frame = pd.DataFrame([{k: row.get(k, defaults.get(k)) for k in VERDICT_COLUMNS} for row in rows],
+                         columns=list(VERDICT_COLUMNS))
+    for column, allowed in (("verdict", VERDICTS), ("scope", SCOPES), ("judges", JUDGES)):
+        bad = sorted(set(frame[column]) - set(allowed), key=str)
+        if bad:
+            raise ValueError(f"{column} must be one of {', '.join(allowed)}; got {', '.join(map(repr, bad))}")
     if frame["claim"].isna().any() or (frame["claim"].astype(str).str.strip() == "").any():
         raise ValueError("every verdict row needs a claim")
     save_table(frame, f"verdicts_{notebook}", run, f"Ours vs the paper ({notebook}).", show=False)
     if show:
-        shown = frame.map(lambda v: _fmt(v, 3))
+        shown = frame.drop(columns="scope").map(lambda v: _fmt(v, 3))
         shown["verdict"] = "**" + frame["verdict"] + "**"
-        show_markdown("### Ours vs the paper\n\n" + _markdown(shown))
+        table = _markdown(shown)
+        show_markdown("### Ours vs the paper\n\n" + table, {"kind": "verdicts", "notebook": notebook, "table": table})
     return frame
 
 
 # --------------------------------------------------------------------------------------------- figures
 
-def save_figure(fig: "plt.Figure", name: str, run: Any, show: bool = True) -> None:
-    """Write ``figures/<name>.png``, show exactly that PNG in the notebook, and close the figure
-    (so the inline backend does not show it a second time). ``show=False`` only writes."""
+def save_figure(fig: "plt.Figure", name: str, run: Any, show: bool = True, caption: str = "",
+                takeaway: str = "") -> None:
+    """Write ``figures/<name>.png``, show exactly that PNG in the notebook with ``caption`` (what
+    it shows) and ``takeaway`` (one line: what to read from it) under it, and close the figure (so
+    the inline backend does not show it a second time). ``show=False`` only writes."""
     from matplotlib.figure import Figure
 
     if not isinstance(fig, Figure):
@@ -225,7 +275,12 @@ def save_figure(fig: "plt.Figure", name: str, run: Any, show: bool = True) -> No
     if show and _in_kernel():
         from IPython.display import Image, display
 
-        display(Image(data=buffer.getvalue(), format="png"))
+        caption = (rehearsal_note() + caption).strip()
+        about = {"kind": "figure", "name": name, "caption": caption, "takeaway": takeaway}
+        display(Image(data=buffer.getvalue(), format="png"), metadata={"iqalib": about})
+        if caption or takeaway:
+            show_markdown(" ".join(p for p in (f"**{caption}**" if caption else "", f"*{takeaway}*" if takeaway else "") if p),
+                          {"kind": "caption", "name": name})
 
 
 # ------------------------------------------------------------------------------------- counts, paper

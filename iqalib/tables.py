@@ -391,6 +391,18 @@ def robust_certified(model: str, space: str, sigma: float, n_samples: int, certi
     return pd.DataFrame(rows)
 
 
+def by_eps(df: pd.DataFrame, values: Mapping[str, str], index: Sequence[str] = ("quality_model", "attack")) -> pd.DataFrame:
+    """A long per-ε table (``robust_attacks``, ``robust_detector``) as one row per ``index`` and one
+    column per measure and ε, named ``<label> @<ε>/255`` (``values``: column → label): what a
+    reader compares across radii, in a few rows."""
+    wide = df.pivot_table(index=list(index), columns="eps_255", values=list(values), sort=False)
+    eps = sorted(df["eps_255"].unique())
+    columns = [(v, e) for e in eps for v in values if (v, e) in wide.columns]
+    wide = wide[columns]
+    wide.columns = [f"{values[v]} @{e:g}/255" for v, e in columns]
+    return wide.reset_index()
+
+
 def robust_detector(model: str, attack: str, eps_255: float, judged: Mapping[str, np.ndarray],
                     clean_flagged: np.ndarray) -> dict[str, Any]:
     """One ``robust_detector.csv`` row from ``adaptive.judge`` on attacked held-out originals:
@@ -454,6 +466,16 @@ def iqa_overview(sets: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Per IQA set and distortion: images, reference photos and mean score."""
     return pd.concat(sets.values()).groupby(["dataset", "distortion"]).agg(
         images=("path", "size"), references=("ref_id", "nunique"), mos_mean=("mos", "mean")).reset_index()
+
+
+def iqa_sentence(sets: Mapping[str, pd.DataFrame]) -> str:
+    """The IQA sets in one sentence, counted from the tables (never typed into a notebook)."""
+    parts = []
+    for name, t in sets.items():
+        levels = t["level"].nunique() if "level" in t else 0
+        parts.append(f"**{name}**: {len(t):,} distorted images of {t['ref_id'].nunique():,} reference photos, "
+                     f"{t['distortion'].nunique()} distortion types" + (f" × {levels} levels" if levels > 1 else ""))
+    return "; ".join(parts) + "."
 
 
 def table1_by_distortion(pairs: pd.DataFrame) -> pd.DataFrame:

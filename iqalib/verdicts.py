@@ -1,9 +1,10 @@
 """Ours vs the paper: each notebook's testable claims of Feng & Cai (2020), judged from our tables.
 
 One function per notebook (for 05, the claims of the robust-quality papers) returns rows
-``{claim, paper, ours, verdict, why}`` with ``verdict`` one of ``reproduced``, ``not reproduced``,
-``not testable``; ``report.verdicts`` saves and shows them
-and the run's front page collects them. The rules are stated in each row's ``why`` so a reader
+``{claim, paper, ours, verdict, why, judges, scope}`` with ``verdict`` one of ``reproduced``,
+``not reproduced``, ``not testable``, ``judges`` whether the rule asks for a direction or a
+magnitude, and ``scope`` the paper's claim or one beyond it; ``report.verdicts`` saves and shows
+them and the site's results page collects them. The rules are stated in each row's ``why`` so a reader
 can disagree with them; the paper's numbers come from ``iqalib/data/paper_values.yaml``.
 Pure pandas/scipy on tables; no I/O.
 """
@@ -20,11 +21,16 @@ REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE = "reproduced", "not reproduced", "not 
 #: cannot be tested on the run's data.
 MIN_FOOLING_RATE = 0.2
 ALPHA = 0.05
+BEYOND = "beyond the paper"
 
 
-def _row(claim: str, paper: str, ours: str, ok: bool | None, why: str) -> dict:
+def _row(claim: str, paper: str, ours: str, ok: bool | None, why: str, judges: str = "direction",
+         scope: str = "paper") -> dict:
+    """``judges``: "direction" when the rule asks only for the paper's sign (lower, higher, p < α),
+    "magnitude" when it asks for a size (the paper's number, a stated bar); ``scope``: "paper" for
+    Feng & Cai's claims, "beyond the paper" for the peers' and the robust-IQA papers'."""
     verdict = NOT_TESTABLE if ok is None else (REPRODUCED if ok else NOT_REPRODUCED)
-    return {"claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "why": why}
+    return {"claim": claim, "paper": paper, "ours": ours, "verdict": verdict, "why": why, "judges": judges, "scope": scope}
 
 
 def _get(table: pd.DataFrame, group: str, column: str) -> float:
@@ -42,12 +48,13 @@ def quality_model(performance: pd.DataFrame, per_type: pd.DataFrame, target: str
              f"SROCC {r['srocc']:.3f} ± {r['srocc_std']:.3f}, PLCC {r['plcc']:.3f} ± {r['plcc_std']:.3f} vs {target}",
              bool(r["srocc"] >= 0.8 and r["plcc"] >= 0.8),
              "our bar: held-out SROCC and PLCC ≥ 0.80 (usual for a good NR-IQA model)"
-             + (f"; scores are a {target}, not human opinion" if "pseudo" in target else "")),
+             + (f"; scores are a {target}, not human opinion" if "pseudo" in target else ""), "magnitude"),
         _row("Predicted quality falls as blur, noise, JPEG and JPEG2000 get stronger",
              "implied (Section III-A uses the model on these distortions)",
              ", ".join(f"{k} {v:.2f}" for k, v in within.items()),
              bool((within <= -0.5).all()),
-             "Spearman of level vs predicted quality within one held-out image, mean; rule: ≤ −0.5 for every type"),
+             "Spearman of level vs predicted quality within one held-out image, mean; rule: ≤ −0.5 for every type",
+             "magnitude"),
     ]
 
 
@@ -129,7 +136,7 @@ def _fooling_images_fool(table3: pd.DataFrame) -> dict:
                 f"Fool_EV {_get(table3, 'fool_ev', 'paper_median'):.3f} (ResNet-152); Fool_GD not in Table III",
                 ", ".join(f"{g} {median[g]:.3f} ({distinct[g]:.0f} distinct of {count[g]:.0f})" for g in median),
                 bool(ok), "rule: median top-1 at least " + ", ".join(f"{v:g} ({g})" for g, v in FOOLING_MEDIAN_TOP1.items())
-                + ", every image distinct")
+                + ", every image distinct", "magnitude")
 
 
 def baselines(table4: pd.DataFrame, threshold: float, matched: float | None = None,
@@ -190,16 +197,16 @@ def detector(table5: pd.DataFrame, table4: pd.DataFrame, ablation: pd.DataFrame,
         _row("The detector flags adversarial images (Table V)", f"{paper['adversarial']:.2%}",
              f"{rate['adversarial']:.2%}", None if weak else bool(rate["adversarial"] >= paper["adversarial"]),
              why_weak if weak else f"rule: at least the paper's rate, at the paper's operating point ({target:.2%} "
-             "of training originals flagged)"),
+             "of training originals flagged)", "magnitude"),
         _row("…while judging originals fit (low false alarms)", f"{1 - paper['original']:.2%} judged fit",
              f"{1 - rate['original']:.2%} judged fit (held-out originals)",
              None if weak else bool(abs(rate["original"] - paper["original"]) <= 0.03),
              why_weak if weak else "rule: the operating point, set on training originals only, holds on held-out "
-             "ones within 3 points"),
+             "ones within 3 points", "magnitude"),
         _row("It flags fooling images it never saw in training", f"Fool_EV {paper['fool_ev']:.2%}, Fool_GD {paper['fool_gd']:.2%}",
              f"Fool_EV {rate['fool_ev']:.2%}, Fool_GD {rate['fool_gd']:.2%}",
              None if weak else bool(rate["fool_ev"] >= paper["fool_ev"] and rate["fool_gd"] >= paper["fool_gd"]),
-             why_weak if weak else "rule: at least the paper's rate, both groups"),
+             why_weak if weak else "rule: at least the paper's rate, both groups", "magnitude"),
         _row(f"It beats the quality-threshold baseline on adversarial images (Table IV, q < {threshold})",
              f"{paper['adversarial']:.2%} vs {_get(table4, 'adversarial', 'paper_detection_rate_q030'):.2%}",
              f"{rate['adversarial']:.2%} vs {base:.2%}", None if weak else bool(rate["adversarial"] > base),
@@ -221,7 +228,8 @@ def detector(table5: pd.DataFrame, table4: pd.DataFrame, ablation: pd.DataFrame,
                          "alarms)", "not compared in the paper", f"ours {ours:.2%}, Feature Squeezing {peer:.2%}",
                          None if weak or np.isnan(peer) else bool(ours >= peer),
                          why_weak if weak else ("rule: our rate at least the peer's; Feature Squeezing beats the "
-                                                "detector here" if peer > ours else "rule: our rate at least the peer's")))
+                                                "detector here" if peer > ours else "rule: our rate at least the peer's"),
+                         scope="beyond the paper"))
     return rows
 
 
@@ -247,7 +255,8 @@ def peers(table: pd.DataFrame, weak: bool = False, why_weak: str = "") -> list[d
                          "not compared in the paper",
                          f"ours {ours:.2%}, best peer {b['detector']} {b['detection_rate']:.2%}",
                          None if weak else bool(ours >= b["detection_rate"]),
-                         why_weak if weak else "rule: our detection rate at least the best peer's, same false-alarm rule"))
+                         why_weak if weak else "rule: our detection rate at least the best peer's, same false-alarm rule",
+                         scope="beyond the paper"))
     plus = {g: t.loc[("fit_for_task+", g), "detection_rate"] for g in groups_}
     short = {g: best[g]["detection_rate"] - plus[g] for g in groups_ if plus[g] < best[g]["detection_rate"]}
     auc_plus = t.loc[("fit_for_task+", "adversarial"), "auroc"]
@@ -259,7 +268,7 @@ def peers(table: pd.DataFrame, weak: bool = False, why_weak: str = "") -> list[d
                      + ("; short of the best peer on " + ", ".join(f"{g} by {d:.1%}" for g, d in short.items()) if short else ""),
                      None if weak else bool(not short and auc_plus > auc_peer["auroc"]),
                      why_weak if weak else "rule: at the paper's operating point at least the best peer on every group, "
-                     "and a higher adversarial AUROC than every peer"))
+                     "and a higher adversarial AUROC than every peer", scope="beyond the paper"))
     msp = {g: (t.loc[("msp", g), "auroc"], t.loc[("msp", g), "detection_rate"]) for g in groups_}
     mq = {g: (t.loc[("msp+quality", g), "auroc"], t.loc[("msp+quality", g), "detection_rate"]) for g in groups_}
     rows.append(_row("Quality adds to confidence-based detection (MSP alone vs MSP + quality, adversarial images)",
@@ -269,7 +278,8 @@ def peers(table: pd.DataFrame, weak: bool = False, why_weak: str = "") -> list[d
                          f"{g} {msp[g][0]:.3f} → {mq[g][0]:.3f}" for g in groups_ if g != "adversarial"),
                      None if weak else bool(mq["adversarial"][0] > msp["adversarial"][0]
                                            and mq["adversarial"][1] > msp["adversarial"][1]),
-                     why_weak if weak else "rule: higher AUROC AND higher detection at the paper's operating point"))
+                     why_weak if weak else "rule: higher AUROC AND higher detection at the paper's operating point",
+                     scope="beyond the paper"))
     return rows
 
 
@@ -311,7 +321,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
     rows = [
         _row(f"I-FGSM really attacks the plain score (ε = {e})", "MSU benchmark setting (Antsiferova et al. 2023)",
              f"mean |Δs| {gradient['plain']:.4f} vs random sign noise {random:.4f} ({gradient['plain'] / random:.1f}×)",
-             bool(gradient["plain"] >= 5 * random), "rule: ≥ 5× the change of uniform random ±ε noise"),
+             bool(gradient["plain"] >= 5 * random), "rule: ≥ 5× the change of uniform random ±ε noise", "magnitude", BEYOND),
         _row(f"NT on the whole model reduces the score change under attack at little cost in correlation (ε = {e})",
              "NT (Liu et al., CVPR 2024): penalising ‖∇ₓf‖₁ in training makes predicted scores markedly more "
              "stable under attack, on four NR-IQA models",
@@ -319,14 +329,14 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
              f"{r_score['nt']:.2f}; relative gain {gain['plain']:.3f} → {gain['nt']:.3f}; SROCC "
              f"{srocc['plain']:.3f} → {srocc['nt']:.3f}",
              bool(drop >= 0.30 and abs(srocc["nt"] - srocc["plain"]) <= 0.05),
-             "rule (issue 22): ≥ 30 % less mean change, clean SROCC within 0.05"),
+             "rule (issue 22): ≥ 30 % less mean change, clean SROCC within 0.05", "magnitude", BEYOND),
         _row("Median smoothing behind a rank-preserving denoiser keeps SROCC/PLCC high",
              "DMS-IQA (Shumitskaya et al. 2024): the denoiser's ranking loss improves SROCC/PLCC of the smoothed "
              "metric; superior SROCC/PLCC to prior certified methods",
              f"SROCC plain {srocc['plain']:.3f}; DMS (rank) {srocc['dms']:.3f}, PLCC {plcc['dms']:.3f}; DMS (MSE only, "
              f"ablation) {srocc['dms_mse']:.3f}, PLCC {plcc['dms_mse']:.3f}",
              bool(srocc["dms"] >= srocc["plain"] - 0.05),
-             "rule (issue 22): DMS SROCC within 0.05 of plain"),
+             "rule (issue 22): DMS SROCC within 0.05 of plain", "magnitude", BEYOND),
         _row("DMS's certificate holds against an ℓ2 attack inside its radius",
              "DMS-IQA: certified bounds on the smoothed score under any ℓ2 perturbation of radius r",
              (f"at ℓ2 radius {radius:g}: {cert['certified_fraction'].get('dms', np.nan):.0%} certified, mean width "
@@ -335,12 +345,12 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
                          f"{r.attack_rise_mean:.3f} (max {r.attack_rise_max:.3f})" for r in checked.itertuples())
                if checked is not None and len(checked) else "no attack run")),
              bool(checked is not None and len(checked) and (checked["within_certificate"] == 1).all()),
-             "rule: every attacked median inside its certified interval"),
+             "rule: every attacked median inside its certified interval", "magnitude", BEYOND),
         _row("Smoothing in feature space costs a fraction of input-space smoothing",
              "FS-IQA (arXiv 2508.05516): 99.5 % less inference time (as quoted in issue 11)",
              f"{fs_s * 1e3:.1f} ms vs {dms_s * 1e3:.1f} ms per image ({1 - fs_s / dms_s:.1%} less); SROCC "
              f"{srocc['fs']:.3f}; FS's certificate is local (Lipschitz estimate)",
-             bool(fs_s < 0.1 * dms_s), "rule: ≥ 90 % less time per image than DMS on the same images"),
+             bool(fs_s < 0.1 * dms_s), "rule: ≥ 90 % less time per image than DMS on the same images", "magnitude", BEYOND),
         _row("The strong adaptive attack is at least as strong as selective PGD, and rises with ε",
              "Bryniarski et al. (ICLR 2022): orthogonal/selective PGD evades detectors that add a check to a "
              "classifier",
@@ -348,12 +358,12 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
                                                                         at_small.get("strong", {}).items())
              + f"; at ε = {e}: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("strong", {}).items()),
              bool(stronger and rising), "rule: strong ≥ selective at every ε and model; strong non-decreasing in ε "
-                                        "and higher at the largest ε than the smallest, per model"),
+                                        "and higher at the largest ε than the smallest, per model", "direction", BEYOND),
         _row(f"A hardened quality model keeps the detector under the strong adaptive attack (ε = {e})",
              "goal of issue 11: a hardened model ≥ 50 % detection (attack success ≤ 50 %)",
              "strong attack success: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("strong", {}).items())
              + "; oblivious: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("oblivious", {}).items()),
              bool(len(at) and (at.get("strong", pd.Series(dtype=float)).drop("plain", errors="ignore") <= 0.5).any()),
-             "attack success = share of attacked originals fooled AND judged fit"),
+             "attack success = share of attacked originals fooled AND judged fit", "magnitude", BEYOND),
     ]
     return rows

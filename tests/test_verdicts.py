@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqalib import verdicts
+from iqalib import report, verdicts
 from iqalib.tables import threshold_suffix
 
 OK = {verdicts.REPRODUCED: True, verdicts.NOT_REPRODUCED: False, verdicts.NOT_TESTABLE: None}
@@ -15,7 +15,8 @@ OK = {verdicts.REPRODUCED: True, verdicts.NOT_REPRODUCED: False, verdicts.NOT_TE
 
 def oks(rows: list[dict]) -> list[bool | None]:
     """The ``ok`` each row was judged with (reproduced / not reproduced / not testable)."""
-    assert all(set(r) == {"claim", "paper", "ours", "verdict", "why"} for r in rows), rows
+    assert all(set(r) == set(report.VERDICT_COLUMNS) for r in rows), rows
+    assert all(r["scope"] in report.SCOPES and r["judges"] in report.JUDGES for r in rows), rows
     return [OK[r["verdict"]] for r in rows]
 
 
