@@ -326,6 +326,11 @@ def _paper_data() -> dict:
     return yaml.safe_load(resources.files("iqalib").joinpath("data/paper_values.yaml").read_text())
 
 
+def paper_counts() -> dict:
+    """The paper's image counts (``counts`` in ``iqalib/data/paper_values.yaml``), for the scale box."""
+    return dict(_paper_data()["counts"])
+
+
 def paper_claim(claim_id: str) -> float:
     """The value of one of the paper's claims in ``iqalib/data/paper_values.yaml`` (``claims``)."""
     hit = [c["value"] for c in _paper_data()["claims"] if c["id"] == claim_id]

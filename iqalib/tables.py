@@ -468,16 +468,6 @@ def iqa_overview(sets: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
         images=("path", "size"), references=("ref_id", "nunique"), mos_mean=("mos", "mean")).reset_index()
 
 
-def iqa_sentence(sets: Mapping[str, pd.DataFrame]) -> str:
-    """The IQA sets in one sentence, counted from the tables (never typed into a notebook)."""
-    parts = []
-    for name, t in sets.items():
-        levels = t["level"].nunique() if "level" in t else 0
-        parts.append(f"**{name}**: {len(t):,} distorted images of {t['ref_id'].nunique():,} reference photos, "
-                     f"{t['distortion'].nunique()} distortion types" + (f" × {levels} levels" if levels > 1 else ""))
-    return "; ".join(parts) + "."
-
-
 def table1_by_distortion(pairs: pd.DataFrame) -> pd.DataFrame:
     """Table I per distortion type: pairs, mean score, mean Wu-Palmer similarity, share of changed top-1."""
     return pairs.groupby(["dataset", "classifier", "distortion"]).agg(

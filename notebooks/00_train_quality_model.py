@@ -43,7 +43,7 @@
 params_path = "../params/default.yaml"
 
 # %%
-from iqalib import experiment, figures, report, tables, verdicts
+from iqalib import experiment, figures, report, tables, takeaways, verdicts
 
 run = experiment.open_run(params_path)
 figures.use_style()
@@ -55,7 +55,7 @@ figures.use_style()
 # %%
 data = experiment.quality_data(run)
 report.save_counts({name: counts for name, (_, _, counts) in data.sets.items()}, run, prefix="00_")
-data.sizes()
+report.show_table(data.sizes(), "Images and reference photos per IQA set.")
 
 # %% [markdown]
 # ## Train and test on content-disjoint splits
@@ -100,7 +100,8 @@ report.save_table(ceiling, "iqa_ceiling", run, f"Held-out SROCC against {run.tar
 performance, held = experiment.iqa_performance(run, data, per_split, model)
 report.save_table(performance, "iqa_performance", run,
                   f"DTNIQ-f ({run.classifier.name} backbone, {model.features} features): SROCC/PLCC against {run.target} "
-                  f"on unseen content ({len(set(data.groups))} reference photos, {len(per_split)} splits).")
+                  f"on unseen content ({len(set(data.groups))} reference photos, {len(per_split)} splits).",
+                  takeaway=takeaways.iqa_performance(performance, run.target))
 
 # %% [markdown]
 # Per distortion type on held-out content: SROCC against the score; the Spearman between distortion
@@ -117,10 +118,14 @@ report.save_table(per_type, "iqa_by_distortion", run, f"Held-out content, per di
 
 # %%
 title = f"Held-out references: SROCC {performance.loc[0, 'srocc']:.2f} ± {performance.loc[0, 'srocc_std']:.2f}"
-report.save_figure(figures.iqa_scatter(held, run.target, title), "iqa_scatter", run)
+report.save_figure(figures.iqa_scatter(held, run.target, title), "iqa_scatter", run,
+                   caption=f"Predicted quality against the {run.target} of held-out images, every split.",
+                   takeaway=takeaways.iqa_scatter(performance))
 
 # %%
-report.save_figure(figures.quality_vs_level(held, run.target), "iqa_quality_vs_level", run)
+report.save_figure(figures.quality_vs_level(held, run.target), "iqa_quality_vs_level", run,
+                   caption="Mean predicted quality and target score per distortion level, held-out images.",
+                   takeaway=takeaways.quality_vs_level(per_type))
 
 # %% [markdown]
 # ## Save the deployed ensemble

@@ -25,15 +25,16 @@
 # and classifier; Fig. 3 (right) shows their joint density per distortion type.
 #
 # With `params/paper.yaml` the rows are TID2013, CSIQ and LIVE × AlexNet, VGG-16 and ResNet-152. With
-# the embedded default they are the **embedded IQA set** (11 photos that ship inside scikit-image,
-# scikit-learn and matplotlib, 10 distortions × 5 levels) whose scores are a **pseudo-MOS** —
-# HaarPSI, a full-reference metric — not human opinions, classified by EfficientNet-Lite0.
+# the embedded default they are the **embedded IQA set** (photos that ship inside pip wheels,
+# distorted as the params say) whose scores are a **pseudo-MOS** — a full-reference metric, not
+# human opinions — classified by EfficientNet-Lite0. The run's own counts are printed below the
+# first table.
 
 # %% tags=["parameters"]
 params_path = "../params/default.yaml"
 
 # %%
-from iqalib import experiment, figures, groups, report, tables, verdicts
+from iqalib import experiment, figures, groups, report, tables, takeaways, verdicts
 
 run = experiment.open_run(params_path)
 figures.use_style()
@@ -48,7 +49,8 @@ print(f"run '{run.name}': classifiers {run.table1_classifiers}, IQA sets {run.iq
 # %%
 iqa = experiment.iqa_sets(run)
 report.save_table(tables.iqa_overview(iqa), "iqa_sets", run, "The IQA data: images, reference photos and mean score "
-                  "per distortion" + (f" (embedded set: pseudo-MOS, {run.metric_name})." if run.has_embedded_iqa else "."))
+                  "per distortion" + (f" (embedded set: pseudo-MOS, {run.metric_name})." if run.has_embedded_iqa else "."),
+                  takeaway=takeaways.iqa_sets(iqa))
 
 # %% [markdown]
 # ## Classify references and distorted images
@@ -85,8 +87,9 @@ table1 = report.paper_vs_ours(tables.table1(pairs), report.paper_values("table1"
 caption = ("Table I. Subjective quality and Wu-Palmer similarity of top-1 (reference vs distorted). "
            + (f"Embedded set: scores are pseudo-MOS ({run.metric_name}), not human opinions." if run.has_embedded_iqa else ""))
 report.save_table(table1, "table1", run, caption, view_columns=["dataset", "classifier", "n_images", "mos_mean",
-                                                                "wup_median", "wup_mean", "wup_std", "top1_changed",
-                                                                "paper_mos_mean", "paper_wup_median", "paper_wup_mean"])
+                                                                "paper_mos_mean", "wup_median", "paper_wup_median",
+                                                                "wup_mean", "paper_wup_mean", "wup_std", "top1_changed"],
+                  takeaway=takeaways.table1(table1))
 
 # %% [markdown]
 # Per distortion type, the same similarity (mean) and how often the top-1 changes:
@@ -104,7 +107,9 @@ one_panel = len(iqa) == 1 and len(run.table1_classifiers) == 1
 for (dataset, name), g in pairs.groupby(["dataset", "classifier"]):
     fig = figures.kde_grid(g, x="mos", y="wup", by="distortion", xlabel=run.score_label(dataset),
                            ylabel="Wu-Palmer similarity", title=f"{dataset} · {name}: top-1 similarity vs quality")
-    report.save_figure(fig, "fig3_quality_vs_similarity" + ("" if one_panel else f"_{dataset}_{name}"), run)
+    report.save_figure(fig, "fig3_quality_vs_similarity" + ("" if one_panel else f"_{dataset}_{name}"), run,
+                       caption=f"Fig. 3 (right): density of (score, Wu-Palmer similarity) per distortion, {dataset} · {name}.",
+                       takeaway=takeaways.quality_vs_similarity(g))
 
 # %% [markdown]
 # ## How strongly does quality predict the change? (beyond the paper)

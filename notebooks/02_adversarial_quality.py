@@ -44,7 +44,7 @@
 params_path = "../params/default.yaml"
 
 # %%
-from iqalib import experiment, figures, groups, probes, report, tables, verdicts
+from iqalib import experiment, figures, groups, probes, report, tables, takeaways, verdicts
 
 run = experiment.open_run(params_path)
 figures.use_style()
@@ -60,7 +60,7 @@ features = built.table
 report.save_counts(built.counts, run, prefix="02_")
 report.show_markdown(built.uap_sentence())
 report.show_image(run.folder / "attacks" / "uap" / "uap.png", width=224)
-built.sizes()
+report.show_table(built.sizes(), "Images per group.")
 
 # %% [markdown]
 # ## Table II: predicted quality per group
@@ -71,7 +71,8 @@ built.sizes()
 ORDER = ["original", "adversarial", "fool_ev", "fool_gd"]
 table2 = report.paper_vs_ours(tables.group_summary(features, "quality", ORDER), report.paper_values("table2")[0],
                               on=["group"])
-report.save_table(table2, "table2", run, "Table II. Predicted quality (DTNIQ-f ensemble) per group. " + run.data_note)
+report.save_table(table2, "table2", run, "Table II. Predicted quality (DTNIQ-f ensemble) per group. " + run.data_note,
+                  takeaway=takeaways.table2(table2, ORDER))
 
 # %% [markdown]
 # ## Table III: top-1 confidence per group
@@ -92,7 +93,10 @@ report.save_table(table3, "table3", run, "Table III. Top-1 softmax confidence pe
 adv = tables.uap_similarity(features).assign(panel="UAP vs original")
 fig = figures.kde_grid(adv, x="quality", y="wup", by="panel", xlabel="predicted quality of the UAP image",
                        ylabel="Wu-Palmer similarity (top-1)", title="UAP: semantic shift vs predicted quality")
-report.save_figure(fig, "fig3_uap_similarity_vs_quality", run)
+report.save_figure(fig, "fig3_uap_similarity_vs_quality", run,
+                   caption="Fig. 3 (left): Wu-Palmer similarity of each UAP image's top-1 to its original's, against "
+                           "the UAP image's predicted quality.",
+                   takeaway=takeaways.uap_similarity(adv))
 print(f"top-1 changed on {(adv['pred'] != adv['pred_original']).mean():.0%} of UAP images; "
       f"mean similarity {adv['wup'].mean():.2f}")
 
@@ -120,7 +124,9 @@ report.save_table(controls, "uap_controls", run, "Predicted quality of the Origi
 shift = probes.feature_shift(probe["stats"], run.classifier.stat_layout)
 report.save_table(shift, "uap_feature_shift", run, "Mean change of the early-layer statistics per tap and map (Original "
                   "group); cosine to the change under Gaussian noise at the UAP's RMS.", show=False)
-report.save_figure(figures.feature_shift(shift), "uap_feature_shift", run)
+report.save_figure(figures.feature_shift(shift), "uap_feature_shift", run,
+                   caption="How far the UAP and its three control maps move the early-layer statistics the quality "
+                           "heads read, and in which direction relative to Gaussian noise.")
 
 # %%
 report.show_markdown(probes.summary(controls, shift))
@@ -131,7 +137,9 @@ report.show_markdown(probes.summary(controls, shift))
 
 # %%
 rows, titles = groups.gallery_rows(run, features)
-report.save_figure(figures.gallery(rows, titles, "Top-1 class (confidence) and predicted quality q"), "fig1_gallery", run)
+report.save_figure(figures.gallery(rows, titles, "Top-1 class (confidence) and predicted quality q"), "fig1_gallery", run,
+                   caption="Fig. 1: originals, their UAP versions and fooling images, with top-1 class and predicted "
+                           "quality.")
 
 # %% [markdown]
 # ## Ours vs the paper

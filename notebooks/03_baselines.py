@@ -35,7 +35,7 @@
 params_path = "../params/default.yaml"
 
 # %%
-from iqalib import experiment, figures, groups, report, tables, verdicts
+from iqalib import experiment, figures, groups, report, tables, takeaways, verdicts
 
 run = experiment.open_run(params_path)
 figures.use_style()
@@ -47,7 +47,7 @@ figures.use_style()
 
 # %%
 features = groups.load(run)  # written by notebook 02
-tables.group_sizes(features)
+report.show_table(tables.group_sizes(features), "Images per group (features.csv).")
 
 # %% [markdown]
 # ## Table IV
@@ -64,7 +64,9 @@ table4 = report.paper_vs_ours(tables.table4(features, thresholds), report.paper_
 print(f"matched threshold: quality < {matched} ({share:.2%} of the originals below)")
 caption = ("Table IV. Baseline-1: classifier accuracy per group. Baseline-2: share rejected at predicted quality "
            "< threshold (detection_rate_qT) and accuracy on images judged fit (fit_accuracy_qT). " + run.data_note)
-report.save_table(table4, "table4", run, caption)
+column = f"detection_rate_{tables.threshold_suffix(thresholds[0])}"
+report.save_table(table4, "table4", run, caption,
+                  takeaway=takeaways.table4(table4, thresholds[0], column))
 
 # %% [markdown]
 # ## Beyond the paper: Baseline-2 per distortion type and level
@@ -75,7 +77,9 @@ report.save_table(table4, "table4", run, caption)
 t0 = thresholds[0]
 by_level = tables.distorted_by_level(features, t0)
 report.save_table(by_level, "table4_distorted_by_level", run, f"Baseline-2 at quality < {t0} per distortion and level.")
-report.save_figure(figures.by_level(by_level, t0), "table4_distorted_by_level", run)
+report.save_figure(figures.by_level(by_level, t0), "table4_distorted_by_level", run,
+                   caption=f"Baseline-2 (quality < {t0}) rejection rate and classifier accuracy per distortion level.",
+                   takeaway=takeaways.by_level(by_level))
 
 # %% [markdown]
 # ## Ours vs the paper

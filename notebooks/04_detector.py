@@ -45,7 +45,7 @@ params_path = "../params/default.yaml"
 # %%
 import pandas as pd
 
-from iqalib import experiment, figures, groups, report, tables, verdicts
+from iqalib import experiment, figures, groups, report, tables, takeaways, verdicts
 
 run = experiment.open_run(params_path)
 figures.use_style()
@@ -77,7 +77,8 @@ caption = (f"Table V. Detector (linear SVM on top-5 probabilities + predicted qu
            "bootstrap over photos of the same mean. " + run.data_note)
 report.save_table(table5, "table5", run, caption, view_columns=[
     "group", "n", "detection_rate", "detection_rate_ci_low", "detection_rate_ci_high", "paper_detection_rate",
-    "fit_accuracy", "paper_fit_accuracy", "detection_rate_fpr05", "detection_rate_default"])
+    "fit_accuracy", "paper_fit_accuracy", "detection_rate_fpr05", "detection_rate_default"],
+                  takeaway=takeaways.table5(table5))
 report.save_table(per_split, "table5_per_split", run, "Table V per split.", show=False)
 
 # %% [markdown]
@@ -87,7 +88,8 @@ report.save_table(per_split, "table5_per_split", run, "Table V per split.", show
 
 # %%
 roc_points, auc = study.roc()
-report.save_figure(figures.roc(roc_points, auc=auc), "roc_per_group", run)
+report.save_figure(figures.roc(roc_points, auc=auc), "roc_per_group", run,
+                   caption="ROC of the paper's detector per group, held-out originals as negatives, mean over splits.")
 report.save_table(auc, "roc_auc", run, "AUC per group (held-out originals as negatives), mean ± std over splits.")
 at_fpr = study.at_false_alarm()
 
@@ -174,7 +176,9 @@ report.save_table(peer_table, "peer_comparison", run, f"Detectors on the same im
 report.save_table(pd.DataFrame(peer_study.sources.items(), columns=["detector", "source"]), "peer_sources", run,
                   "What each detector is and where its scores come from.")
 report.save_figure(figures.roc_grid(peer_study.roc()[0], "ROC per group, every detector (held-out originals as "
-                                    "negatives, mean over splits)"), "roc_all_detectors", run)
+                                    "negatives, mean over splits)"), "roc_all_detectors", run,
+                   caption="ROC per group of every detector: ours, the field's failure and OOD detectors, Feature "
+                           "Squeezing.")
 
 # %% [markdown]
 # ## Beyond the paper: what the gate keeps (risk–coverage)
@@ -189,7 +193,9 @@ report.save_figure(figures.roc_grid(peer_study.roc()[0], "ROC per group, every d
 curves, aurc = peer_study.risk_coverage()
 paper_points = peer_study.paper_points(report.paper_values("table5")[0])
 report.save_figure(figures.risk_coverage(curves, paper_points, "Accuracy of accepted images vs coverage, per detector "
-                                         "(mean over splits)"), "risk_coverage", run)
+                                         "(mean over splits)"), "risk_coverage", run,
+                   caption="Accuracy of the images a detector accepts against the share it accepts (risk–coverage); "
+                           "the star is the paper's operating point.")
 report.save_table(aurc, "aurc", run, "AURC (mean risk over coverage; lower is better) per detector and group, mean ± "
                   "std over splits. " + run.data_note)
 
@@ -198,7 +204,8 @@ report.save_table(aurc, "aurc", run, "AURC (mean risk over coverage; lower is be
 # The paper shows originals and Fool_EV images separating in the 6-d feature space; we show all groups.
 
 # %%
-report.save_figure(figures.tsne(study.tsne(), features["group"]), "fig4_tsne", run)
+report.save_figure(figures.tsne(study.tsne(), features["group"]), "fig4_tsne", run,
+                   caption="Fig. 4: t-SNE of the detector's six inputs [top-1..top-5, quality], one colour per group.")
 
 # %% [markdown]
 # ## Appendix C: examples detected, false alarms, and misses
@@ -210,7 +217,8 @@ report.save_figure(figures.tsne(study.tsne(), features["group"]), "fig4_tsne", r
 picked = study.examples()
 pictures = {kind: groups.row_images(run, rows) for kind, rows in picked.items()}
 report.save_figure(figures.examples(picked, pictures, "Appendix C: detector decisions (split 0) with predicted quality"),
-                   "appendixC_examples", run)
+                   "appendixC_examples", run,
+                   caption="Appendix C: images the first split's detector flags, false alarms, and misses.")
 
 # %% [markdown]
 # ## A detector to deploy
@@ -222,8 +230,10 @@ report.save_figure(figures.examples(picked, pictures, "Appendix C: detector deci
 # %%
 deployed = experiment.deploy_detector(run, features)
 sample = features.groupby("group").head(2)
-sample.assign(fit=deployed.predict_fit(groups.row_images(run, sample), classifier=run.classifier, quality=run.quality))[
-    ["group", "image_id", "top1", "quality", "fit"]]
+decided = sample.assign(fit=deployed.predict_fit(groups.row_images(run, sample), classifier=run.classifier,
+                                                 quality=run.quality))
+report.show_table(decided[["group", "image_id", "top1", "quality", "fit"]],
+                  "The deployed detector, reloaded from disk, on two images per group.")
 
 # %% [markdown]
 # ## Ours vs the paper

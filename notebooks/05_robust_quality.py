@@ -51,13 +51,13 @@ params_path = "../params/default.yaml"
 # %%
 import pandas as pd
 
-from iqalib import experiment, figures, groups, report, verdicts
+from iqalib import experiment, figures, groups, report, tables, verdicts
 from iqalib import robust_experiment as rx
 
 run = experiment.open_run(params_path)
 figures.use_style()
 data = rx.robust_data(run)
-data.sizes()
+report.show_table(data.sizes(), "Training and held-out parts (content-disjoint).")
 
 # %% [markdown]
 # ## Four quality models and an ablation
@@ -79,7 +79,9 @@ models = rx.robust_quality_models(run, data)
 denoisers = rx.robust_denoiser(run, data, models["plain"])
 scorers = rx.robust_scorers(run, models["plain"], models["nt"], denoisers)
 report.save_figure(figures.robust_training(models["nt_log"], denoisers["mse_log"], denoisers["rank_log"]),
-                   "robust_training", run)
+                   "robust_training", run,
+                   caption="Training: NT's input-gradient norm, the denoiser's MSE against doing nothing, and the share "
+                           "of pairs the rank fine-tuning leaves out of order, per step.")
 
 # %% [markdown]
 # ## Clean correlation and cost
@@ -106,13 +108,13 @@ report.save_table(clean, "robust_models", run, f"Quality models on {len(data.sro
 # %%
 attacks = rx.robust_attack_table(run, scorers, data)
 report.save_table(attacks, "robust_attacks", run, f"Score attacks on {len(data.attacked)} held-out images per model; "
-                  f"SROCC/PLCC after attack against {run.target}.",
-                  view_columns=["quality_model", "attack", "eps_255", "score_change_mean", "relative_gain", "srocc",
-                                "plcc", "robustness_R"])
+                  f"mean score change |Δs| and SROCC after attack against {run.target}, per ε.",
+                  view=tables.by_eps(attacks, {"score_change_mean": "|Δs|", "srocc": "SROCC"}))
 
 # %%
 report.save_figure(figures.vs_eps(attacks, "score_change_mean", "mean |s − s′|", "Score change under attack"),
-                   "robust_score_change", run)
+                   "robust_score_change", run,
+                   caption="Mean score change under I-FGSM (up, down) and random sign noise against ε, per quality model.")
 
 # %% [markdown]
 # ## Certified intervals
@@ -132,7 +134,8 @@ report.save_table(certified, "robust_certified", run, f"Certified intervals on {
                   "unit ℓ2).")
 
 # %%
-report.save_figure(figures.certified_widths(certified), "robust_certified", run)
+report.save_figure(figures.certified_widths(certified), "robust_certified", run,
+                   caption="Mean width of the certified interval of the smoothed scores against the ℓ2 radius.")
 
 # %% [markdown]
 # ## The detector under adaptive attack
@@ -152,13 +155,14 @@ report.save_figure(figures.certified_widths(certified), "robust_certified", run)
 # %%
 detected = rx.robust_detection(run, scorers, groups.load(run))
 report.save_table(detected, "robust_detector", run, f"Detector under attack, {detected['n'].max()} held-out originals per "
-                  "model and ε.", view_columns=["quality_model", "attack", "eps_255", "fooled_rate",
-                                                "attack_success_rate", "detection_rate", "false_alarm_rate"])
+                  "model and ε: attack success (fooled and judged fit) per ε.",
+                  view=tables.by_eps(detected, {"attack_success_rate": "success"}))
 
 # %%
 report.save_figure(figures.vs_eps(detected, "attack_success_rate", "attack success (fooled and judged fit)",
                                   "Attack success against the detector (lines at 100 % overlap)", ylim=(-0.02, 1.02)),
-                   "robust_attack_success", run)
+                   "robust_attack_success", run,
+                   caption="Share of attacked originals fooled and judged fit, against ε, per quality model and attack.")
 
 # %% [markdown]
 # ## Ours vs the seed papers' claims

@@ -314,10 +314,15 @@ def cells(text: str) -> list[Cell]:
     return out
 
 
+#: A line that only continues a string (a caption's second line): prose, not logic.
+_PROSE = re.compile(r'^\s*(?:[rf]{0,2})"[^"]*"[\s,)+]*$')
+
+
 def logic_lines(text: str) -> int:
-    """Non-blank, non-comment lines of the code cells."""
+    """Non-blank, non-comment lines of the code cells, not counting lines that only continue a
+    string literal (captions are prose the reader is meant to get, not logic hidden in a notebook)."""
     return sum(1 for c in cells(text) if c.kind == "code" for line in c.lines
-               if line.strip() and not line.lstrip().startswith("#"))
+               if line.strip() and not line.lstrip().startswith("#") and not _PROSE.match(line))
 
 
 def deep_params_reads(text: str) -> list[tuple[int, str]]:
