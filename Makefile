@@ -4,7 +4,8 @@ PY     := $(VENV)/bin/python
 PARAMS ?= params/default.yaml
 export NLTK_DATA ?= $(CURDIR)/.nltk_data
 
-.PHONY: setup reproduce smoke test sync lab rehearse rehearse-ci rehearse-full gpu-check costs
+RUN    ?= outputs/default
+.PHONY: setup reproduce smoke test sync lab site check-site rehearse rehearse-ci rehearse-full gpu-check costs
 
 setup: $(VENV)/.installed
 
@@ -24,6 +25,12 @@ smoke: setup
 
 test: setup                 ## the whole test suite (includes rendering every notebook at smoke scale)
 	$(PY) -m pytest -q
+
+site: setup                 ## rebuild $(RUN)/site/ (the results site) from the run's executed notebooks
+	$(PY) -m iqalib site $(RUN)
+
+check-site: setup           ## open every page of $(RUN)/site/ in headless Chromium: missing resources, console errors, tables as text, figures
+	$(PY) scripts/check_site.py $(RUN)/site
 
 sync: setup                 ## regenerate each notebook's .ipynb twin from its .py (the reviewed source)
 	$(VENV)/bin/jupytext --sync notebooks/*.py

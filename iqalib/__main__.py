@@ -1,5 +1,5 @@
-"""Command line: ``python -m iqalib run PARAMS [--only NN ...] [--shard K/N]`` and
-``python -m iqalib check-images DIR [--json | --verbose]``."""
+"""Command line: ``python -m iqalib run PARAMS [--only NN ...] [--shard K/N]``,
+``python -m iqalib site RUN_FOLDER`` and ``python -m iqalib check-images DIR [--json | --verbose]``."""
 from __future__ import annotations
 
 import argparse
@@ -69,6 +69,21 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _site(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iqalib.book import build
+
+    logging.basicConfig(level=logging.INFO, format="[iqalib] %(message)s", stream=sys.stderr)
+    folder = Path(args.folder)
+    if not (folder / "manifest.json").is_file():
+        print(f"error: {folder} is not a run folder (no manifest.json); run `python -m iqalib run PARAMS` first",
+              file=sys.stderr)
+        return 2
+    print(f"[iqalib] site -> {build(folder)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iqalib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,13 +95,15 @@ def main(argv: list[str] | None = None) -> int:
                      help="no notebooks: fill the run's embedding store with share K of N of the bulk passes "
                           "(IQA sets, originals, distorted images), e.g. one Slurm array task each; then run "
                           "without --shard on the merged store")
+    site = sub.add_parser("site", help="(re)build a run folder's results site from its executed notebooks")
+    site.add_argument("folder", help="the run folder, e.g. outputs/default")
     check = sub.add_parser("check-images", help="how many images in a folder are usable, and why others are skipped")
     check.add_argument("folder")
     mode = check.add_mutually_exclusive_group()
     mode.add_argument("--json", action="store_true", help='print {"used": N, "skipped": {reason: n}}')
     mode.add_argument("--verbose", "-v", action="store_true", help="also list every skipped file with its reason")
     args = parser.parse_args(argv)
-    return _check_images(args) if args.command == "check-images" else _run(args)
+    return {"check-images": _check_images, "site": _site}.get(args.command, _run)(args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Headless runs: papermill over ``notebooks/NN_*.ipynb`` with a params file, HTML reports
-(nbconvert), ``manifest.json`` and a front page ``index.html`` under ``outputs/<run>/``.
+"""Headless runs: papermill over ``notebooks/NN_*.ipynb`` with a params file, ``manifest.json``,
+and the results site (``book``: ``site/``, with ``index.html`` pointing at it) under ``outputs/<run>/``.
 
 Progress goes to the ``iqalib.runner`` logger and ``outputs/<run>/run.log``, never into a notebook:
 kernels run with progress bars off, and whatever a notebook still writes to stderr is moved to the
@@ -8,7 +8,6 @@ unchanged params rewrites the same bytes (the manifest's wall times aside).
 """
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -18,11 +17,11 @@ import subprocess
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
-from string import Template
 from typing import Any, Iterator
 
+from iqalib import book
 from iqalib.cache import atomic_write_text
 from iqalib.params import REPO_ROOT, cpus_available, load, needs, params_file, resolve_path, run_dir
 from iqalib.preflight import check as preflight
@@ -166,29 +165,14 @@ def _shown(path: Path, base: Path) -> str:
     return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else os.path.relpath(path, base)
 
 
-def _finish_notebook(source: Path, executed: Path, report: Path, out: Path) -> None:
-    """Tidy the executed notebook (stderr to the log), then export its HTML report."""
+def _finish_notebook(source: Path, executed: Path, out: Path) -> None:
+    """Tidy the executed notebook in place (its stderr to the log)."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     nb = nbformat.read(executed, as_version=4)
     for line in tidy_notebook(nb, _shown(source, out), _shown(executed, out)):
         log.warning("%s: %s", source.stem, line)
     atomic_write_text(executed, nbformat.writes(nb) + "\n")
-    exporter = HTMLExporter(log=_nbconvert_log)
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": source.stem}})
-    atomic_write_text(report, body)
-
-
-class _NoAltTextNotice(logging.Filter):
-    """nbconvert notes every figure without alt text (notebook outputs have none to give)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Alternative text is missing")
-
-
-_nbconvert_log = logging.getLogger(f"{__name__}.nbconvert")
-_nbconvert_log.addFilter(_NoAltTextNotice())
 
 
 @contextmanager
@@ -269,7 +253,6 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
     check_order(selected, resolve_path(params.outputs_dir) / params.run_name, params_path)
     out = run_dir(params)
     (out / "notebooks").mkdir(exist_ok=True)
-    (out / "reports").mkdir(exist_ok=True)
     snapshot = write_snapshot(params, out)
     manifest_path = out / "manifest.json"
     previous = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -296,13 +279,13 @@ def run(params_path: str | Path, only: list[str] | None = None, kernel_name: str
                     finally:
                         timings[nb.stem] = round(time.time() - t0, 1)
                         if executed.exists():
-                            _finish_notebook(nb, executed, out / "reports" / f"{nb.stem}.html", out)
+                            _finish_notebook(nb, executed, out)
                     log.info("%s: %s done in %.0f s", params.run_name, nb.stem, timings[nb.stem])
         finally:
             manifest = _manifest(params, file, out, status, timings)
             atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
-            write_index(out, manifest)
-            log.info("%s: %s, manifest and index written, finished %s", params.run_name, status,
+            write_site(out, manifest)
+            log.info("%s: %s, manifest and site written, finished %s", params.run_name, status,
                      datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return manifest
 
@@ -347,7 +330,7 @@ def _manifest(params, file: Path, out: Path, status: str, timings: dict[str, flo
         "code_paths": code_paths,
         "tables": _collect(out, "tables/*.csv"),
         "figures": _collect(out, "figures/*.png"),
-        "reports": _collect(out, "reports/*.html"),
+        "site": f"{book.SITE}/index.html",
     }
 
 
@@ -355,93 +338,15 @@ def _cpus() -> int:
     return cpus_available()
 
 
-# ------------------------------------------------------------------------------------ front page
+# ------------------------------------------------------------------------------------ the site
 
-def _e(value) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _table(header: list[str], rows: list[list[str]], attrs: str = "", row_class: str = "") -> str:
-    """An HTML table from already-escaped cells; a cell that is a whole ``<td ...>`` is kept as is."""
-    tr = f'<tr class="{row_class}">' if row_class else "<tr>"
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "\n".join(tr + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table{attrs}>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
-
-
-def _notebook_title(executed: Path) -> str:
-    """The first Markdown heading of an executed notebook, else its name."""
+def write_site(out: Path, manifest: dict) -> Path | None:
+    """Build ``outputs/<run>/site/`` (``book.build``) after the notebooks. A failed build is logged,
+    not raised: the notebooks, tables and figures are written, and ``python -m iqalib site`` (``make
+    site``) builds it again."""
     try:
-        cells = json.loads(executed.read_text()).get("cells", [])
-    except (OSError, ValueError):
-        return executed.stem
-    for cell in cells:
-        if cell.get("cell_type") == "markdown":
-            for line in "".join(cell.get("source", "")).splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-    return executed.stem
-
-
-def read_verdicts(out: Path) -> list[dict[str, str]]:
-    """Every row of ``tables/verdicts_<notebook>.csv``, in notebook order, as text, with a
-    ``notebook`` key (the file name's suffix)."""
-    import csv
-
-    rows = []
-    for path in sorted((out / "tables").glob("verdicts_*.csv")):
-        with open(path, newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                rows.append({"notebook": path.stem.removeprefix("verdicts_"), **row})
-    return rows
-
-
-def render_index(out: Path, manifest: dict) -> str:
-    """The run's front page: standalone HTML (inline CSS, relative links, no external assets)."""
-    import yaml
-
-    reports = {Path(r).stem: r for r in manifest.get("reports", [])}
-
-    def report_link(notebook: str) -> str:
-        stem = next((s for s in sorted(reports) if s == notebook or s.startswith(f"{notebook}_")), None)
-        return f'<a href="{_e(reports[stem])}">{_e(notebook)}</a>' if stem else _e(notebook)
-
-    report_items = [f'<li><a href="{_e(r)}">{_e(Path(r).stem)}</a> — {_e(_notebook_title(out / "notebooks" / f"{Path(r).stem}.ipynb"))}</li>'
-                    for r in manifest.get("reports", [])]
-    verdict_rows = [[report_link(v["notebook"]), _e(v.get("claim")), _e(v.get("paper")), _e(v.get("ours")),
-                     f'<td class="v-{_e(str(v.get("verdict")).replace(" ", "-"))}">{_e(v.get("verdict"))}</td>', _e(v.get("why"))]
-                    for v in read_verdicts(out)]
-    figures = [f'<figure><a href="{_e(f)}"><img src="{_e(f)}" alt="{_e(Path(f).stem)}" loading="lazy"></a>'
-               f'<figcaption>{_e(Path(f).stem)}</figcaption></figure>' for f in manifest.get("figures", [])]
-    counts = [[_e(name), f'<td class="num">{_e(c.get("used"))}</td>',
-               _e(", ".join(f"{reason}: {n}" for reason, n in sorted(c.get("skipped", {}).items())) or "none")]
-              for name, c in manifest.get("image_counts", {}).items()]
-    timings = [[report_link(stem), f'<td class="num">{t:.1f}</td>'] for stem, t in manifest.get("wall_time_s", {}).items()]
-    timings.append(["<b>total</b>", f'<td class="num"><b>{manifest.get("wall_time_total_s") or 0:.1f}</b></td>'])
-    status = manifest.get("status", "")
-    commit = manifest.get("git_commit")
-    subtitle = (f'params <code>{_e(manifest.get("params_file"))}</code> · status '
-                f'<span class="status-{"ok" if status == "ok" else "failed"}">{_e(status)}</span>'
-                + (f' · code at commit <code>{_e(commit[:12])}</code>' + (" (with uncommitted changes)" if manifest.get("git_dirty") else "")
-                   if commit else ""))
-    empty = '<p class="empty">{}</p>'.format
-    page = Template(resources.files("iqalib").joinpath("templates/index.html").read_text(encoding="utf-8"))
-    return page.substitute(
-        title=_e(f"Run {manifest.get('run_name', out.name)}"),
-        subtitle=subtitle,
-        reports="<ul>\n" + "\n".join(report_items) + "\n</ul>" if report_items else empty("No reports yet."),
-        verdicts=_table(["notebook", "claim", "paper", "ours", "verdict", "why"], verdict_rows, ' id="verdicts"', "verdict")
-        if verdict_rows else empty("No notebook has written verdicts (tables/verdicts_*.csv) yet."),
-        figures='<div class="thumbs">\n' + "\n".join(figures) + "\n</div>" if figures else empty("No figures."),
-        data=_table(["images", "used", "skipped (reason: count)"], counts) if counts else empty("No image counts recorded."),
-        timings=_table(["notebook", "seconds"], timings),
-        params_file=_e(manifest.get("params_file")),
-        params=_e(yaml.safe_dump(manifest.get("params", {}), sort_keys=False, allow_unicode=True)),
-    )
-
-
-def write_index(out: Path, manifest: dict) -> Path:
-    """Write ``outputs/<run>/index.html`` from the manifest and the run folder."""
-    path = out / "index.html"
-    atomic_write_text(path, render_index(out, manifest))
-    return path
+        return book.build(out, manifest)
+    except Exception as exc:  # noqa: BLE001 - Sphinx raises many kinds; the run's results stand
+        log.error("%s: the results site was not built (%s: %s); rebuild it with `python -m iqalib site %s`",
+                  manifest.get("run_name"), type(exc).__name__, exc, _shown(out, out))
+        return None
