@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.test_runner import check_front_page
+from tests.test_runner import check_site
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
 
@@ -63,14 +63,15 @@ def test_every_notebook_renders_at_smoke_scale(smoke):
     assert set(manifest["wall_time_s"]) == {p.stem for p in NOTEBOOKS}
     assert manifest["wall_time_total_s"] == pytest.approx(sum(manifest["wall_time_s"].values()))
     for p in NOTEBOOKS:
-        assert (out / "notebooks" / f"{p.stem}.ipynb").exists() and (out / "reports" / f"{p.stem}.html").exists()
+        assert (out / "notebooks" / f"{p.stem}.ipynb").exists() and (out / "site" / "notebooks" / f"{p.stem}.html").exists()
         executed = nbformat.read(out / "notebooks" / f"{p.stem}.ipynb", as_version=4)
         outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"], p.stem
         text = json.dumps(outputs)
         assert "it/s]" not in text and "TqdmWarning" not in text, p.stem
         assert "start_time" not in executed.metadata.papermill, p.stem
-    check_front_page(out)  # index.html links every report; its verdicts are the verdicts_*.csv rows
+    check_site(out)  # the results page links every notebook's page; its verdicts are the verdicts_*.csv rows
+    assert "site:" not in (out / "run.log").read_text()  # a Sphinx warning can mean a table dropped
     check_every_figure_is_shown(out)
     paths = pd.read_csv(out / "features.csv")["path"]
     assert paths.str.match(r"^(run|foolbox|ai_benchmark):[^/]").all(), paths[~paths.str.match(r"^(run|foolbox|ai_benchmark):")]
@@ -97,7 +98,7 @@ def test_the_same_tables_with_and_without_worker_processes(smoke, tmp_path):
 
 def check_every_figure_is_shown(out: Path) -> None:
     """Each saved figures/*.png is an image output of some executed notebook (the very bytes) and
-    is inside that notebook's HTML report."""
+    is a figure of that notebook's page in the site."""
     shown = {}
     for executed in sorted((out / "notebooks").glob("*.ipynb")):
         nb = nbformat.read(executed, as_version=4)
@@ -111,7 +112,9 @@ def check_every_figure_is_shown(out: Path) -> None:
     for figure in figures:
         encoded = base64.b64encode(figure.read_bytes()).decode()
         assert encoded in shown, f"{figure.name} is saved but never shown"
-        assert encoded in (out / "reports" / f"{shown[encoded]}.html").read_text(), figure.name
+        page = (out / "site" / "notebooks" / f"{shown[encoded]}.html").read_text()
+        assert f'src="../_images/{figure.name}"' in page, figure.name
+        assert (out / "site" / "_images" / figure.name).read_bytes() == figure.read_bytes(), figure.name
 
 
 def test_bad_originals_are_counted_and_the_run_finishes(tmp_path, bad_folder):

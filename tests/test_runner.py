@@ -1,4 +1,4 @@
-"""runner: order checks, quiet and reproducible executed notebooks, manifest and front page.
+"""runner: order checks, quiet and reproducible executed notebooks, manifest and results site.
 
 The end-to-end tests render two tiny notebooks written here (seconds), not the paper notebooks
 (tests/test_notebooks.py renders those).
@@ -91,83 +91,135 @@ def test_tidy_notebook_drops_timestamps_and_stderr():
     assert [o.name for o in cell.outputs] == ["stdout"] and injected.id == "injected-parameters"
 
 
-# ------------------------------------------------------------------------------ front page
+# ------------------------------------------------------------------------------ the site
 
 class _Page(HTMLParser):
+    """Links, images and the verdict rows (tables inside ``div.iqalib-verdicts``) of one page."""
+
     def __init__(self):
         super().__init__()
-        self.links, self.images, self.rows, self._row, self._cell, self._in_verdicts = [], [], [], None, None, False
+        self.links, self.images, self.rows, self.text = [], [], [], []
+        self._row, self._cell, self._depth = None, None, 0
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "a":
+        if tag == "a" and "href" in a:
             self.links.append(a["href"])
-        elif tag == "img":
+        elif tag in ("img", "script") and "src" in a:
             self.images.append(a["src"])
-        elif tag == "table" and a.get("id") == "verdicts":
-            self._in_verdicts = True
-        elif tag == "tr" and self._in_verdicts and a.get("class") == "verdict":
+        elif tag == "link" and "href" in a:
+            self.links.append(a["href"])
+        if tag == "div" and self._depth:
+            self._depth += 1
+        elif tag == "div" and "iqalib-verdicts" in a.get("class", ""):
+            self._depth = 1
+        elif tag == "tr" and self._depth:
             self._row = []
         elif tag == "td" and self._row is not None:
             self._cell = ""
 
     def handle_data(self, data):
+        self.text.append(data)
         if self._cell is not None:
             self._cell += data
 
     def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
+        if tag == "div" and self._depth:
+            self._depth -= 1
+        elif tag == "td" and self._cell is not None:
             self._row.append(self._cell)
             self._cell = None
         elif tag == "tr" and self._row is not None:
-            self.rows.append(self._row)
+            if self._row:  # the header row has th cells only
+                self.rows.append(self._row)
             self._row = None
-        elif tag == "table":
-            self._in_verdicts = False
 
 
-def check_front_page(out: Path) -> _Page:
-    """The front page of a run folder links every report and figure (relative, no external
-    assets) and its verdict table holds exactly the rows of tables/verdicts_*.csv."""
-    text = (out / "index.html").read_text()
+def _parse(path: Path) -> _Page:
     page = _Page()
-    page.feed(text)
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["reports"]) == {p.relative_to(out).as_posix() for p in out.glob("reports/*.html")}
-    assert set(manifest["reports"]) <= set(page.links)
-    assert set(page.images) == {p.relative_to(out).as_posix() for p in out.glob("figures/*.png")}
-    assert not re.search(r"""(src|href)=["']?(https?:|//|/)""", text)
-    expected = []
-    for path in sorted(out.glob("tables/verdicts_*.csv")):
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-        expected += [[path.stem.removeprefix("verdicts_"), *row] for row in frame[list(report.VERDICT_COLUMNS)].values.tolist()]
-    assert page.rows == expected
+    page.feed(path.read_text())
     return page
 
 
-def test_front_page_of_a_fabricated_run(tmp_path):
+def check_site(out: Path) -> _Page:
+    """The run's ``index.html`` points into ``site/``; no page of the site asks for anything off
+    this machine; there is a page per executed notebook; the results page's verdict rows are
+    exactly the rows of ``tables/verdicts_*.csv`` (the paper's claims, then beyond the paper);
+    every ``figures/*.png`` is on the figures page; the build left nothing else in the run folder. Returns the parsed results page."""
+    site = out / "site"
+    assert 'url=site/index.html' in (out / "index.html").read_text()
+    assert not (out / "jupyter_execute").exists() and not list(out.glob(".site-*"))  # the build's leftovers
+    assert json.loads((out / "manifest.json").read_text())["site"] == "site/index.html"
+    for html in site.rglob("*.html"):
+        page = _parse(html)
+        external = [u for u in page.links + page.images if re.match(r"(https?:)?//", u)]
+        assert not external, (html.relative_to(site), external)
+    stems = sorted(p.stem for p in (out / "notebooks").glob("*.ipynb"))
+    assert stems and all((site / "notebooks" / f"{stem}.html").is_file() for stem in stems)
+    front = _parse(site / "index.html")
+    assert all(f"notebooks/{stem}.html" in front.links for stem in stems)
+    expected = {scope: [] for scope in report.SCOPES}
+    for path in sorted(out.glob("tables/verdicts_*.csv")):
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        for row in frame.to_dict("records"):
+            expected[row["scope"]].append([path.stem.removeprefix("verdicts_"), row["claim"], row["paper"], row["ours"],
+                                           row["verdict"], row["judges"], row["why"]])
+    assert front.rows == [r for scope in report.SCOPES for r in expected[scope]]
+    shown = {Path(src).name for src in _parse(site / "figures.html").images}
+    assert {p.name for p in out.glob("figures/*.png")} <= shown
+    return front
+
+
+def check_book_page(path: Path) -> None:
+    """A notebook's page in the book: the parameters once (papermill's), code folded, the figure and
+    the tables numbered with their captions and takeaways, a pipe in a header kept in its cell,
+    each saved table linked to its CSV, no Sphinx error box."""
+    text = path.read_text()
+    visible = re.sub(r"<[^>]+>", "", text)  # Pygments splits code into spans
+    assert visible.count("params_path = ") == 1 and "injected-parameters" in text and 'params_path = "none"' not in visible
+    assert "tag_hide-input" in text and "<details" in text
+    assert re.search(r"Fig\. 1.*A line\.", text, re.S) and "It falls." in text and "_images/line.png" in text
+    assert re.search(r"Table 1.*Wide\.", text, re.S) and re.search(r"Table 2.*Pipes in a header\.", text, re.S)
+    assert "mean |Δs|</p></th>" in text and "One row." in text
+    assert 'href="../tables/wide.csv"' in text and 'href="../tables/pipes.csv"' in text
+    assert "system-message" not in text and "|:-" not in text
+
+
+def test_results_page_of_a_fabricated_run(tmp_path):
+    from iqalib import book, results_page
+
     out = tmp_path / "fab"
-    for folder in ("tables", "figures", "reports", "notebooks"):
+    for folder in ("tables", "figures", "notebooks"):
         (out / folder).mkdir(parents=True)
-    pd.DataFrame([{"claim": "blur lowers quality", "paper": "yes", "ours": "-0.98", "verdict": "reproduced", "why": "a & b <c>"},
-                  {"claim": "Table I", "paper": "0.61", "ours": "", "verdict": "not testable", "why": ""}]
-                 ).to_csv(out / "tables" / "verdicts_00.csv", index=False)
-    pd.DataFrame([{"claim": "Table V", "paper": "0.9", "ours": "0.5", "verdict": "not reproduced", "why": "22 UAP images"}]
-                 ).to_csv(out / "tables" / "verdicts_04_detector.csv", index=False)
-    (out / "figures" / "roc.png").write_bytes(b"\x89PNG")
-    for stem in ("00_train", "04_detector"):
-        (out / "reports" / f"{stem}.html").write_text("<html></html>")
-    manifest = {"run_name": "fab", "params_file": "params/fab.yaml", "params": {"seed": 0}, "status": "ok",
-                "git_commit": "0123456789abcdef", "git_dirty": False,
-                "wall_time_s": {"00_train": 1.0, "04_detector": 2.5}, "wall_time_total_s": 3.5,
-                "image_counts": {"01_originals": {"used": 6, "skipped": {"too_small": 1}}},
-                "figures": ["figures/roc.png"], "reports": ["reports/00_train.html", "reports/04_detector.html"]}
+    pd.DataFrame([{"claim": "blur lowers quality", "paper": "yes", "ours": "-0.98", "verdict": "reproduced",
+                   "why": "a & b <c>", "scope": "paper", "judges": "direction"},
+                  {"claim": "Table I", "paper": "0.61", "ours": "", "verdict": "not testable", "why": "",
+                   "scope": "paper", "judges": "magnitude"}]).to_csv(out / "tables" / "verdicts_00.csv", index=False)
+    pd.DataFrame([{"claim": "NT steadies the score", "paper": "30 %", "ours": "7 %", "verdict": "not reproduced",
+                   "why": "|Δs| rule"}]).to_csv(out / "tables" / "verdicts_05.csv", index=False)  # written before scope/judges
+    raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    manifest = {"run_name": "fab", "params_file": "params/fab.yaml", "params": raw, "status": "ok",
+                "git_commit": "0123456789abcdef", "git_dirty": False, "wall_time_s": {"00_train": 1.0},
+                "image_counts": {"02_original": {"used": 6, "skipped": {"too_small": 1}},
+                                 "02_originals_all": {"used": 9, "skipped": {}}},
+                "site": "site/index.html"}
+    text = results_page.render(out, manifest, {"00_train": "Train", "05_robust": "Robust"})
+    assert "Towards Robust Classification with Image Quality Assessment" in text
+    assert '<span class="score">1 of 2</span> of the paper' in text and "1 not testable" in text
+    assert '<span class="score">0 of 1</span> claims beyond' in text
+    assert "6 of 9 used" in text and "49,056" in text  # the scale box: ours beside the paper's count
+    assert "too_small: 1" in text and "seconds" not in text  # no wall time: re-renders give the same bytes
+    assert 'href="notebooks/05_robust.html#verdicts-05"' in text and "a &amp; b &lt;c&gt;" in text
+
+    pd.DataFrame([{"claim": "NT steadies the score", "paper": "30 %", "ours": "7 %", "verdict": "not reproduced",
+                   "why": "|Δs| rule", "scope": "beyond the paper", "judges": "magnitude"}]
+                 ).to_csv(out / "tables" / "verdicts_05.csv", index=False)
+    for stem, title in (("00_train", "Train"), ("05_robust", "Robust")):
+        _notebook(out / "notebooks" / f"{stem}.ipynb", title, "1 + 1")
     (out / "manifest.json").write_text(json.dumps(manifest))
-    runner.write_index(out, manifest)
-    page = check_front_page(out)
-    assert len(page.rows) == 3 and page.rows[0][-1] == "a & b <c>"
-    text = (out / "index.html").read_text()
-    assert "01_originals" in text and "too_small: 1" in text and "3.5" in text and "<details>" in text
+    book.build(out)
+    front = check_site(out)
+    assert [r[0] for r in front.rows] == ["00", "00", "05"] and front.rows[0][-1] == "a & b <c>"
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -190,7 +242,8 @@ warnings.warn("something odd")
 report.save_table(pd.DataFrame({"group": list("abc"), **{f"m{i}": np.arange(3) / 7 for i in range(20)}}), "wide", OUT, "Wide.")
 fig, ax = plt.subplots()
 ax.plot([0, 1], [1, 0])
-report.save_figure(fig, "line", OUT)
+report.save_figure(fig, "line", OUT, caption="A line.", takeaway="It falls.")
+report.save_table(pd.DataFrame({"model": ["a"], "mean |Δs|": [0.5]}), "pipes", OUT, "Pipes in a header.", takeaway="One row.")
 table = report.verdicts([{"claim": "c", "paper": "1", "ours": "1", "verdict": "reproduced", "why": "w"}], "00", OUT)
 (OUT / "models" / "quality").mkdir(parents=True, exist_ok=True)
 (OUT / "models" / "quality" / "card.json").write_text("{}")
@@ -221,8 +274,9 @@ def test_headless_run_is_quiet_shows_figures_and_rerenders_identically(tmp_path,
     params_file = _params_file(tmp_path)
     out = tmp_path / "outputs" / "runnertest"
     manifest = runner.run(params_file)
-    snapshot = {p: p.read_bytes() for p in [*out.glob("notebooks/*.ipynb"), *out.glob("reports/*.html")]}
-    assert len(snapshot) == 4
+    snapshot = {p: p.read_bytes() for p in [*out.glob("notebooks/*.ipynb"), *out.glob("site/**/*"), out / "index.html"]
+                if p.is_file()}
+    assert len(snapshot) > 20
 
     for path in out.glob("notebooks/*.ipynb"):
         nb = nbformat.read(path, as_version=4)
@@ -237,13 +291,14 @@ def test_headless_run_is_quiet_shows_figures_and_rerenders_identically(tmp_path,
     assert any("image/png" in o.data for o in shown)  # the figure is in the notebook and its report
     assert any("**Wide.**" in o.data.get("text/markdown", "") for o in shown)
     assert any(o.data.get("text/markdown", "").startswith("### Ours vs the paper") for o in shown)
-    assert "<img" in (out / "reports" / "00_make.html").read_text()
+    check_book_page(out / "site" / "notebooks" / "00_make.html")
 
     log = (out / "run.log").read_text()
     assert "00_make ..." in log and "00_make done in" in log and "something odd" in log and "it/s]" not in log
     assert manifest["wall_time_total_s"] == pytest.approx(sum(manifest["wall_time_s"].values()))
     assert "finished_utc" not in manifest and manifest["git_commit"]
-    check_front_page(out)
+    assert "site:" not in log  # Sphinx built the site without a warning
+    check_site(out)
 
     runner.run(params_file)  # unchanged code and params: the same bytes
     assert {p: p.read_bytes() for p in snapshot} == snapshot
