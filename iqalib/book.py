@@ -71,6 +71,7 @@ CSS = """
 .v-not-testable { color: #7a5b00; font-weight: 600; }
 .iqalib-takeaway { font-style: italic; }
 figure img { max-width: 100%; height: auto; }
+.bd-main .bd-content .bd-article-container { max-width: 100%; }  /* wide tables: the room beside the sidebars */
 """
 
 

@@ -356,14 +356,16 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
              "classifier",
              f"attack success at ε = {smallest:g}/255, strong: " + ", ".join(f"{k} {v:.0%}" for k, v in
                                                                         at_small.get("strong", {}).items())
-             + f"; at ε = {e}: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("strong", {}).items()),
+             + (f"; at ε = {e}: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("strong", {}).items()) if len(at) else ""),
              bool(stronger and rising), "rule: strong ≥ selective at every ε and model; strong non-decreasing in ε "
                                         "and higher at the largest ε than the smallest, per model", "direction", BEYOND),
         _row(f"A hardened quality model keeps the detector under the strong adaptive attack (ε = {e})",
              "goal of issue 11: a hardened model ≥ 50 % detection (attack success ≤ 50 %)",
-             "strong attack success: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("strong", {}).items())
-             + "; oblivious: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("oblivious", {}).items()),
-             bool(len(at) and (at.get("strong", pd.Series(dtype=float)).drop("plain", errors="ignore") <= 0.5).any()),
-             "attack success = share of attacked originals fooled AND judged fit", "magnitude", BEYOND),
+             ("strong attack success: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("strong", {}).items())
+              + "; oblivious: " + ", ".join(f"{k} {v:.0%}" for k, v in at.get("oblivious", {}).items())) if len(at)
+             else f"no adaptive attack at ε = {e} in this run",
+             bool((at.get("strong", pd.Series(dtype=float)).drop("plain", errors="ignore") <= 0.5).any()) if len(at) else None,
+             "attack success = share of attacked originals fooled AND judged fit"
+             + ("" if len(at) else f"; not testable: robust.adaptive.eps_255 lacks {eps_255:g}"), "magnitude", BEYOND),
     ]
     return rows

@@ -341,3 +341,10 @@ def test_robust_reads_the_given_eps():
     rows = verdicts.robust(*_robust(), eps_255=8.0)  # attacks ×9 at ε = 8
     assert "mean |Δs| 2.7000 vs random sign noise 0.1800" in rows[0]["ours"] and "ε = 8/255" in rows[0]["claim"]
     assert oks(rows)[6] is False and "nt 90%" in rows[6]["ours"]  # at 8/255 every model is past 50 %
+
+
+def test_robust_without_an_adaptive_attack_at_the_given_eps_is_not_testable():
+    models, attacks, certified, detected = _robust()
+    rows = verdicts.robust(models, attacks, certified, detected[detected["eps_255"] != 4.0])
+    assert oks(rows)[6] is None and "no adaptive attack at ε = 4/255" in rows[6]["ours"]
+    assert "at ε = 4/255" not in rows[5]["ours"] and "ε = 0.5/255, strong:" in rows[5]["ours"]
