@@ -72,6 +72,8 @@ CSS = """
 .iqalib-takeaway { font-style: italic; }
 figure img { max-width: 100%; height: auto; }
 .bd-main .bd-content .bd-article-container { max-width: 100%; }  /* wide tables: the room beside the sidebars */
+/* a wide table scrolls in its box; its caption wraps at the box's width instead of scrolling away with it */
+.pst-scrollable-table-container caption { max-width: min(48rem, 85vw); text-align: left; position: sticky; left: 0; }
 """
 
 
