@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,10 +22,16 @@ from scipy import stats
 from iqalib.classifiers import Classifier
 from iqalib.quality import QualityModel
 
-__all__ = ["score_fn", "feature_fn", "ifgsm", "median_interval_indices", "local_lipschitz",
+__all__ = ["score_fn", "feature_fn", "ifgsm", "ifgsm_radii", "median_interval_indices", "local_lipschitz",
            "Scorer", "random_sign", "pgd_l2", "attack_scores", "train_nt"]
 
 Score = Callable[[torch.Tensor], torch.Tensor]
+
+# Images per pass in scoring and score attacks. On 2 CPU cores a 224-px batch of 24 costs 1.5-2x
+# more per image than one of 16 or fewer, forward and backward, for the backbone and the denoiser
+# alike: the activations outgrow the cache (measured: 16 images, 8 ms forward / 25 ms forward +
+# backward per image through the early layers; 24 images, 12 / 37 ms).
+BATCH = 16
 
 
 def _head_input(quality_model: QualityModel, classifier: Classifier) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -80,13 +86,55 @@ def ifgsm(score: Score, x: torch.Tensor, eps: float, step: float = 1 / 255, iter
     x = x.detach()
     adv = x.clone()
     for _ in range(iters):
-        adv.requires_grad_(True)
-        grad, = torch.autograd.grad(score(adv).sum(), adv)
-        with torch.no_grad():
-            # A feature-map channel with no spread has a NaN log-std gradient; it gives no direction.
-            adv = adv + direction * step * torch.nan_to_num(grad, nan=0.0).sign()
-            adv = torch.minimum(torch.maximum(adv, x - eps), x + eps).clamp(0.0, 1.0)
-    return adv.detach()
+        adv = _ifgsm_step(score, x, adv, step, direction, eps)
+    return adv
+
+
+def _ifgsm_step(score: Score, x: torch.Tensor, adv: torch.Tensor, step: float, direction: int,
+                eps: float | None) -> torch.Tensor:
+    """One I-FGSM step from ``adv``, projected onto the ℓ∞ ball of radius ``eps`` around ``x`` (None:
+    no ball, a step known to stay inside it) and onto [0, 1]."""
+    adv = adv.detach().requires_grad_(True)
+    grad, = torch.autograd.grad(score(adv).sum(), adv)
+    with torch.no_grad():
+        # A feature-map channel with no spread has a NaN log-std gradient; it gives no direction.
+        adv = adv + direction * step * torch.nan_to_num(grad, nan=0.0).sign()
+        if eps is not None:
+            adv = torch.minimum(torch.maximum(adv, x - eps), x + eps)
+        return adv.clamp(0.0, 1.0)
+
+
+def ifgsm_radii(scorer: "Scorer", x: torch.Tensor, radii: Sequence[float], step: float = 1 / 255,
+                iters: int = 10, direction: int = 1, draws: int = 1, seed: int = 1) -> dict[float, torch.Tensor]:
+    """``ifgsm`` on ``scorer.expected(draws, seed)`` at every radius, sharing the iterations the
+    runs have in common: after k steps of ``step`` no pixel has moved more than k·step, so up to
+    its k_ε = ⌊ε / step⌋-th iterate the run at radius ε never meets its ball and is the same as
+    the run at any larger radius. One trunk runs (unprojected) to the largest k_ε below ``iters``;
+    each radius goes on from its own iterate of the trunk with a copy of the trunk's noise
+    generator (a smoothed scorer's EOT draws), so it draws what a run of its own would draw. The
+    MSU setting (radii 1, 2, 4, 8 /255, step 1/255, 10 iterations) takes 33 gradient steps instead
+    of 40. Returns {radius: attacked images}: ``ifgsm`` at each radius, up to the float rounding
+    of the ball's bound (tested)."""
+    x = x.detach()
+    generator = None if scorer.space == "none" else torch.Generator(device="cpu").manual_seed(seed)
+
+    def advance(adv: torch.Tensor, g: torch.Generator | None, eps: float | None, steps: int) -> torch.Tensor:
+        score = scorer.expected(draws, generator=g)
+        for _ in range(steps):
+            adv = _ifgsm_step(score, x, adv, step, direction, eps)
+        return adv
+
+    out: dict[float, torch.Tensor] = {}
+    trunk, done = x.clone(), 0
+    for eps in sorted(set(radii)):
+        shared = min(iters, math.floor(eps / step + 1e-9))
+        trunk, done = advance(trunk, generator, None, shared - done), shared
+        branch = None
+        if generator is not None:
+            branch = torch.Generator(device="cpu")
+            branch.set_state(generator.get_state())
+        out[eps] = advance(trunk, branch, eps, iters - shared)
+    return {eps: out[eps] for eps in radii}
 
 
 def median_interval_indices(n: int, radius: float, sigma: float, conf: float = 0.999) -> tuple[int, int]:
@@ -192,9 +240,10 @@ class Scorer:
         return torch.stack([self.draw(x, g, phi) for _ in range(n)])
 
     @torch.no_grad()
-    def scores(self, x: torch.Tensor, batch_size: int = 32) -> np.ndarray:
+    def scores(self, x: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
         """(N,) deployed scores: the plain score, or the median of ``n`` noisy scores (the lower of
         the two middle ones when ``n`` is even: an order statistic, as the certificate assumes)."""
+        batch_size = batch_size or BATCH
         out = [self.samples(x[i:i + batch_size]).median(0).values for i in range(0, len(x), batch_size)]
         return torch.cat(out).cpu().numpy() if out else np.zeros(0, np.float32)
 
@@ -208,12 +257,13 @@ class Scorer:
                 "head_passes": 1 if self.space == "none" else self.n,
                 "denoiser_passes": self.n if self.space == "input" and self.denoiser is not None else 0}
 
-    def expected(self, draws: int, seed: int = 1) -> Score:
+    def expected(self, draws: int, seed: int = 1, generator: torch.Generator | None = None) -> Score:
         """A differentiable score for attacks on this scorer: the plain score, or the mean of
-        ``draws`` noisy scores (expectation over transformation, fresh noise at every call)."""
+        ``draws`` noisy scores (expectation over transformation, fresh noise at every call, from
+        ``generator``, else from a new one seeded ``seed``)."""
         if self.space == "none":
             return lambda x: self.draw(x, None)
-        g = torch.Generator(device="cpu").manual_seed(seed)
+        g = torch.Generator(device="cpu").manual_seed(seed) if generator is None else generator
         return lambda x: torch.stack([self.draw(x, g) for _ in range(draws)]).mean(0)
 
     def certify(self, x: torch.Tensor, radii: tuple[float, ...], n: int, conf: float = 0.999,
@@ -280,27 +330,32 @@ def pgd_l2(scorer: Scorer, x: torch.Tensor, radius: float, steps: int = 10, draw
     return adv.detach()
 
 
+SCORE_ATTACKS = ("random_sign", "ifgsm_up", "ifgsm_down")
+
+
 def attack_scores(scorer: Scorer, x: torch.Tensor, eps_255: tuple[float, ...], step_255: float = 1.0,
                   iters: int = 10, draws: int = 1, seed: int = 0, progress: bool = False) -> list[dict]:
     """Per attack and ε (0–255 units): deployed scores before (``clean``) and after (``attacked``).
 
     Attacks: ``ifgsm_up`` / ``ifgsm_down`` (I-FGSM raising / lowering the score, on ``scorer.expected
     (draws)``: exact for a plain scorer, expectation over ``draws`` noisy copies per step for a
-    smoothed one) and ``random_sign`` (the same ℓ∞ size, no gradient)."""
+    smoothed one, its noise seeded ``seed + 1`` plus the index of the first image of each ``BATCH``)
+    and ``random_sign`` (the same ℓ∞ size, no gradient)."""
     from tqdm.auto import tqdm
 
     clean = scorer.scores(x)
-    rows = []
-    todo = [(a, e) for e in eps_255 for a in ("random_sign", "ifgsm_up", "ifgsm_down")]
-    for attack, e in tqdm(todo, desc=f"attacks on {scorer.name}", disable=not progress, leave=False):
+    attacked: dict[tuple[str, float], np.ndarray] = {}
+    for attack in tqdm(SCORE_ATTACKS, desc=f"attacks on {scorer.name}", disable=not progress, leave=False):
         if attack == "random_sign":
-            adv = random_sign(x, e / 255, seed)
-        else:
-            adv = ifgsm(scorer.expected(draws, seed + 1), x, e / 255, step_255 / 255, iters,
-                        direction=1 if attack == "ifgsm_up" else -1)
-        attacked = scorer.scores(adv)
-        rows.append({"attack": attack, "eps_255": float(e), "clean": clean, "attacked": attacked})
-    return rows
+            images = {e: random_sign(x, e / 255, seed) for e in eps_255}
+        else:  # every radius in one go (the runs share their first iterations), BATCH images at a time
+            parts = [ifgsm_radii(scorer, x[i:i + BATCH], [e / 255 for e in eps_255], step_255 / 255, iters,
+                                 1 if attack == "ifgsm_up" else -1, draws, seed + 1 + i)
+                     for i in range(0, len(x), BATCH)]
+            images = {e: torch.cat([part[e / 255] for part in parts]) for e in eps_255}
+        attacked.update({(attack, e): scorer.scores(adv) for e, adv in images.items()})
+    return [{"attack": attack, "eps_255": float(e), "clean": clean, "attacked": attacked[attack, e]}
+            for e in eps_255 for attack in SCORE_ATTACKS]
 
 
 # ----------------------------------------------------------------------------------------------

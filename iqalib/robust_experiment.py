@@ -108,7 +108,7 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     p, r = run.params, run.params.robust
     settings = {k: v for k, v in experiment.quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
     key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed,
-           "classifier": run.classifier.weights_id, "amp": p.amp,
+           "classifier": run.classifier.weights_id, "embedding": features.EMBEDDING_VERSION, "amp": p.amp,
            **({"backbone_in_workers": True} if features.runs_backbone_in_workers(run.classifier, p.backbone_in_workers)
               else {}),
            "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),

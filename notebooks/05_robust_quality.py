@@ -160,9 +160,10 @@ report.save_table(detected, "robust_detector", run, f"Detector under attack, {de
 
 # %%
 report.save_figure(figures.vs_eps(detected, "attack_success_rate", "attack success (fooled and judged fit)",
-                                  "Attack success against the detector (lines at 100 % overlap)", ylim=(-0.02, 1.02)),
+                                  "Attack success against the detector", ylim=(-0.02, 1.02)),
                    "robust_attack_success", run,
-                   caption="Share of attacked originals fooled and judged fit, against ε, per quality model and attack.")
+                   caption="Share of attacked originals fooled and judged fit, against ε, per quality model and attack "
+                           "(lines of equal success overlap).")
 
 # %% [markdown]
 # ## Ours vs the seed papers' claims

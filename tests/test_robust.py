@@ -265,3 +265,30 @@ def test_the_denoiser_learns_and_round_trips(tmp_path):
     torch.testing.assert_close(loaded(x), net(x))
     with pytest.raises(ValueError):
         train_denoiser(photos, 0.1, patch=200, progress=False)
+
+
+@pytest.mark.parametrize("space", ["none", "input", "feature"])
+def test_ifgsm_at_every_radius_at_once_equals_one_run_per_radius_in_fewer_steps(space):
+    """``ifgsm_radii`` (runs sharing their first iterations, noise generator copied at each branch)
+    gives each radius what ``ifgsm`` on ``expected(draws, seed)`` gives it alone, with 33 gradient
+    steps instead of 40 at the MSU setting; for a smoothed scorer too (its EOT draws)."""
+    clf = tiny_classifier()
+    rng = np.random.default_rng(0)
+    model = quality.QualityModel(clf, n_models=2, hidden=16, bins=20, epochs=5, features="pooled", seed=0,
+                                 device="cpu").fit(rng.normal(size=(64, clf.embedding_dim)).astype(np.float32),
+                                                   rng.uniform(0.2, 0.8, 64), progress=False)
+    scorer = robust.Scorer(space, model, clf, space, sigma=0.0 if space == "none" else 0.1,
+                           n=1 if space == "none" else 4, seed=0)
+    x = torch.from_numpy(rng.uniform(0, 1, (6, 3, 32, 32)).astype(np.float32))
+    radii = [1 / 255, 2 / 255, 4 / 255, 8 / 255]
+    calls = []
+    draw = scorer.draw
+    scorer.draw = lambda *a, **k: calls.append(1) or draw(*a, **k)
+    for direction in (1, -1):
+        calls.clear()
+        together = robust.ifgsm_radii(scorer, x, radii, 1 / 255, 10, direction, draws=2, seed=3)
+        assert len(calls) == 33 * (1 if space == "none" else 2)  # draws per step: EOT only when smoothed
+        for eps in radii:
+            alone = robust.ifgsm(scorer.expected(2, seed=3), x, eps, 1 / 255, 10, direction)
+            np.testing.assert_allclose(together[eps].numpy(), alone.numpy(), atol=1e-6)
+            assert (together[eps] - x).abs().max() <= eps + 1e-6
