@@ -115,11 +115,11 @@ class Classifier:
     wnids: tuple[str, ...] = field(default_factory=imagenet_wnids)
 
     def __post_init__(self) -> None:
-        # Channels-last convolution weights: oneDNN's faster kernels on CPU (EfficientNet-Lite0 on 2
-        # cores: 15-25 % less time per image forward and forward + backward, whatever the input's
-        # layout; benchmarks/bench_robust.py), and the tensor cores' layout on CUDA. Another
-        # summation order than contiguous weights: the last float bits of every pass differ, so the
-        # embedding cache's version names it (features.EMBEDDING_VERSION).
+        # Channels-last convolution weights: the tensor cores' layout on CUDA, and on 2 CPU cores
+        # 5-7 % less time per image forward, the same forward + backward (EfficientNet-Lite0, 16
+        # images; benchmarks/bench_robust.py). Another summation order than contiguous weights: the
+        # last float bits of every pass differ, so the embedding cache's version names it
+        # (features.EMBEDDING_VERSION).
         self.backbone.eval().to(self.device).to(memory_format=torch.channels_last)
         self.head.eval().to(self.device)
         for p in list(self.backbone.parameters()) + list(self.head.parameters()):

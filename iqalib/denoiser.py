@@ -47,8 +47,8 @@ class DnCNN(nn.Module):
         nn.init.zeros_(body[-1].weight)
         nn.init.zeros_(body[-1].bias)
         self.body = nn.Sequential(*body)
-        # Channels-last weights: oneDNN's faster kernels for these thin convolutions (5 x 16 at
-        # 224 px on 2 cores: about 40 % less time forward and forward + backward).
+        # Channels-last weights, as the classifier's (its output feeds the classifier): on 2 CPU
+        # cores 2-3 % less time (5 x 16 at 224 px, benchmarks/bench_robust.py).
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,10 +27,10 @@ __all__ = ["score_fn", "feature_fn", "ifgsm", "ifgsm_radii", "median_interval_in
 
 Score = Callable[[torch.Tensor], torch.Tensor]
 
-# Images per pass in scoring and score attacks. On 2 CPU cores a 224-px batch of 24 costs 1.5-2x
-# more per image than one of 16 or fewer, forward and backward, for the backbone and the denoiser
-# alike: the activations outgrow the cache (measured: 16 images, 8 ms forward / 25 ms forward +
-# backward per image through the early layers; 24 images, 12 / 37 ms).
+# Images per pass in scoring and score attacks. On 2 CPU cores a 224-px batch of 24 costs 27-41 %
+# more time per image forward + backward than one of 16 (backbone, early layers and denoiser
+# alike; forward alone 5-10 %): its activations outgrow the cache (benchmarks/bench_robust.py
+# --images 24 vs --images 16).
 BATCH = 16
 
 
