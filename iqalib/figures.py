@@ -48,22 +48,38 @@ def roc(roc_points: pd.DataFrame, ax: Any = None, auc: pd.DataFrame | None = Non
 
 
 def vs_eps(df: pd.DataFrame, y: str, ylabel: str, title: str, hue: str = "quality_model",
-                style: str = "attack", ylim: tuple[float, float] | None = None) -> "plt.Figure":
+           style: str = "attack", ylim: tuple[float, float] | None = None, facet: str | None = None,
+           dodge: float = 0.0) -> "plt.Figure":
     """``y`` against the attack radius ``eps_255`` (log axis, ticks at the radii measured), one line
-    per ``hue`` and ``style``, legend beside the axes so it hides no line. Returns the figure."""
+    per ``hue`` and ``style``, legend beside the axes so it hides no line. ``facet``: one panel per
+    value of that column instead of a line style. ``dodge``: each ``hue`` level's points shifted
+    by this fraction of a factor 2 along the log axis, side by side, so that equal values (rates
+    of a few images often are) stay visible instead of hiding one another. Returns the figure."""
     import seaborn as sns
     from matplotlib.ticker import NullFormatter
 
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    sns.lineplot(df, x="eps_255", y=y, hue=hue, style=style, markers=True, ax=ax)
+    panels = [None] if facet is None else list(dict.fromkeys(df[facet]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 if facet is None else 3.6 * len(panels), 3.8),
+                             sharey=True, squeeze=False)
+    levels = list(dict.fromkeys(df[hue]))
+    shift = {level: 2.0 ** (dodge * (i - (len(levels) - 1) / 2)) for i, level in enumerate(levels)}
     eps = sorted(df["eps_255"].unique())
-    ax.set_xscale("log")
-    ax.set_xticks(eps, [f"{e:g}" for e in eps])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel="ε (0–255 pixel units)", ylabel=ylabel, title=title)
-    if ylim is not None:
-        ax.set_ylim(*ylim)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    for ax, panel in zip(axes[0], panels):
+        part = df if panel is None else df[df[facet] == panel]
+        part = part.assign(eps_255=part["eps_255"] * part[hue].map(shift))
+        marks = {"markers": True} if facet is None else {"marker": "o", "markersize": 5}
+        sns.lineplot(part, x="eps_255", y=y, hue=hue, hue_order=levels, style=None if facet else style,
+                     ax=ax, legend=ax is axes[0][-1], **marks)
+        ax.set_xscale("log")
+        ax.set_xticks(eps, [f"{e:g}" for e in eps])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(xlabel="ε (0–255 pixel units)", ylabel=ylabel, title=title if panel is None else f"{panel}")
+        if ylim is not None:
+            ax.set_ylim(*ylim)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if facet is not None:
+        fig.suptitle(title)
+        fig.tight_layout()
     return fig
 
 

@@ -160,10 +160,11 @@ report.save_table(detected, "robust_detector", run, f"Detector under attack, {de
 
 # %%
 report.save_figure(figures.vs_eps(detected, "attack_success_rate", "attack success (fooled and judged fit)",
-                                  "Attack success against the detector", ylim=(-0.02, 1.02)),
+                                  "Attack success against the detector", ylim=(-0.02, 1.02),
+                                  facet="attack", dodge=0.15),
                    "robust_attack_success", run,
-                   caption="Share of attacked originals fooled and judged fit, against ε, per quality model and attack "
-                           "(lines of equal success overlap).")
+                   caption="Share of attacked originals fooled and judged fit, against ε, per attack and quality model "
+                           "(each model's points side by side at each ε, so that equal rates stay visible).")
 
 # %% [markdown]
 # ## Ours vs the seed papers' claims
