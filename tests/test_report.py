@@ -192,3 +192,17 @@ def test_a_rehearsal_says_so_in_every_caption(tmp_path, monkeypatch):
     monkeypatch.delenv("IQALIB_REHEARSAL")
     report.save_table(pd.DataFrame({"a": [1]}), "t", _Run(), "Caption.", show=False)
     assert (tmp_path / "tables" / "t.md").read_text().startswith("Caption.")
+
+
+def test_vs_eps_facets_and_dodges_so_equal_rates_stay_visible():
+    """Four models at the same rate at every radius: one panel per attack, and at each radius every
+    model's point at its own x (dodged on the log axis), none hidden under another."""
+    rows = [{"quality_model": m, "attack": a, "eps_255": e, "attack_success_rate": 1.0}
+            for m in ("plain", "nt", "dms", "fs") for a in ("oblivious", "strong") for e in (0.5, 1.0, 2.0)]
+    fig = figures.vs_eps(pd.DataFrame(rows), "attack_success_rate", "success", "t", facet="attack", dodge=0.15)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["oblivious", "strong"]
+    xs = [tuple(line.get_xdata()) for line in panels[0].get_lines() if len(line.get_xdata()) == 3]
+    assert len(xs) == 4 and len({x[0] for x in xs}) == 4  # four models, four distinct x at ε = 0.5
+    assert all(abs(np.log2(x[0] / 0.5)) <= 0.15 * 1.5 + 1e-9 for x in xs)  # each within the dodge of its ε
+    plt.close(fig)
