@@ -101,8 +101,7 @@ def main() -> None:
     nt.attach_own_layers(clf).requires_grad_(False)  # NT's own copy of the early layers: its cost, not its weights
     scorers = {"plain": robust.Scorer("plain", model, clf), "nt": robust.Scorer("nt", nt, clf),
                "fs": robust.Scorer("fs", model, clf, "feature", r.feature_smoothing.sigma, r.feature_smoothing.n),
-               "dms": robust.Scorer("dms", model, clf, "input", r.smoothing.sigma, r.smoothing.n,
-                                    DnCNN(r.denoiser.layers, r.denoiser.channels).eval().to(clf.device))}
+               "dms": robust.Scorer("dms", model, clf, "input", r.smoothing.sigma, r.smoothing.n, denoiser)}
     seconds = {f"{name}_seconds_per_image": _best_seconds(lambda s=s: s.scores(x), max(1, args.repeats - 1)) / n
                for name, s in scorers.items()}
     result = {**{k: round(v, 2) for k, v in {**rates, **contiguous}.items()}, **{k: round(v, 4) for k, v in seconds.items()},

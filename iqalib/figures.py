@@ -64,16 +64,16 @@ def vs_eps(df: pd.DataFrame, y: str, ylabel: str, title: str, hue: str = "qualit
     levels = list(dict.fromkeys(df[hue]))
     shift = {level: 2.0 ** (dodge * (i - (len(levels) - 1) / 2)) for i, level in enumerate(levels)}
     eps = sorted(df["eps_255"].unique())
+    marks = {"markers": True} if facet is None else {"marker": "o", "markersize": 5}
     for ax, panel in zip(axes[0], panels):
         part = df if panel is None else df[df[facet] == panel]
         part = part.assign(eps_255=part["eps_255"] * part[hue].map(shift))
-        marks = {"markers": True} if facet is None else {"marker": "o", "markersize": 5}
         sns.lineplot(part, x="eps_255", y=y, hue=hue, hue_order=levels, style=None if facet else style,
                      ax=ax, legend=ax is axes[0][-1], **marks)
         ax.set_xscale("log")
         ax.set_xticks(eps, [f"{e:g}" for e in eps])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set(xlabel="ε (0–255 pixel units)", ylabel=ylabel, title=title if panel is None else f"{panel}")
+        ax.set(xlabel="ε (0–255 pixel units)", ylabel=ylabel, title=title if panel is None else str(panel))
         if ylim is not None:
             ax.set_ylim(*ylim)
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)

@@ -149,8 +149,8 @@ DEFAULTS: dict[str, Any] = {
         "denoiser": {"layers": 5, "channels": 16, "steps": 300, "batch_size": 32, "patch": 64, "lr": 1.0e-3,
                      "rank": {"steps": 60, "batch_size": 8, "weight": 1.0, "margin": 0.01, "lr": 1.0e-4}},
         # The detector under attack: held-out originals, l-inf radii (0-255 units) and PGD steps. The
-        # literature's radii (0.5-8) and two below them: on EfficientNet-Lite0 every attack already
-        # succeeds at 0.5/255, so the curve's rise shows only below it.
+        # literature's radii (0.5-8) and two below them: on EfficientNet-Lite0 the adaptive attacks
+        # already get every image through at 0.5/255, so the curve's rise shows only below it.
         # fit_cap: training originals (each with its UAP twin) the detector under attack is fitted on,
         # a seeded sample of the first split's; null: all of them (every scorer scores each one)
         "adaptive": {"n_images": 16, "eps_255": [0.125, 0.25, 0.5, 1, 2, 4, 8], "steps": 10, "fit_cap": None},
