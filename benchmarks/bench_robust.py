@@ -6,8 +6,10 @@
 1. The stats-only backbone pass (``Classifier.forward_with_stats(stats_only=True)``: the pass
    stops after the last early layer the quality heads read) against the whole pass, forward and
    forward + backward (what score attacks and NT training run), images/second; each also with the
-   backbone's weights in the contiguous layout instead of the classifier's channels-last one; the
-   same for the DMS denoiser (forward and forward + backward).
+   backbone's weights in the contiguous layout instead of the classifier's channels-last one, and
+   with its BatchNorms unfolded (the classifier folds them into the convolutions,
+   ``folding.fold_batchnorm``); the same for the DMS denoiser (forward and forward + backward;
+   folded: ``DnCNN.folded``, what scoring and attacks run).
 2. Seconds per image of each deployed quality score at the params' sizes: plain heads, NT (the
    same heads on the model's own copy of the early layers: what it adds to a classifier's pass is
    this whole time, where the plain heads share the classifier's pass), feature-space
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from bench_pipeline import _timed  # benchmarks/ is on sys.path when run as a script
-from iqalib import experiment, quality, robust
+from iqalib import classifiers, experiment, quality, robust
 from iqalib.classifiers import load_classifier
 from iqalib.denoiser import DnCNN
 from iqalib.images import embedded_folder, open_image
@@ -54,44 +56,58 @@ def main() -> None:
     n = len(x)
     z = clf.normalize(x * 255.0)
 
-    def forward(stats_only: bool, backward: bool):
+    def forward(net, stats_only: bool, backward: bool):
         def run():
             inp = z.clone().requires_grad_(backward)
             with torch.set_grad_enabled(backward):
-                _, stats = clf.forward_with_stats(inp, stats_only=stats_only)
+                _, stats = net.forward_with_stats(inp, stats_only=stats_only)
                 if backward:
                     stats.sum().backward()
         return run
 
     q, r = p.quality, p.robust
-    denoiser = DnCNN(r.denoiser.layers, r.denoiser.channels).eval().to(clf.device)
+    trainable = DnCNN(r.denoiser.layers, r.denoiser.channels).eval().requires_grad_(False).to(clf.device)
+    for m in trainable.modules():  # running statistics as a trained one has: folding is then not a no-op
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 2.0)
+    denoiser = trainable.folded()
+    # The same classifier with its BatchNorms left in place (as it ran up to EMBEDDING_VERSION 2).
+    fold = classifiers.fold_batchnorm_checked
+    classifiers.fold_batchnorm_checked = lambda backbone, *_: backbone
+    try:
+        unfolded = load_classifier(p.classifier, args.device)
+    finally:
+        classifiers.fold_batchnorm_checked = fold
 
-    def denoise(backward: bool):
+    def denoise(net, backward: bool):
         def run():
             inp = x.clone().requires_grad_(backward)
             with torch.set_grad_enabled(backward):
-                out = denoiser(inp)
+                out = net(inp)
                 if backward:
                     out.sum().backward()
         return run
 
-    def layout_rates(layout: torch.memory_format, prefix: str) -> dict[str, float]:
-        clf.backbone.to(memory_format=layout)
-        denoiser.to(memory_format=layout)
-        passes = {**{f"{'stats_only' if s else 'full'}_{'fwd_bwd' if b else 'fwd'}": forward(s, b)
+    def variant_rates(net, den, layout: torch.memory_format, prefix: str) -> dict[str, float]:
+        net.backbone.to(memory_format=layout)
+        den.to(memory_format=layout)
+        passes = {**{f"{'stats_only' if s else 'full'}_{'fwd_bwd' if b else 'fwd'}": forward(net, s, b)
                      for s in (False, True) for b in (False, True)},
-                  **{f"denoiser_{'fwd_bwd' if b else 'fwd'}": denoise(b) for b in (False, True)}}
+                  **{f"denoiser_{'fwd_bwd' if b else 'fwd'}": denoise(den, b) for b in (False, True)}}
         return {f"{prefix}{name}_img_per_s": n / _best_seconds(fn, args.repeats) for name, fn in passes.items()}
 
-    # Channels-last weights (the classifier's and the denoiser's own layout) against contiguous
-    # ones, alternated twice so that neither layout always runs on a cold cache; the best of each.
+    # The classifier and denoiser as they run (folded, channels-last) against contiguous weights and
+    # against BatchNorm unfolded, alternated twice so that none always runs on a cold cache; the
+    # best of each.
+    variants = ((clf, denoiser, torch.contiguous_format, "contiguous_weights_"),
+                (unfolded, trainable, torch.channels_last, "unfolded_"), (clf, denoiser, torch.channels_last, ""))
     best: dict[str, float] = {}
     for _ in range(2):
-        for layout, prefix in ((torch.contiguous_format, "contiguous_weights_"), (torch.channels_last, "")):
-            for k, v in layout_rates(layout, prefix).items():
+        for net, den, layout, prefix in variants:
+            for k, v in variant_rates(net, den, layout, prefix).items():
                 best[k] = max(best.get(k, 0.0), v)
-    rates = {k: v for k, v in best.items() if not k.startswith("contiguous_weights_")}
-    contiguous = {k: v for k, v in best.items() if k.startswith("contiguous_weights_")}
+    rates = {k: v for k, v in best.items() if not k.startswith(("contiguous_weights_", "unfolded_"))}
+    others = {k: v for k, v in best.items() if k.startswith(("contiguous_weights_", "unfolded_"))}
     rng = np.random.default_rng(0)
     model = quality.QualityModel(clf, n_models=r.n_models, hidden=q.hidden, bins=q.bins, epochs=1, seed=0,
                                  features=q.features, device=args.device).fit(
@@ -104,11 +120,13 @@ def main() -> None:
                "dms": robust.Scorer("dms", model, clf, "input", r.smoothing.sigma, r.smoothing.n, denoiser)}
     seconds = {f"{name}_seconds_per_image": _best_seconds(lambda s=s: s.scores(x), max(1, args.repeats - 1)) / n
                for name, s in scorers.items()}
-    result = {**{k: round(v, 2) for k, v in {**rates, **contiguous}.items()}, **{k: round(v, 4) for k, v in seconds.items()},
+    result = {**{k: round(v, 2) for k, v in {**rates, **others}.items()}, **{k: round(v, 4) for k, v in seconds.items()},
               "stats_only_fwd_speedup": round(rates["stats_only_fwd_img_per_s"] / rates["full_fwd_img_per_s"], 2),
               "stats_only_fwd_bwd_speedup": round(rates["stats_only_fwd_bwd_img_per_s"] / rates["full_fwd_bwd_img_per_s"], 2),
               **{f"channels_last_speedup_{k.removesuffix('_img_per_s')}":
-                 round(v / contiguous[f"contiguous_weights_{k}"], 2) for k, v in rates.items()},
+                 round(v / others[f"contiguous_weights_{k}"], 2) for k, v in rates.items()},
+              **{f"batchnorm_folded_speedup_{k.removesuffix('_img_per_s')}":
+                 round(v / others[f"unfolded_{k}"], 2) for k, v in rates.items()},
               "fs_vs_dms_time": round(seconds["fs_seconds_per_image"] / seconds["dms_seconds_per_image"], 4),
               "images": n, "threads": torch.get_num_threads(), "device": str(clf.device),
               "machine": platform.machine(), "smoothing_n": r.smoothing.n, "feature_smoothing_n": r.feature_smoothing.n}

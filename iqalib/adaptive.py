@@ -146,25 +146,30 @@ def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: floa
 
 def strong(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, x: torch.Tensor,
            labels: torch.Tensor, eps: float, steps: int = 10, draws: int = 1,
-           seed: int = 0) -> dict[str, torch.Tensor]:
+           seed: int = 0) -> dict[str, tuple[torch.Tensor, dict[str, np.ndarray]]]:
     """The strongest adaptive attack here: selective PGD, then, on each image the deployed system
     still stops (not fooled, or flagged: ``judge``), orthogonal PGD from the clean image, kept where
     it succeeds. Per image it succeeds whenever selective PGD does, so it is at least as strong.
-    Returns ``{"selective": images, "strong": images}``."""
+    Returns ``{"selective": (images, judged), "strong": (images, judged)}``, each with the deployed
+    system's ``judge`` of those images (the same judgement when orthogonal PGD replaced nothing:
+    the same images; a smoothed scorer's median costs ``n`` passes an image, so it is not repeated)."""
     decision = svm_decision(detector)
     selective = pgd(classifier, x, labels, eps, scorer, decision, steps=steps, draws=draws, seed=seed,
                     mode="selective")
-    adv = selective.clone()
-    judged = judge(classifier, scorer, detector, adv, labels)
+    judged = judge(classifier, scorer, detector, selective, labels)
+    adv, judged_strong = selective.clone(), judged
     failed = torch.from_numpy(~(judged["fooled"] & ~judged["flagged"])).to(x.device)
     if failed.any():
         retry = pgd(classifier, x[failed], labels[failed], eps, scorer, decision, steps=steps, draws=draws,
                     seed=seed + 1, mode="orthogonal")
         again = judge(classifier, scorer, detector, retry, labels[failed])
         better = torch.from_numpy(again["fooled"] & ~again["flagged"]).to(x.device)
-        index = failed.nonzero().squeeze(1)[better]
-        adv[index] = retry[better]
-    return {"selective": selective, "strong": adv}
+        if better.any():
+            adv[failed.nonzero().squeeze(1)[better]] = retry[better]
+            # Judged whole, as the selective images were: a smoothed score's noise follows an
+            # image's place in its batch.
+            judged_strong = judge(classifier, scorer, detector, adv, labels)
+    return {"selective": (selective, judged), "strong": (adv, judged_strong)}
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from iqalib.cache import atomic_write_bytes, atomic_write_text
+from iqalib.folding import fold_batchnorm
 
 __all__ = ["DnCNN", "train_denoiser", "train_rank_preserving", "pair_rank_loss"]
 
@@ -53,6 +54,16 @@ class DnCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.body(x)
+
+    def folded(self) -> "DnCNN":
+        """A frozen copy for inference and attacks, its BatchNorms folded into the convolutions
+        (``folding.fold_batchnorm``): the same function, 1.2x the images a second forward and
+        1.7x forward + backward on 2 CPU cores (5 x 16 at 224 px, 16 images,
+        benchmarks/bench_robust.py). Not for training: its BatchNorms are gone."""
+        net = copy.deepcopy(self).eval()
+        fold_batchnorm(net)
+        net.card = getattr(self, "card", {})
+        return net.to(memory_format=torch.channels_last).requires_grad_(False)
 
     def save(self, folder: str | Path, card: dict | None = None) -> Path:
         """``denoiser.pt`` (state dict) and ``card.json`` (architecture and ``card``), atomically."""

@@ -11,8 +11,12 @@ more pass through the copied blocks per scored image (the classifier's pass stil
 For a model that reads ``pooled`` features (the paper's DTNIQ-f) the deepest layer the heads read
 is the last: the copy is the whole backbone, and it gives the pooled embedding.
 
-BatchNorm keeps the classifier's running statistics (eval mode, also while fine-tuning): the
-copy starts as the classifier's layers and batches of 16 CPU images would give noisy statistics.
+The classifier runs with its BatchNorms folded into the convolutions before them
+(``folding.fold_batchnorm``), so the copy has none: what NT trains is each convolution's
+weights and bias, the frozen BatchNorm's affine map included. Batch statistics are never used
+(the authors train HyperIQA's BatchNorm in training mode; batches of 8 CPU images would give
+noisy statistics). Before folding (up to EMBEDDING_VERSION 2) the copy kept BatchNorm in eval
+mode with its scale and shift trainable: the same function, another parametrisation of it.
 Knows nothing of heads, params or notebooks.
 """
 from __future__ import annotations

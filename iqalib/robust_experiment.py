@@ -196,9 +196,9 @@ def robust_scorers(run: Run, plain: QualityModel, nt: QualityModel, denoisers: d
     p, s, f = run.params, run.params.robust.smoothing, run.params.robust.feature_smoothing
     clf = run.classifier
     return {"plain": robust.Scorer("plain", plain, clf), "nt": robust.Scorer("nt", nt, clf),
-            "dms": robust.Scorer("dms", plain, clf, "input", s.sigma, s.n, denoisers["rank"], p.seed),
+            "dms": robust.Scorer("dms", plain, clf, "input", s.sigma, s.n, denoisers["rank"].folded(), p.seed),
             "fs": robust.Scorer("fs", plain, clf, "feature", f.sigma, f.n, None, p.seed),
-            "dms_mse": robust.Scorer("dms_mse", plain, clf, "input", s.sigma, s.n, denoisers["mse"], p.seed)}
+            "dms_mse": robust.Scorer("dms_mse", plain, clf, "input", s.sigma, s.n, denoisers["mse"].folded(), p.seed)}
 
 
 ABLATIONS = ("dms_mse",)
@@ -313,9 +313,9 @@ def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> 
         det.set_operating_point(train, d["y"], d["train"]["source_id"], experiment.paper_false_alarm_rate())
         clean_flagged = adaptive.judge(clf, scorer, det, x, labels)["flagged"]
         for e in a.eps_255:
-            attacked = {"oblivious": oblivious[e],
-                        **adaptive.strong(clf, scorer, det, x, labels, e / 255, a.steps, r.eot_draws, p.seed)}
+            adapted = adaptive.strong(clf, scorer, det, x, labels, e / 255, a.steps, r.eot_draws, p.seed)
+            judged = {"oblivious": adaptive.judge(clf, scorer, det, oblivious[e], labels),
+                      **{attack: judgement for attack, (_, judgement) in adapted.items()}}
             for attack in ATTACKS:
-                judged = adaptive.judge(clf, scorer, det, attacked[attack], labels)
-                rows.append(tables.robust_detector(name, attack, e, judged, clean_flagged))
+                rows.append(tables.robust_detector(name, attack, e, judged[attack], clean_flagged))
     return pd.DataFrame(rows)

@@ -65,8 +65,9 @@ report.show_table(data.sizes(), "Training and held-out parts (content-disjoint).
 # photos, reading the classifier's own pass. **NT**: a copy of plain with its own feature layers;
 # layers (`nt.layer_lr`) and heads (`nt.lr`) trained with the authors' loss, L1(f(x), MOS) +
 # λ·mean(dl²)/2 with dl = (f(x + h·sign(∇f)) − f(x))/h ≈ ‖∇f‖₁ in the normalised input space, on
-# `nt.batch_size` training images per step; BatchNorm keeps the classifier's statistics (the
-# authors train HyperIQA with BatchNorm in training mode, on a GPU). **DMS**: the plain heads behind
+# `nt.batch_size` training images per step; the copied convolutions carry the classifier's BatchNorm,
+# folded into their weights and bias, and batch statistics are never used (the authors train
+# HyperIQA with BatchNorm in training mode, on a GPU). **DMS**: the plain heads behind
 # input noise and the denoiser, trained first with MSE on the training photos' crops, then
 # fine-tuned with MSE + a pairwise hinge through the plain metric: two noisy-denoised training
 # images must keep the order of their clean scores (`denoiser.rank`). **dms_mse**: the same without

@@ -87,8 +87,11 @@ def test_orthogonal_pgd_stays_in_its_ball_and_strong_is_at_least_selective_at_ev
         orthogonal = adaptive.pgd(clf, x, labels, eps, scorer, adaptive.svm_decision(det), steps=10, mode="orthogonal")
         assert (orthogonal - x).abs().max() <= eps + 1e-6 and orthogonal.min() >= 0 and orthogonal.max() <= 1
         out = adaptive.strong(clf, scorer, det, x, labels, eps, steps=10)
-        assert (out["strong"] - x).abs().max() <= eps + 1e-6
-        won = {k: adaptive.judge(clf, scorer, det, out[k], labels) for k in ("selective", "strong")}
+        assert (out["strong"][0] - x).abs().max() <= eps + 1e-6
+        won = {k: adaptive.judge(clf, scorer, det, out[k][0], labels) for k in ("selective", "strong")}
+        for k, fresh in won.items():  # what strong says of its images is what judge says
+            for field in ("fooled", "flagged", "quality", "decision"):
+                np.testing.assert_array_equal(out[k][1][field], fresh[field])
         won = {k: r["fooled"] & ~r["flagged"] for k, r in won.items()}
         assert (won["strong"] >= won["selective"]).all(), eps  # per image, not only on average
         success[eps] = won["strong"].mean()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iqalib import classifiers
+from iqalib import classifiers, folding
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,55 @@ def test_paper_model_loads_from_a_given_file(tmp_path):
 def test_unknown_classifier_lists_choices():
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         classifiers.load_classifier("lenet")
+
+
+
+def test_batchnorm_is_folded_into_the_convolutions_without_changing_the_function(lite0, monkeypatch):
+    """The classifier runs with every BatchNorm folded (timm's BatchNormAct2d leaves its activation
+    behind); the function is the unfolded network's, taps included, up to float rounding."""
+    import torch
+
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.backbone.modules())
+    monkeypatch.setattr(classifiers, "fold_batchnorm_checked", lambda backbone, *_: backbone)
+    unfolded = classifiers.load_classifier("efficientnet_lite0", "cpu")
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.backbone.modules())
+    z = lite0.normalize(torch.rand(2, 3, 224, 224) * 255.0)
+    with torch.inference_mode():
+        for ours, theirs in zip(lite0.forward_with_stats(z), unfolded.forward_with_stats(z)):
+            torch.testing.assert_close(ours, theirs, atol=2e-4, rtol=1e-3)
+    assert lite0.stat_layout == unfolded.stat_layout
+
+
+def test_folding_checks_the_function_and_keeps_an_unfoldable_network():
+    """A ResNet-style block (conv, bn, relu) folds to the same function; a network whose BatchNorm
+    is registered right after a convolution it does not follow in the forward pass stays as it
+    was, with a warning."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, channels: int = 4):
+            super().__init__()
+            self.conv = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+            self.bn, self.relu = nn.BatchNorm2d(channels), nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.bn(self.conv(x)))
+
+    class NormalisesFirst(Block):
+        def forward(self, x):
+            return self.conv(self.bn(x))
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16)
+    block = Block()
+    block.bn.running_mean.uniform_(-1, 1), block.bn.running_var.uniform_(0.5, 2), block.bn.weight.data.uniform_(0.5, 2)
+    folded = folding.fold_batchnorm_checked(block.eval(), 16, torch.device("cpu"))
+    assert isinstance(folded.bn, nn.Identity) and folded.conv.bias is not None and isinstance(block.bn, nn.BatchNorm2d)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), block(x), atol=1e-5, rtol=1e-4)
+    odd = NormalisesFirst(3).eval()
+    odd.bn.running_mean.fill_(0.7)
+    with pytest.warns(UserWarning, match="unfolded"):
+        kept = folding.fold_batchnorm_checked(odd, 16, torch.device("cpu"))
+    assert kept is odd and isinstance(odd.bn, nn.BatchNorm2d)

@@ -110,6 +110,7 @@ def test_certified_intervals_hold_against_an_attack_within_the_radius():
     mse, _ = train_denoiser(photos, sigma, layers=3, channels=4, steps=5, batch_size=4, patch=16, progress=False)
     den, _ = train_rank_preserving(mse, photos, x, robust.score_fn(model, clf), sigma, steps=5, batch_size=6,
                                    patch=16, patch_batch=4, lr=1e-3, progress=False)
+    den = den.folded()  # as notebook 05 deploys it
     smoothed = robust.Scorer("dms", model, clf, "input", sigma=sigma, n=200, denoiser=den, seed=0)
     clean = smoothed.certify(x, (radius,), n=200)
     behind = robust.score_fn(model, clf)
@@ -263,6 +264,10 @@ def test_the_denoiser_learns_and_round_trips(tmp_path):
     loaded = DnCNN.load(net.save(tmp_path / "den"))
     x = torch.rand(1, 3, 32, 32)
     torch.testing.assert_close(loaded(x), net(x))
+    folded = loaded.folded()  # what attacks and scoring run: the same function without BatchNorm
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())  # the trainable one keeps them
+    torch.testing.assert_close(folded(x), loaded(x), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError):
         train_denoiser(photos, 0.1, patch=200, progress=False)
 
