@@ -4,12 +4,13 @@ on training photos outside the pool (24 attacked by ``check_nt.our_ifgsm`` at 4/
 never on the held-out photos. Prints the reduction of the mean score change against plain and the
 SROCC of each. About 1.5 minutes per 60 steps on 2 cores.
 
-    python scripts/sweep_nt.py [params/default.yaml]
+    python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...]
 
 Needs notebook 05 rendered with those params (its plain model under outputs/<run>/models/).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,14 @@ GRID = [(1e-3, 1e-4, 1e-5, 60), (1e-3, 1e-4, 1e-4, 60), (1e-2, 1e-4, 1e-5, 60), 
 
 
 def main() -> None:
-    run = experiment.open_run(sys.argv[1] if len(sys.argv) > 1 else "params/default.yaml", progress=False)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("params", nargs="?", default="params/default.yaml")
+    parser.add_argument("--grid", nargs="+", metavar="LAM:LR:LAYER_LR:STEPS",
+                        help="settings to measure instead of GRID")
+    args = parser.parse_args()
+    grid = [tuple(float(v) if i < 3 else int(v) for i, v in enumerate(g.split(":"))) for g in args.grid] \
+        if args.grid else GRID
+    run = experiment.open_run(args.params, progress=False)
     p, data = run.params, rx.robust_data(run)
     plain = QualityModel.load(run.folder / rx.ROBUST_PLAIN_FOLDER, device="cpu")
     pool = rx.pixel_pool(run, data)
@@ -52,7 +60,7 @@ def main() -> None:
 
     base = measure(plain)
     print(f"plain: mean |Δs| {base[0]:.4f}, SROCC {base[1]:.3f}", flush=True)
-    for lam, lr, layer_lr, steps in GRID:
+    for lam, lr, layer_lr, steps in grid:
         start = time.perf_counter()
         nt, _ = robust.train_nt(plain, run.classifier, views, pool["mos"].to_numpy(), lam=lam, h=p.robust.nt.h,
                                 steps=steps, batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=p.seed,
