@@ -10,6 +10,8 @@
    with its BatchNorms unfolded (the classifier folds them into the convolutions,
    ``folding.fold_batchnorm``); the same for the DMS denoiser (forward and forward + backward;
    folded: ``DnCNN.folded``, what scoring and attacks run).
+   The early-layer statistics alone (``classifiers.tap_statistics``, on the classifier's own tap
+   maps) against ``Tensor.mean``/``Tensor.std`` over (H, W), forward and forward + backward.
 2. Seconds per image of each deployed quality score at the params' sizes: plain heads, NT (the
    same heads on the model's own copy of the early layers: what it adds to a classifier's pass is
    this whole time, where the plain heads share the classifier's pass), feature-space
@@ -108,6 +110,30 @@ def main() -> None:
                 best[k] = max(best.get(k, 0.0), v)
     rates = {k: v for k, v in best.items() if not k.startswith(("contiguous_weights_", "unfolded_"))}
     others = {k: v for k, v in best.items() if k.startswith(("contiguous_weights_", "unfolded_"))}
+    # The early-layer statistics on the classifier's own tap maps: ours against Tensor.std over (H, W).
+    maps: list[torch.Tensor] = []
+    handles = [m.register_forward_hook(lambda _m, _i, out: maps.append(out.detach())) for m in clf.stat_taps()]
+    with torch.no_grad():
+        clf.forward_with_stats(z, stats_only=True)
+    for h in handles:
+        h.remove()
+
+    def by_std(fs):
+        return torch.cat([t for f in fs for t in (f.mean((2, 3)), torch.log(f.std((2, 3), correction=0) + 1e-3))], 1)
+
+    def statistics(fn, backward: bool):
+        def run():
+            fs = [m.clone().requires_grad_(backward) for m in maps]
+            with torch.set_grad_enabled(backward):
+                out = fn(fs)
+                if backward:
+                    out.sum().backward()
+        return run
+
+    for name, fn in (("tap_statistics", classifiers.tap_statistics), ("tensor_std", by_std)):
+        for backward in (False, True):
+            rates[f"{name}_{'fwd_bwd' if backward else 'fwd'}_img_per_s"] = \
+                n / _best_seconds(statistics(fn, backward), args.repeats)
     rng = np.random.default_rng(0)
     model = quality.QualityModel(clf, n_models=r.n_models, hidden=q.hidden, bins=q.bins, epochs=1, seed=0,
                                  features=q.features, device=args.device).fit(
@@ -124,9 +150,12 @@ def main() -> None:
               "stats_only_fwd_speedup": round(rates["stats_only_fwd_img_per_s"] / rates["full_fwd_img_per_s"], 2),
               "stats_only_fwd_bwd_speedup": round(rates["stats_only_fwd_bwd_img_per_s"] / rates["full_fwd_bwd_img_per_s"], 2),
               **{f"channels_last_speedup_{k.removesuffix('_img_per_s')}":
-                 round(v / others[f"contiguous_weights_{k}"], 2) for k, v in rates.items()},
+                 round(v / others[f"contiguous_weights_{k}"], 2) for k, v in rates.items()
+                 if f"contiguous_weights_{k}" in others},
               **{f"batchnorm_folded_speedup_{k.removesuffix('_img_per_s')}":
-                 round(v / others[f"unfolded_{k}"], 2) for k, v in rates.items()},
+                 round(v / others[f"unfolded_{k}"], 2) for k, v in rates.items() if f"unfolded_{k}" in others},
+              **{f"tap_statistics_speedup_{d}": round(rates[f"tap_statistics_{d}_img_per_s"]
+                                                     / rates[f"tensor_std_{d}_img_per_s"], 2) for d in ("fwd", "fwd_bwd")},
               "fs_vs_dms_time": round(seconds["fs_seconds_per_image"] / seconds["dms_seconds_per_image"], 4),
               "images": n, "threads": torch.get_num_threads(), "device": str(clf.device),
               "machine": platform.machine(), "smoothing_n": r.smoothing.n, "feature_smoothing_n": r.feature_smoothing.n}

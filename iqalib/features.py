@@ -31,7 +31,7 @@ from iqalib.cache import ArrayCache, ShardStore, key_of
 from iqalib.classifiers import Classifier
 from iqalib.images import ImageSkip, apply_view, as_rgb, file_digest, open_image
 
-EMBEDDING_VERSION = 3  # bump when what is cached for the same key changes (2: channels-last weights; 3: BatchNorm folded)
+EMBEDDING_VERSION = 4  # bump when what is cached for the same key changes (2: channels-last weights; 3: BatchNorm folded; 4: tap statistics in two passes over a channels-last view)
 
 # Changing a distortion's level table changes its pixels, so the table is part of the key of every
 # image distorted by it (that type's table only: adding or retuning one type keeps the others' rows).

@@ -110,3 +110,15 @@ def test_folding_checks_the_function_and_keeps_an_unfoldable_network():
     with pytest.warns(UserWarning, match="unfolded"):
         kept = folding.fold_batchnorm_checked(odd, 16, torch.device("cpu"))
     assert kept is odd and isinstance(odd.bn, nn.BatchNorm2d)
+
+
+def test_tap_statistics_are_each_channels_mean_and_log_std_in_either_layout():
+    import torch
+
+    rng = np.random.default_rng(0)
+    maps = [rng.normal(2.0, 0.5, (3, 4, 7, 5)).astype(np.float32), rng.uniform(0, 6, (3, 2, 6, 6)).astype(np.float32)]
+    maps[1][:, 1] = 3.0  # a channel with no spread: log(0 + 1e-3)
+    expected = np.concatenate([np.concatenate([m.mean((2, 3)), np.log(m.std((2, 3)) + 1e-3)], 1) for m in maps], 1)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = classifiers.tap_statistics([torch.from_numpy(m).contiguous(memory_format=layout) for m in maps])
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
