@@ -364,14 +364,18 @@ def attack_scores(scorer: Scorer, x: torch.Tensor, eps_255: tuple[float, ...], s
 
 def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, mos: np.ndarray,
              lam: float = 1e-3, h: float = 1e-2, steps: int = 120, batch_size: int = 16, lr: float = 1e-4,
-             layer_lr: float = 1e-5, seed: int = 0, progress: bool = True) -> tuple[QualityModel, list[dict]]:
+             layer_lr: float = 1e-5, seed: int = 0, progress: bool = True,
+             difference: str = "forward") -> tuple[QualityModel, list[dict]]:
     """A copy of ``plain`` with its own copy of the backbone's early layers
     (``QualityModel.attach_own_layers``), whose layers and heads are fine-tuned with NT's loss;
     returns it and a per-step log (DataFrame-ready dicts: step, l1, penalty, grad_l1).
 
     The authors' form (YangiD/DefenseIQA-NT): on a batch of images x in the normalised input space,
     g = ∂f/∂x, v = sign(g) detached, dl = (f(x + h v) − f(x)) / h (≈ ‖g‖₁, gradients through both
-    passes), loss = L1(f(x), MOS) + λ mean(dl²) / 2. The penalty is on the ensemble mean (the
+    passes), loss = L1(f(x), MOS) + λ mean(dl²) / 2. ``difference="two_sided"`` (ours, not the
+    authors'): the mean of dl² and of the backward difference's (f(x) − f(x − h v)) / h squared, so
+    the slope that LOWERS the score is penalised too; the forward difference alone measures the
+    slope that raises it, and beyond first order the two differ. The penalty is on the ensemble mean (the
     deployed score); the L1 term is each head's, averaged, so every head stays a predictor of its
     own. ``views``: ``batch_size`` images per step drawn from these training images (classifier
     view, [0, 1]) with their ``mos``. AdamW, heads at ``lr`` and the copied layers at ``layer_lr``
@@ -380,6 +384,8 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
     from tqdm.auto import tqdm
 
     plain.classifier(classifier)  # the one backbone-compatibility check
+    if difference not in ("forward", "two_sided"):
+        raise ValueError(f"difference must be 'forward' or 'two_sided', got {difference!r}")
     if len(views) != len(mos):
         raise ValueError(f"{len(views)} views but {len(mos)} scores")
     model = plain.copy()
@@ -404,7 +410,10 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
         grad, = torch.autograd.grad(score.sum(), z, retain_graph=True)
         v = torch.nan_to_num(grad, nan=0.0).sign().detach()
         dl = (model.live_scores(layers(z + h * v)).mean(0) - score) / h
-        penalty = lam * (dl ** 2).mean() / 2
+        squared = dl ** 2
+        if difference == "two_sided":
+            squared = (squared + ((score - model.live_scores(layers(z - h * v)).mean(0)) / h) ** 2) / 2
+        penalty = lam * squared.mean() / 2
         opt.zero_grad(set_to_none=True)
         (l1 + penalty).backward()
         opt.step()

@@ -182,6 +182,21 @@ def test_own_feature_layers_start_as_the_shared_pass_and_score_like_it(clf, plai
         FeatureLayers(clf, "edges")
 
 
+def test_nt_two_sided_difference_also_penalises_the_slope_that_lowers_the_score(clf, plain):
+    """The ablation of NT's finite difference (ours): with both one-sided differences penalised the
+    penalty is the mean of two squares, so it is at least half the forward one's on the same first
+    step; training with it lowers the gradient too; an unknown form is refused."""
+    model, x = plain
+    mos = robust.score_fn(model, clf)(x).detach().numpy()
+    logs = {d: robust.train_nt(model, clf, x, mos, lam=1.0, steps=6, batch_size=3, lr=3e-4, layer_lr=3e-4,
+                               progress=False, difference=d)[1] for d in ("forward", "two_sided")}
+    assert logs["forward"][0]["l1"] == pytest.approx(logs["two_sided"][0]["l1"])  # the same first batch
+    assert logs["two_sided"][0]["penalty"] >= 0.5 * logs["forward"][0]["penalty"]
+    assert logs["two_sided"][-1]["grad_l1"] < logs["two_sided"][0]["grad_l1"]
+    with pytest.raises(ValueError, match="two_sided"):
+        robust.train_nt(model, clf, x, mos, steps=1, progress=False, difference="central")
+
+
 def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain, tmp_path):
     model, x = plain
     mos = robust.score_fn(model, clf)(x).detach().numpy()  # targets the plain model already meets: only the penalty pulls
