@@ -4,7 +4,8 @@ on training photos outside the pool (24 attacked by ``check_nt.our_ifgsm`` at 4/
 never on the held-out photos. Prints the reduction of the mean score change against plain and the
 SROCC of each (also per direction). About 70 s per 120 steps of 8 images on 2 cores.
 
-    python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...]
+    python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...] [--seeds S ...]
+        [--difference forward|two_sided]
 
 Needs notebook 05 rendered with those params (its plain model under outputs/<run>/models/).
 """
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("params", nargs="?", default="params/default.yaml")
     parser.add_argument("--grid", nargs="+", metavar="LAM:LR:LAYER_LR:STEPS",
                         help="settings to measure instead of GRID")
+    parser.add_argument("--seeds", nargs="+", type=int, help="NT's training seeds (default: the run's seed)")
     parser.add_argument("--difference", choices=("forward", "two_sided"), default="forward",
                         help="NT's finite difference: the authors' forward one, or also the backward one (ours)")
     args = parser.parse_args()
@@ -63,14 +65,14 @@ def main() -> None:
 
     base, base_srocc = measure(plain)
     print(f"plain: mean |Δs| {base[0]:.4f} (up {base[1]:.4f}, down {base[2]:.4f}), SROCC {base_srocc:.3f}", flush=True)
-    for lam, lr, layer_lr, steps in grid:
+    for (lam, lr, layer_lr, steps), seed in ((g, s) for g in grid for s in (args.seeds or [p.seed])):
         start = time.perf_counter()
         nt, _ = robust.train_nt(plain, run.classifier, views, pool["mos"].to_numpy(), lam=lam, h=p.robust.nt.h,
-                                steps=steps, batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=p.seed,
+                                steps=steps, batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
                                 progress=False, difference=args.difference)
         change, srocc = measure(nt)
         cut = 1 - change / base
-        print(f"{args.difference} lam {lam:g} lr {lr:g} layer_lr {layer_lr:g} steps {steps}: {cut[0]:.1%} less change "
+        print(f"{args.difference} lam {lam:g} lr {lr:g} layer_lr {layer_lr:g} steps {steps} seed {seed}: {cut[0]:.1%} less change "
               f"(up {cut[1]:.1%}, down {cut[2]:.1%}), SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
