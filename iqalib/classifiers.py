@@ -117,9 +117,9 @@ class Classifier:
     wnids: tuple[str, ...] = field(default_factory=imagenet_wnids)
 
     def __post_init__(self) -> None:
-        # Channels-last convolution weights: the tensor cores' layout on CUDA, and on 2 CPU cores
-        # 5-7 % less time per image forward, the same forward + backward (EfficientNet-Lite0, 16
-        # images; benchmarks/bench_robust.py). BatchNorm folded into the convolutions before it:
+        # Channels-last convolution weights: the tensor cores' layout on CUDA; on 2 CPU cores within
+        # 5 % either way of contiguous ones, forward and forward + backward (EfficientNet-Lite0, 16
+        # images; benchmarks/bench_robust.py, 0.98-1.05x over its runs). BatchNorm folded into the convolutions before it:
         # the network is frozen in eval mode, so each BatchNorm is an affine map the convolution can
         # carry, and its own passes over the activations go: 1.3-1.4x the images a second forward
         # and 1.4-1.8x forward + backward (EfficientNet-Lite0, same benchmark). Both give

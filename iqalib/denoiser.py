@@ -49,7 +49,7 @@ class DnCNN(nn.Module):
         nn.init.zeros_(body[-1].bias)
         self.body = nn.Sequential(*body)
         # Channels-last weights, as the classifier's (its output feeds the classifier): on 2 CPU
-        # cores 2-3 % less time (5 x 16 at 224 px, benchmarks/bench_robust.py).
+        # cores no measurable difference (0.98-1.02x, 5 x 16 at 224 px, benchmarks/bench_robust.py).
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

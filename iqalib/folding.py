@@ -14,8 +14,7 @@ __all__ = ["fold_batchnorm", "fold_batchnorm_checked"]
 def _batchnorm_after(conv: nn.Module, norm: nn.Module) -> bool:
     """Whether ``norm`` is a plain BatchNorm (torch's, or timm's BatchNormAct2d) with running
     statistics that can fold into ``conv``."""
-    kinds = (nn.BatchNorm2d,)
-    plain = type(norm) in kinds or type(norm).__name__ == "BatchNormAct2d"
+    plain = type(norm) is nn.BatchNorm2d or type(norm).__name__ == "BatchNormAct2d"
     return (isinstance(conv, nn.Conv2d) and plain and norm.running_mean is not None
             and norm.num_features == conv.out_channels)
 
