@@ -247,15 +247,19 @@ def robust_clean(run: Run, scorers: dict[str, Any], data: RobustData) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def robust_attack_table(run: Run, scorers: dict[str, Any], data: RobustData) -> pd.DataFrame:
-    """``robust_attacks``: every scorer under ``robust.attack_scores`` (``robust.eps_255``, step,
-    iterations, EOT draws) on ``data.attacked``, against its target scores."""
+def robust_attack_table(run: Run, scorers: dict[str, Any], data: RobustData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``robust_attacks`` and the per-image ``robust_attack_images`` behind it: every scorer under
+    ``robust.attack_scores`` (``robust.eps_255``, step, iterations, EOT draws) on ``data.attacked``,
+    against its target scores."""
 
     r = run.params.robust
     x = view_tensor(run, list(data.attacked["path"]))
-    return pd.concat([tables.robust_attacks(name, robust.attack_scores(
-        scorer, x, r.eps_255, r.step_255, r.iters, r.eot_draws, run.params.seed, run.progress), data.attacked["mos"])
-        for name, scorer in compared(scorers).items()], ignore_index=True)
+    summaries, images = [], []
+    for name, scorer in compared(scorers).items():
+        rows = robust.attack_scores(scorer, x, r.eps_255, r.step_255, r.iters, r.eot_draws, run.params.seed, run.progress)
+        summaries.append(tables.robust_attacks(name, rows, data.attacked["mos"]))
+        images.append(tables.robust_attack_images(name, rows))
+    return pd.concat(summaries, ignore_index=True), pd.concat(images, ignore_index=True)
 
 
 def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> tuple[pd.DataFrame, np.ndarray]:

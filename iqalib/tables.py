@@ -6,7 +6,8 @@ these tables summarise; the numbers themselves come from ``metrics``).
 Table I ``table1``; Tables II–III ``group_summary``; Table IV ``baseline1``/``baseline2``/``table4``;
 Table V ``table5``; any detector's scores at a false-alarm rate ``rates_from_scores``; the IQA
 tables ``iqa_performance``, ``type_level_oracle`` and ``per_distortion``; notebook 05's
-``robust_attacks``, ``robust_certified`` and ``robust_detector``.
+``robust_attacks`` (with ``robust_attack_images`` and ``robust_change_cut``), ``robust_certified``
+and ``robust_detector``.
 """
 from __future__ import annotations
 
@@ -365,6 +366,54 @@ def robust_attacks(model: str, rows: Sequence[Mapping[str, Any]], mos: np.ndarra
                     "relative_gain": metrics.relative_gain(r["clean"], r["attacked"]), "srocc": srocc,
                     "plcc": plcc, "robustness_R": metrics.robustness_score(r["clean"], r["attacked"])})
     return pd.DataFrame(out)
+
+
+def robust_attack_images(model: str, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``robust_attack_images.csv``: the per-image scores behind ``robust_attacks`` (one row per
+    image, attack and ε: ``image`` is its position in the attacked sample, the same for every
+    model), so an interval over images can be drawn from the very numbers the means come from."""
+    return pd.DataFrame([{"quality_model": model, "attack": r["attack"], "eps_255": r["eps_255"], "image": i,
+                          "clean": float(c), "attacked": float(a)}
+                         for r in rows for i, (c, a) in enumerate(zip(r["clean"], r["attacked"]))])
+
+
+def _cut(defended: np.ndarray, reference: np.ndarray, axis: int = -1) -> np.ndarray:
+    return 1.0 - np.mean(defended, axis=axis) / np.mean(reference, axis=axis)
+
+
+def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: Sequence[str] = ("ifgsm_up", "ifgsm_down"),
+                      n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """How much less each defended model's score moves than ``reference``'s under the gradient
+    attacks, from ``robust_attack_images``: per model and ε, for each attack and for their mean
+    (``attack`` = ``both``), cut = 1 − mean |Δs| / the reference's mean |Δs| on the same images, with
+    a 95 % percentile bootstrap interval (``metrics.bootstrap_ci``) resampling images, paired: an
+    image's changes under every attack and model travel together, so the interval is the point
+    estimate's own procedure repeated, not a sum of two models' errors."""
+    change = images.assign(change=(images["attacked"] - images["clean"]).abs())
+    change = change[change["attack"].isin(attacks)]
+    wide = change.pivot_table(index=["eps_255", "image"], columns=["quality_model", "attack"], values="change")
+    rows = []
+    for model in [m for m in change["quality_model"].unique() if m != reference]:
+        for eps, g in wide.groupby(level="eps_255"):
+            for attack in (*attacks, "both"):
+                chosen = list(attacks) if attack == "both" else [attack]
+                ours, theirs = g[model][chosen].mean(axis=1).to_numpy(), g[reference][chosen].mean(axis=1).to_numpy()
+                low, high = metrics.bootstrap_ci((ours, theirs), _cut, n_boot=n_boot, seed=seed)
+                rows.append({"quality_model": model, "reference": reference, "attack": attack, "eps_255": float(eps),
+                             "n": len(ours), "change": float(ours.mean()), "reference_change": float(theirs.mean()),
+                             "cut": float(_cut(ours, theirs)), "cut_ci_low": low, "cut_ci_high": high})
+    return pd.DataFrame(rows)
+
+
+def cut_view(cuts: pd.DataFrame) -> pd.DataFrame:
+    """``robust_change_cut`` for reading: one row per model and attack, one column per ε, each cell
+    the cut with its interval (``"20 % [9, 31]"``)."""
+    cells = cuts.assign(cell=[f"{c:.0%} [{lo * 100:.0f}, {hi * 100:.0f}]" for c, lo, hi in
+                              zip(cuts["cut"], cuts["cut_ci_low"], cuts["cut_ci_high"])])
+    wide = cells.pivot(index=["quality_model", "attack"], columns="eps_255", values="cell")
+    wide.columns = [f"cut @{e:g}/255" for e in wide.columns]
+    order = {m: i for i, m in enumerate(cuts["quality_model"].unique())}
+    return wide.reset_index().sort_values("quality_model", key=lambda m: m.map(order), kind="stable").reset_index(drop=True)
 
 
 def robust_certified(model: str, space: str, sigma: float, n_samples: int, certified: Mapping[str, np.ndarray],

@@ -284,10 +284,11 @@ def peers(table: pd.DataFrame, weak: bool = False, why_weak: str = "") -> list[d
 
 
 def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame, detected: pd.DataFrame,
-           eps_255: float = 4.0) -> list[dict]:
+           cuts: pd.DataFrame | None = None, eps_255: float = 4.0) -> list[dict]:
     """Notebook 05: the seed papers' claims (NT, DMS-IQA, FS-IQA, Bryniarski et al.) beside our
     numbers. ``paper`` holds the claim as its authors state it (abstract or code), ``ours`` the
-    measurement, ``rule`` how one is held against the other."""
+    measurement, ``rule`` how one is held against the other. ``cuts`` (``tables.robust_change_cut``)
+    adds the bootstrap interval of NT's cut; the verdict itself is on the point estimate."""
     def attack(model: str, kind: str, column: str = "score_change_mean") -> float:
         hit = attacks[(attacks["quality_model"] == model) & (attacks["attack"] == kind) & (attacks["eps_255"] == eps_255)]
         return float(hit[column].mean()) if len(hit) else float("nan")
@@ -306,6 +307,12 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
     srocc = {m: model(m, "srocc") for m in ("plain", "nt", "dms", "dms_mse", "fs")}
     plcc = {m: model(m, "plcc") for m in ("plain", "dms", "dms_mse")}
     drop = 1 - gradient["nt"] / gradient["plain"]
+    interval = ""
+    if cuts is not None:
+        hit = cuts[(cuts["quality_model"] == "nt") & (cuts["attack"] == "both") & (cuts["eps_255"] == eps_255)]
+        if len(hit):
+            interval = (f", 95 % interval over the {int(hit['n'].iloc[0])} images "
+                        f"{hit['cut_ci_low'].iloc[0]:.0%} to {hit['cut_ci_high'].iloc[0]:.0%}")
     radius = certified["radius"].min()
     cert = certified[certified["radius"] == radius].set_index("quality_model")
     checked = certified[certified["quality_model"].str.contains("PGD")] if "within_certificate" in certified else None
@@ -325,7 +332,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
         _row(f"NT on the whole model reduces the score change under attack at little cost in correlation (ε = {e})",
              "NT (Liu et al., CVPR 2024): penalising ‖∇ₓf‖₁ in training makes predicted scores markedly more "
              "stable under attack, on four NR-IQA models",
-             f"|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less); R {r_score['plain']:.2f} → "
+             f"|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}); R {r_score['plain']:.2f} → "
              f"{r_score['nt']:.2f}; relative gain {gain['plain']:.3f} → {gain['nt']:.3f}; SROCC "
              f"{srocc['plain']:.3f} → {srocc['nt']:.3f}",
              bool(drop >= 0.30 and abs(srocc["nt"] - srocc["plain"]) <= 0.05),

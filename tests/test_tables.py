@@ -295,6 +295,38 @@ def test_robust_tables_from_attack_certificate_and_detector_rows():
     assert np.isnan(none_fooled["detection_rate"])
 
 
+def test_robust_change_cut_is_paired_over_images_and_its_interval_holds_the_point():
+    from iqalib import tables as t
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.2, 0.8, 30)
+    plain_change = rng.uniform(0.1, 0.5, 30)
+
+    def rows(scale_up: float, scale_down: float) -> list[dict]:
+        return [{"attack": "ifgsm_up", "eps_255": 4.0, "clean": clean, "attacked": clean + scale_up * plain_change},
+                {"attack": "ifgsm_down", "eps_255": 4.0, "clean": clean, "attacked": clean - scale_down * plain_change},
+                {"attack": "random_sign", "eps_255": 4.0, "clean": clean, "attacked": clean + 0.9}]
+
+    images = pd.concat([t.robust_attack_images("plain", rows(1.0, 1.0)), t.robust_attack_images("nt", rows(0.6, 1.0))],
+                       ignore_index=True)
+    assert len(images) == 2 * 3 * 30 and (images.groupby(["quality_model", "attack"])["image"].nunique() == 30).all()
+    cuts = t.robust_change_cut(images, n_boot=500).set_index("attack")
+    assert list(cuts.index) == ["ifgsm_up", "ifgsm_down", "both"], "random noise is not a gradient attack"
+    assert cuts.loc["ifgsm_up", "cut"] == pytest.approx(0.4) and cuts.loc["ifgsm_down", "cut"] == pytest.approx(0.0)
+    assert cuts.loc["both", "cut"] == pytest.approx(0.2) and (cuts["n"] == 30).all()
+    # NT's change is an exact multiple of plain's on every image: paired resampling cannot move the cut
+    assert cuts.loc["ifgsm_up", "cut_ci_low"] == pytest.approx(0.4) and cuts.loc["ifgsm_up", "cut_ci_high"] == pytest.approx(0.4)
+    noisy = images.copy()
+    is_nt = noisy["quality_model"] == "nt"
+    noisy.loc[is_nt, "attacked"] += rng.normal(0, 0.05, is_nt.sum())
+    both = t.robust_change_cut(noisy, n_boot=500).set_index("attack").loc["both"]
+    assert both["cut_ci_low"] < both["cut"] < both["cut_ci_high"]
+    assert t.robust_change_cut(noisy, n_boot=500).equals(t.robust_change_cut(noisy, n_boot=500)), "seeded"
+    view = t.cut_view(t.robust_change_cut(images, n_boot=200))
+    assert list(view.columns) == ["quality_model", "attack", "cut @4/255"]
+    assert view.set_index("attack").loc["ifgsm_up", "cut @4/255"] == "40% [40, 40]"
+
+
 def test_learning_curve_keeps_the_held_out_pairs_and_ends_at_the_full_detector(features, splits, scores):
     from sklearn.metrics import roc_auc_score
 

@@ -311,6 +311,11 @@ def test_robust_reproduced_and_texts():
     assert oks(rows) == [True] * 7
     assert "mean |Δs| 0.3000 vs random sign noise 0.0200 (15.0×)" == rows[0]["ours"]
     assert "0.3000 → NT 0.2000 (33% less); R 0.70 → 0.80; relative gain 0.600 → 0.400; SROCC 0.950 → 0.910" in rows[1]["ours"]
+    cuts = pd.DataFrame([{"quality_model": "nt", "attack": "both", "eps_255": e, "n": 24, "cut": 0.33,
+                          "cut_ci_low": low, "cut_ci_high": 0.5} for e, low in ((4.0, 0.12), (8.0, 0.3))])
+    with_interval = verdicts.robust(*_robust(), cuts)
+    assert "(33% less, 95 % interval over the 24 images 12% to 50%); R" in with_interval[1]["ours"]
+    assert oks(with_interval) == oks(rows), "the interval is shown, the verdict stays on the point estimate"
     assert "DMS (rank) 0.920, PLCC 0.910; DMS (MSE only, ablation) 0.850" in rows[2]["ours"]
     assert "certified rise ≤ 0.050 (mean), attack rose 0.010 (max 0.020)" in rows[3]["ours"]
     assert rows[4]["ours"].startswith("10.0 ms vs 1000.0 ms per image (99.0% less)")
