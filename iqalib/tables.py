@@ -408,12 +408,15 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
 def cut_view(cuts: pd.DataFrame) -> pd.DataFrame:
     """``robust_change_cut`` for reading: one row per model and attack, one column per ε, each cell
     the cut with its interval (``"20 % [9, 31]"``)."""
-    cells = cuts.assign(cell=[f"{c:.0%} [{lo * 100:.0f}, {hi * 100:.0f}]" for c, lo, hi in
+    def percent(v: float) -> str:  # round() to an int first: no "-0" for a tiny negative
+        return "nan" if np.isnan(v) else f"{round(v * 100)}"
+
+    cells = cuts.assign(cell=[f"{percent(c)}% [{percent(lo)}, {percent(hi)}]" for c, lo, hi in
                               zip(cuts["cut"], cuts["cut_ci_low"], cuts["cut_ci_high"])])
-    wide = cells.pivot(index=["quality_model", "attack"], columns="eps_255", values="cell")
+    wide = cells.pivot_table(index=["quality_model", "attack"], columns="eps_255", values="cell", aggfunc="first",
+                             sort=False)
     wide.columns = [f"cut @{e:g}/255" for e in wide.columns]
-    order = {m: i for i, m in enumerate(cuts["quality_model"].unique())}
-    return wide.reset_index().sort_values("quality_model", key=lambda m: m.map(order), kind="stable").reset_index(drop=True)
+    return wide.reset_index()
 
 
 def robust_certified(model: str, space: str, sigma: float, n_samples: int, certified: Mapping[str, np.ndarray],

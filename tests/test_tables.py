@@ -324,7 +324,9 @@ def test_robust_change_cut_is_paired_over_images_and_its_interval_holds_the_poin
     assert t.robust_change_cut(noisy, n_boot=500).equals(t.robust_change_cut(noisy, n_boot=500)), "seeded"
     view = t.cut_view(t.robust_change_cut(images, n_boot=200))
     assert list(view.columns) == ["quality_model", "attack", "cut @4/255"]
+    assert list(view["attack"]) == ["ifgsm_up", "ifgsm_down", "both"], "the table's order, not the alphabet's"
     assert view.set_index("attack").loc["ifgsm_up", "cut @4/255"] == "40% [40, 40]"
+    assert view.set_index("attack").loc["ifgsm_down", "cut @4/255"] == "0% [0, 0]", "no '-0'"
 
 
 def test_learning_curve_keeps_the_held_out_pairs_and_ends_at_the_full_detector(features, splits, scores):
