@@ -262,6 +262,12 @@ def robust_attack_table(run: Run, scorers: dict[str, Any], data: RobustData) -> 
     return pd.concat(summaries, ignore_index=True), pd.concat(images, ignore_index=True)
 
 
+def robust_change_cut(run: Run, attacked_images: pd.DataFrame) -> pd.DataFrame:
+    """``robust_change_cut``: each defence's cut in score change against plain on the same images,
+    with its paired bootstrap interval (``tables.robust_change_cut``, seeded by the run)."""
+    return tables.robust_change_cut(attacked_images, seed=run.params.seed)
+
+
 def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> tuple[pd.DataFrame, np.ndarray]:
     """``robust_certified`` on ``data.certified``: DMS's certificate (``robust.smoothing``) and FS's
     local one (``robust.feature_smoothing``, with its per-image Lipschitz estimate, also returned),

@@ -123,7 +123,7 @@ report.save_table(attacked_images, "robust_attack_images", run, "Every attacked 
 # seed moves its cut further (README, "Notebook 05").
 
 # %%
-cuts = tables.robust_change_cut(attacked_images, seed=run.params.seed)
+cuts = rx.robust_change_cut(run, attacked_images)
 report.save_table(cuts, "robust_change_cut", run, f"Less score change than plain under I-FGSM, on {len(data.attacked)} "
                   "held-out images; 95 % paired bootstrap interval over the images.",
                   view=tables.cut_view(cuts))
