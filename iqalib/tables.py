@@ -407,7 +407,7 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
 
 def cut_view(cuts: pd.DataFrame) -> pd.DataFrame:
     """``robust_change_cut`` for reading: one row per model and attack, one column per ε, each cell
-    the cut with its interval (``"20 % [9, 31]"``)."""
+    the cut with its interval (``"20% [9, 31]"``)."""
     def percent(v: float) -> str:  # round() to an int first: no "-0" for a tiny negative
         return "nan" if np.isnan(v) else f"{round(v * 100)}"
 
