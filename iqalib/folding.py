@@ -5,8 +5,12 @@ the unfolded network on a probe; knows nothing of classifiers, quality or params
 """
 from __future__ import annotations
 
+import copy
+import warnings
+
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = ["fold_batchnorm", "fold_batchnorm_checked"]
 
@@ -29,8 +33,6 @@ def fold_batchnorm(network: nn.Module) -> int:
 
     Why by hand: torch.ao's ``fuse_modules`` needs every pair's name per architecture and replaces
     timm's BatchNormAct2d, activation included, by an identity."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     folded = 0
     for parent in list(network.modules()):
         names = list(parent._modules)
@@ -51,9 +53,6 @@ def fold_batchnorm_checked(backbone: nn.Module, input_size: int, device: torch.d
     """A copy of ``backbone`` (frozen, eval mode) with ``fold_batchnorm`` applied, if on a seeded
     probe it gives the same output up to ``tolerance`` relative to the output's scale; else
     ``backbone`` itself, unfolded, and a warning saying so."""
-    import copy
-    import warnings
-
     if not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules()):
         return backbone
     folded = copy.deepcopy(backbone)
