@@ -85,6 +85,20 @@ def view_tensor(run: Run, items: list[Any]) -> Any:
     return run.classifier.pixels(pics) / 255.0
 
 
+def _key_paths(run: Run, paths: Any) -> list[str]:
+    """Sorted paths for a cache key, portable where they lie under the run's roots (the embedded
+    set's cache is under the run folder): a copied or cloned run reuses its models instead of
+    retraining them because its checkout moved."""
+
+    def one(path: Any) -> str:
+        try:
+            return run.portable(path)
+        except ValueError:  # a dataset folder outside the run's roots: its own path is its identity
+            return str(path)
+
+    return sorted(one(path) for path in paths)
+
+
 def _reuse_or_build(folder: Path, key: dict, build: Any) -> bool:
     """Whether ``folder`` already holds what ``key`` describes (``folder/key.json`` equals it); if
     not, ``build(folder)`` saves it there and ``key.json`` is written last, so an interrupted
@@ -155,7 +169,7 @@ def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str
     sigma, device = p.robust.smoothing.sigma, str(run.classifier.device)
     refs = sorted(set(data.train["ref_path"]))
     key = {"denoiser": {k: v for k, v in d.to_dict().items() if k != "rank"}, "sigma": sigma, "seed": p.seed,
-           "refs": refs}
+           "refs": _key_paths(run, refs)}
 
     def photos() -> list[np.ndarray]:
         return [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs]
@@ -168,7 +182,7 @@ def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str
     _reuse_or_build(run.folder / DENOISER_FOLDER, key, build)
     mse = DnCNN.load(run.folder / DENOISER_FOLDER).to(device)
     pool = pixel_pool(run, data)
-    rank_key = {**key, "rank": d.rank.to_dict(), "pool": sorted(pool["path"].astype(str)),
+    rank_key = {**key, "rank": d.rank.to_dict(), "pool": _key_paths(run, pool["path"]),
                 "metric": plain.card.get("created") if plain.card else None}
 
     def build_rank(folder: Path) -> None:

@@ -149,3 +149,16 @@ def test_the_study_tables_are_the_functions_on_the_same_splits(features, splits,
                                              progress=False)
     assert experiment.paper_false_alarm_rate() == 0.0857
     pd.testing.assert_frame_equal(trained.scores, scores)
+
+
+def test_notebook_05_model_keys_survive_a_moved_run_and_keep_outside_paths(tmp_path):
+    from iqalib import robust_experiment
+
+    keys = []
+    for where in ("a", "b"):  # the same run in two checkouts: its cached IQA files move with it
+        (tmp_path / where).mkdir()
+        run = _run(tmp_path / where)
+        keys.append(robust_experiment._key_paths(run, [run.folder / "cache/x/2.png", run.folder / "cache/x/1.png"]))
+    assert keys[0] == keys[1] == ["run:cache/x/1.png", "run:cache/x/2.png"]
+    outside = tmp_path / "datasets" / "tid2013" / "i01.bmp"
+    assert robust_experiment._key_paths(run, [outside]) == [str(outside)]
