@@ -382,22 +382,35 @@ def _cut(defended: np.ndarray, reference: np.ndarray, axis: int = -1) -> np.ndar
 
 
 def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: Sequence[str] = ("ifgsm_up", "ifgsm_down"),
-                      n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+                      n_boot: int = 2000, seed: int = 0, midpoint: float | None = 0.5) -> pd.DataFrame:
     """How much less each defended model's score moves than ``reference``'s under the gradient
     attacks, from ``robust_attack_images``: per model and ε, for each attack and for their mean
     (``attack`` = ``both``), cut = 1 − mean |Δs| / the reference's mean |Δs| on the same images, with
     a 95 % percentile bootstrap interval (``metrics.bootstrap_ci``) resampling images, paired: an
     image's changes under every attack and model travel together, so the interval is the point
-    estimate's own procedure repeated, not a sum of two models' errors."""
+    estimate's own procedure repeated, not a sum of two models' errors.
+
+    With ``midpoint`` (the score scale's middle) and both I-FGSM directions among ``attacks``, the
+    row ``toward_middle`` is NT's authors' evaluation (YangiD/DefenseIQA-NT, ``FGSM_demo.py``: the
+    attack lowers a score above the middle of the scale and raises one below it, each model by its
+    own clean score): each image's change under the direction its model's score picks."""
     change = images.assign(change=(images["attacked"] - images["clean"]).abs())
     change = change[change["attack"].isin(attacks)]
     wide = change.pivot_table(index=["eps_255", "image"], columns=["quality_model", "attack"], values="change")
+    clean = change.pivot_table(index=["eps_255", "image"], columns=["quality_model", "attack"], values="clean")
+    authors = midpoint is not None and {"ifgsm_up", "ifgsm_down"} <= set(attacks)
     rows = []
+
+    def per_image(g: pd.DataFrame, m: str, attack: str) -> np.ndarray:
+        if attack == "toward_middle":
+            lower = clean.loc[g.index, (m, "ifgsm_down")].to_numpy() > midpoint
+            return np.where(lower, g[(m, "ifgsm_down")], g[(m, "ifgsm_up")])
+        return g[m][list(attacks) if attack == "both" else [attack]].mean(axis=1).to_numpy()
+
     for model in [m for m in change["quality_model"].unique() if m != reference]:
         for eps, g in wide.groupby(level="eps_255"):
-            for attack in (*attacks, "both"):
-                chosen = list(attacks) if attack == "both" else [attack]
-                ours, theirs = g[model][chosen].mean(axis=1).to_numpy(), g[reference][chosen].mean(axis=1).to_numpy()
+            for attack in (*attacks, "both", *(["toward_middle"] if authors else [])):
+                ours, theirs = per_image(g, model, attack), per_image(g, reference, attack)
                 low, high = metrics.bootstrap_ci((ours, theirs), _cut, n_boot=n_boot, seed=seed)
                 rows.append({"quality_model": model, "reference": reference, "attack": attack, "eps_255": float(eps),
                              "n": len(ours), "change": float(ours.mean()), "reference_change": float(theirs.mean()),

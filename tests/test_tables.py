@@ -311,9 +311,11 @@ def test_robust_change_cut_is_paired_over_images_and_its_interval_holds_the_poin
                        ignore_index=True)
     assert len(images) == 2 * 3 * 30 and (images.groupby(["quality_model", "attack"])["image"].nunique() == 30).all()
     cuts = t.robust_change_cut(images, n_boot=500).set_index("attack")
-    assert list(cuts.index) == ["ifgsm_up", "ifgsm_down", "both"], "random noise is not a gradient attack"
+    assert list(cuts.index) == ["ifgsm_up", "ifgsm_down", "both", "toward_middle"], "random noise is not a gradient attack"
     assert cuts.loc["ifgsm_up", "cut"] == pytest.approx(0.4) and cuts.loc["ifgsm_down", "cut"] == pytest.approx(0.0)
     assert cuts.loc["both", "cut"] == pytest.approx(0.2) and (cuts["n"] == 30).all()
+    low = clean <= 0.5  # the authors' rule raises these, lowers the rest: only the raised ones are cut
+    assert cuts.loc["toward_middle", "cut"] == pytest.approx(0.4 * plain_change[low].sum() / plain_change.sum())
     # NT's change is an exact multiple of plain's on every image: paired resampling cannot move the cut
     assert cuts.loc["ifgsm_up", "cut_ci_low"] == pytest.approx(0.4) and cuts.loc["ifgsm_up", "cut_ci_high"] == pytest.approx(0.4)
     noisy = images.copy()
@@ -324,9 +326,26 @@ def test_robust_change_cut_is_paired_over_images_and_its_interval_holds_the_poin
     assert t.robust_change_cut(noisy, n_boot=500).equals(t.robust_change_cut(noisy, n_boot=500)), "seeded"
     view = t.cut_view(t.robust_change_cut(images, n_boot=200))
     assert list(view.columns) == ["quality_model", "attack", "cut @4/255"]
-    assert list(view["attack"]) == ["ifgsm_up", "ifgsm_down", "both"], "the table's order, not the alphabet's"
+    assert list(view["attack"]) == ["ifgsm_up", "ifgsm_down", "both", "toward_middle"], "the table's order, not the alphabet's"
     assert view.set_index("attack").loc["ifgsm_up", "cut @4/255"] == "40% [40, 40]"
     assert view.set_index("attack").loc["ifgsm_down", "cut @4/255"] == "0% [0, 0]", "no '-0'"
+
+
+def test_the_authors_direction_rule_follows_each_models_own_clean_score():
+    from iqalib import tables as t
+
+    def rows(clean: list[float], up: list[float], down: list[float]) -> list[dict]:
+        c = np.array(clean)
+        return [{"attack": "ifgsm_up", "eps_255": 4.0, "clean": c, "attacked": c + np.array(up)},
+                {"attack": "ifgsm_down", "eps_255": 4.0, "clean": c, "attacked": c - np.array(down)}]
+
+    # image 0: plain scores it 0.7 (lowered: 0.3), NT 0.3 (raised: 0.05); image 1 raised by both
+    images = pd.concat([t.robust_attack_images("plain", rows([0.7, 0.3], [0.1, 0.2], [0.3, 0.4])),
+                        t.robust_attack_images("nt", rows([0.3, 0.3], [0.05, 0.1], [0.3, 0.4]))], ignore_index=True)
+    cuts = t.robust_change_cut(images, n_boot=100).set_index("attack")
+    assert cuts.loc["toward_middle", "change"] == pytest.approx(0.075)
+    assert cuts.loc["toward_middle", "reference_change"] == pytest.approx(0.25)
+    assert "toward_middle" not in set(t.robust_change_cut(images, n_boot=100, midpoint=None)["attack"])
 
 
 def test_learning_curve_keeps_the_held_out_pairs_and_ends_at_the_full_detector(features, splits, scores):

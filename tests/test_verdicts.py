@@ -316,6 +316,12 @@ def test_robust_reproduced_and_texts():
     with_interval = verdicts.robust(*_robust(), cuts)
     assert "(33% less, 95 % interval over the 24 images 12% to 50%); R" in with_interval[1]["ours"]
     assert oks(with_interval) == oks(rows), "the interval is shown, the verdict stays on the point estimate"
+    authors = pd.concat([cuts, pd.DataFrame([{"quality_model": "nt", "attack": "toward_middle", "eps_255": 4.0, "n": 24,
+                                              "cut": 0.05, "cut_ci_low": -0.1, "cut_ci_high": 0.2}])])
+    with_rule = verdicts.robust(*_robust(), authors)
+    assert "12% to 50%); by the authors' direction rule (lower a score above the middle, raise one below) 5% less, " \
+           "-10% to 20%; R" in with_rule[1]["ours"]
+    assert oks(with_rule) == oks(rows), "the authors' rule is shown beside the issue's goal, not judged instead"
     assert "DMS (rank) 0.920, PLCC 0.910; DMS (MSE only, ablation) 0.850" in rows[2]["ours"]
     assert "certified rise ≤ 0.050 (mean), attack rose 0.010 (max 0.020)" in rows[3]["ours"]
     assert rows[4]["ours"].startswith("10.0 ms vs 1000.0 ms per image (99.0% less)")
