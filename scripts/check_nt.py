@@ -4,7 +4,9 @@ SAVED plain and NT models, on held-out photos; prints the mean score change of e
 reduction with a paired bootstrap interval over the photos, and clean held-out SROCC of both. The
 reduction is measured two ways: both directions on every photo (the issue's goal), and by NT's
 authors' rule (YangiD/DefenseIQA-NT, FGSM_demo.py: a score above the middle of the scale is
-lowered, one below it raised, each model by its own clean score).
+lowered, one below it raised, each model by its own clean score). Beside them, what NT's penalty
+acts on: the first-order change eps * ||grad f||_1 at the clean photos and a single FGSM step of
+size eps (up, down), to tell how far from linear the score is at this radius.
 
     python scripts/check_nt.py [params/default.yaml] [--images 24]
 
@@ -44,6 +46,14 @@ def score_changes(score, x: torch.Tensor, eps: float = 4 / 255, step: float = 1 
     return up, down
 
 
+def first_order_slope(score, x: torch.Tensor) -> np.ndarray:
+    """Per image, ||grad f(x)||_1 (what NT's finite difference estimates): eps times it is the score
+    change a linear model would predict for an l-inf step of size eps along sign(grad)."""
+    x = x.clone().requires_grad_(True)
+    grad, = torch.autograd.grad(score(x).sum(), x)
+    return grad.abs().flatten(1).sum(1).numpy()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("params", nargs="?", default="params/default.yaml")
@@ -67,6 +77,10 @@ def main() -> None:
         authors[name] = np.where(lowered, down, up)
         print(f"{name:6s} mean |Δs| up {up.mean():.4f} down {down.mean():.4f} mean {change[name].mean():.4f}; "
               f"clean SROCC {srocc[name]:.3f} on {len(srocc_x)} held-out images; own layers: {model.has_own_layers}")
+        first_order = 4 / 255 * first_order_slope(score, x)
+        one_up, one_down = score_changes(score, x, step=4 / 255, iters=1)
+        print(f"{name:6s} first order: eps*||grad f||_1 {first_order.mean():.3f}; one FGSM step up {one_up.mean():.4f} "
+              f"down {one_down.mean():.4f}")
 
     def cut(nt, plain, axis=-1):
         return 1 - nt.mean(axis) / plain.mean(axis)
