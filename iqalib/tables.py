@@ -403,8 +403,8 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
 
     def per_image(g: pd.DataFrame, m: str, attack: str) -> np.ndarray:
         if attack == "toward_middle":
-            lower = clean.loc[g.index, (m, "ifgsm_down")].to_numpy() > midpoint
-            return np.where(lower, g[(m, "ifgsm_down")], g[(m, "ifgsm_up")])
+            lowered = clean.loc[g.index, (m, "ifgsm_down")].to_numpy() > midpoint
+            return np.where(lowered, g[(m, "ifgsm_down")], g[(m, "ifgsm_up")])
         return g[m][list(attacks) if attack == "both" else [attack]].mean(axis=1).to_numpy()
 
     for model in [m for m in change["quality_model"].unique() if m != reference]:
