@@ -21,7 +21,7 @@ from iqalib.classifiers import Classifier
 from iqalib.detector import FitForTaskDetector
 from iqalib.robust import Scorer
 
-__all__ = ["svm_decision", "detector_inputs", "pgd", "strong", "judge"]
+__all__ = ["svm_decision", "detector_inputs", "pgd", "strong", "curve", "judge"]
 
 
 def svm_decision(detector: FitForTaskDetector) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -170,6 +170,40 @@ def strong(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector,
             # image's place in its batch.
             judged_strong = judge(classifier, scorer, detector, adv, labels)
     return {"selective": (selective, judged), "strong": (adv, judged_strong)}
+
+
+def curve(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, x: torch.Tensor,
+          labels: torch.Tensor, radii: list[float], steps: int = 10, draws: int = 1,
+          seed: int = 0) -> dict[float, dict[str, dict[str, np.ndarray]]]:
+    """``strong`` at every radius in ``radii``, smallest first, as a robustness curve: an image an
+    attack got through (fooled and judged fit) at a smaller radius is through at every larger one,
+    since its perturbation lies in each larger ball, so it keeps that image's judgement and is not
+    attacked again (why a minimum-norm evaluation's curve is monotone). Each attack carries its own
+    successes: selective PGD runs again on an image only ``strong`` has got through, so per image
+    strong succeeds wherever selective does, at every radius. Returns ``{radius: {"selective":
+    judged, "strong": judged}}``: ``judge``'s arrays, one entry per image of ``x``, and ``carried``,
+    True where the judgement is a smaller radius's."""
+    attacks = ("selective", "strong")
+    through = {k: np.zeros(len(x), bool) for k in attacks}
+    out: dict[float, dict[str, dict[str, np.ndarray]]] = {}
+    last: dict[str, dict[str, np.ndarray]] = {}
+    for radius in sorted(set(radii)):
+        todo = ~through["selective"]  # strong has got through every image selective has
+        judged = {k: {**{f: v.copy() for f, v in last[k].items()}, "carried": np.ones(len(x), bool)} for k in last}
+        if todo.any():
+            pick = torch.from_numpy(todo).to(x.device)
+            fresh = strong(classifier, scorer, detector, x[pick], labels[pick], radius, steps, draws, seed)
+            for k in attacks:
+                judged.setdefault(k, {f: np.empty((len(x), *v.shape[1:]), v.dtype) for f, v in fresh[k][1].items()})
+                fresh_here = todo & ~through[k]  # a success carried from a smaller radius stays
+                for f, v in fresh[k][1].items():
+                    judged[k][f][fresh_here] = v[fresh_here[todo]]
+                judged[k]["carried"] = ~fresh_here
+        for k in attacks:
+            through[k] |= judged[k]["fooled"] & ~judged[k]["flagged"]
+        out[radius] = judged
+        last = {k: {f: v for f, v in judged[k].items() if f != "carried"} for k in attacks}
+    return out
 
 
 @torch.no_grad()

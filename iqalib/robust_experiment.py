@@ -323,7 +323,9 @@ def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> 
     ℓ∞ PGD attacks (``robust.adaptive.steps``) judged on ``robust_detector_data``'s held-out
     originals: ``oblivious`` (the classifier only, the same images for every scorer),
     ``selective`` and ``strong`` (``adaptive.strong``: selective, then orthogonal PGD where it
-    failed), both through the whole system with EOT over a smoothed scorer's noise."""
+    failed), both through the whole system with EOT over a smoothed scorer's noise, smallest radius
+    first, an image through at a smaller radius counted through at the larger ones without
+    another attack (``adaptive.curve``; ``carried`` counts them)."""
 
     p, r = run.params, run.params.robust
     a = r.adaptive
@@ -336,10 +338,10 @@ def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> 
         det = FitForTaskDetector(random_state=p.seed).fit(train, d["y"], groups=d["train"]["source_id"])
         det.set_operating_point(train, d["y"], d["train"]["source_id"], experiment.paper_false_alarm_rate())
         clean_flagged = adaptive.judge(clf, scorer, det, x, labels)["flagged"]
+        adapted = adaptive.curve(clf, scorer, det, x, labels, [e / 255 for e in a.eps_255], a.steps, r.eot_draws,
+                                 p.seed)
         for e in a.eps_255:
-            adapted = adaptive.strong(clf, scorer, det, x, labels, e / 255, a.steps, r.eot_draws, p.seed)
-            judged = {"oblivious": adaptive.judge(clf, scorer, det, oblivious[e], labels),
-                      **{attack: judgement for attack, (_, judgement) in adapted.items()}}
+            judged = {"oblivious": adaptive.judge(clf, scorer, det, oblivious[e], labels), **adapted[e / 255]}
             for attack in ATTACKS:
                 rows.append(tables.robust_detector(name, attack, e, judged[attack], clean_flagged))
     return pd.DataFrame(rows)

@@ -472,12 +472,15 @@ def robust_detector(model: str, attack: str, eps_255: float, judged: Mapping[str
                     clean_flagged: np.ndarray) -> dict[str, Any]:
     """One ``robust_detector.csv`` row from ``adaptive.judge`` on attacked held-out originals:
     ``attack_success_rate`` = share fooled AND judged fit; ``detection_rate`` = share flagged among
-    those fooled (NaN when none is); ``false_alarm_rate`` = share of the same originals flagged clean."""
+    those fooled (NaN when none is); ``false_alarm_rate`` = share of the same originals flagged clean;
+    ``carried``, how many images kept a smaller radius's success (``adaptive.curve``) instead of
+    being attacked again."""
     fooled, flagged = np.asarray(judged["fooled"], bool), np.asarray(judged["flagged"], bool)
     return {"quality_model": model, "attack": attack, "eps_255": float(eps_255), "n": len(fooled),
             "fooled_rate": float(fooled.mean()), "attack_success_rate": float((fooled & ~flagged).mean()),
             "detection_rate": float(flagged[fooled].mean()) if fooled.any() else float("nan"),
-            "false_alarm_rate": float(np.mean(clean_flagged))}
+            "false_alarm_rate": float(np.mean(clean_flagged)),
+            "carried": int(np.sum(judged.get("carried", False)))}
 
 
 def baseline1(features: pd.DataFrame) -> pd.DataFrame:
