@@ -115,6 +115,7 @@ class Classifier:
     weights_id: str
     device: torch.device
     wnids: tuple[str, ...] = field(default_factory=imagenet_wnids)
+    batchnorm_folded: bool = True
 
     def __post_init__(self) -> None:
         # Channels-last convolution weights: the tensor cores' layout on CUDA; on 2 CPU cores within
@@ -125,7 +126,9 @@ class Classifier:
         # and 1.4-1.8x forward + backward (EfficientNet-Lite0, same benchmark). Both give
         # another summation order: the last float bits of every pass differ, so the embedding
         # cache's version names them (features.EMBEDDING_VERSION).
-        self.backbone = fold_batchnorm_checked(self.backbone.eval().to(self.device), self.input_size, self.device)
+        self.backbone = self.backbone.eval().to(self.device)
+        if self.batchnorm_folded:
+            self.backbone = fold_batchnorm_checked(self.backbone, self.input_size, self.device)
         self.backbone.to(memory_format=torch.channels_last)
         self.head.eval().to(self.device)
         for p in list(self.backbone.parameters()) + list(self.head.parameters()):
@@ -346,7 +349,7 @@ def weights_file(name: str, weights_path: str | Path | None = None) -> Path:
     return path
 
 
-def _efficientnet_lite0(device: torch.device, weights_path: str | None) -> Classifier:
+def _efficientnet_lite0(device: torch.device, weights_path: str | None, fold: bool = True) -> Classifier:
     import timm
 
     weights_path = weights_file("efficientnet_lite0", weights_path)
@@ -378,6 +381,7 @@ def _efficientnet_lite0(device: torch.device, weights_path: str | None) -> Class
         input_size=224,
         weights_id=f"efficientnet-lite0-{_file_sha1(weights_path)}",
         device=device,
+        batchnorm_folded=fold,
     )
 
 
@@ -416,7 +420,7 @@ def torchvision_architecture(name: str) -> nn.Module:
     return getattr(torchvision.models, _TORCHVISION[name][0])(weights=None)
 
 
-def _torchvision_model(name: str, device: torch.device, weights_path: str | None) -> Classifier:
+def _torchvision_model(name: str, device: torch.device, weights_path: str | None, fold: bool = True) -> Classifier:
     weights_enum_name = _TORCHVISION[name][1]
     weights_path = weights_file(name, weights_path)
     model = torchvision_architecture(name)
@@ -439,20 +443,25 @@ def _torchvision_model(name: str, device: torch.device, weights_path: str | None
         input_size=224,
         weights_id=f"{weights_enum_name}.IMAGENET1K_V1-{_file_sha1(weights_path)}",
         device=device,
+        batchnorm_folded=fold,
     )
 
 
-CLASSIFIERS: dict[str, Callable[[torch.device, str | None], Classifier]] = {
+CLASSIFIERS: dict[str, Callable[[torch.device, str | None, bool], Classifier]] = {
     "efficientnet_lite0": _efficientnet_lite0,
-    **{name: (lambda device, path, _n=name: _torchvision_model(_n, device, path)) for name in _TORCHVISION},
+    **{name: (lambda device, path, fold=True, _n=name: _torchvision_model(_n, device, path, fold)) for name in _TORCHVISION},
 }
 
 
-def load_classifier(name: str, device: str = "auto", weights_path: str | None = None) -> Classifier:
+def load_classifier(name: str, device: str = "auto", weights_path: str | None = None,
+                    fold_batchnorm: bool = True) -> Classifier:
     """Build a pretrained ImageNet classifier by name (see ``CLASSIFIERS``), offline.
 
     ``weights_path`` overrides where the weights are read from (``torch.load(weights_only=True)``).
+    ``fold_batchnorm=False`` keeps the BatchNorm layers, for a copy trained with batch statistics
+    (``robust.train_nt(batchnorm="train")``); the same function to the last float bits, slower, and
+    cached embeddings are keyed apart (``features``).
     """
     if name not in CLASSIFIERS:
         raise ValueError(f"Unknown classifier '{name}'. Choose one of: {', '.join(CLASSIFIERS)}")
-    return CLASSIFIERS[name](resolve_device(device), weights_path)
+    return CLASSIFIERS[name](resolve_device(device), weights_path, fold_batchnorm)

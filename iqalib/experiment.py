@@ -68,11 +68,17 @@ class Run:
 
     @cached_property
     def classifier(self) -> Classifier:
-        p = self.params
-        weights = resolve_path(p.classifier_weights)  # relative to the repository root, like every params path
-        classifier = load_classifier(p.classifier, p.device, None if weights is None else str(weights))
+        classifier = self.fresh_classifier()
         self.record(classifier=classifier.name, device=str(classifier.device))
         return classifier
+
+    def fresh_classifier(self, fold_batchnorm: bool = True) -> Classifier:
+        """A new copy of the run's classifier (``classifier`` is the run's own, loaded once);
+        ``fold_batchnorm=False`` keeps its BatchNorm layers, for NT trained on batch statistics
+        (``robust.train_nt(batchnorm="train")``)."""
+        p = self.params
+        weights = resolve_path(p.classifier_weights)  # relative to the repository root, like every params path
+        return load_classifier(p.classifier, p.device, None if weights is None else str(weights), fold_batchnorm)
 
     def classifier_named(self, name: str) -> Classifier:
         """One of ``classifiers_table1``; the run's own classifier keeps its ``classifier_weights``."""

@@ -253,6 +253,8 @@ def job_keys(classifier: Classifier, jobs: Sequence[ImageJob], amp: bool = False
                     "with_stats": True}
     if amp:
         model_fields["amp"] = "bf16"  # another precision gives other numbers: never mix them in one key
+    if not classifier.batchnorm_folded:
+        model_fields["batchnorm"] = "unfolded"  # another summation order, as above
     if runs_backbone_in_workers(classifier, backbone_in_workers):
         # One thread sums in another order than several for some batch shapes (last float bits,
         # measured up to 5e-6 on EfficientNet-Lite0): its rows get their own keys, as bf16's do,

@@ -20,6 +20,7 @@ import torch
 from scipy import stats
 
 from iqalib.classifiers import Classifier
+from iqalib.folding import fold_batchnorm
 from iqalib.quality import QualityModel
 
 __all__ = ["score_fn", "feature_fn", "ifgsm", "ifgsm_radii", "median_interval_indices", "local_lipschitz",
@@ -365,7 +366,7 @@ def attack_scores(scorer: Scorer, x: torch.Tensor, eps_255: tuple[float, ...], s
 def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, mos: np.ndarray,
              lam: float = 1e-3, h: float = 1e-2, steps: int = 120, batch_size: int = 16, lr: float = 1e-4,
              layer_lr: float = 1e-5, seed: int = 0, progress: bool = True,
-             difference: str = "forward") -> tuple[QualityModel, list[dict]]:
+             difference: str = "forward", batchnorm: str = "frozen") -> tuple[QualityModel, list[dict]]:
     """A copy of ``plain`` with its own copy of the backbone's early layers
     (``QualityModel.attach_own_layers``), whose layers and heads are fine-tuned with NT's loss;
     returns it and a per-step log (DataFrame-ready dicts: step, l1, penalty, grad_l1).
@@ -380,16 +381,31 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
     own. ``views``: ``batch_size`` images per step drawn from these training images (classifier
     view, [0, 1]) with their ``mos``. AdamW, heads at ``lr`` and the copied layers at ``layer_lr``
     (the authors train the backbone 10x slower than the head), cosine-annealed over ``steps``. The
-    classifier is never touched: the gradient flows through the copy only."""
+    classifier is never touched: the gradient flows through the copy only.
+
+    ``batchnorm``: ``"frozen"``, the copy of a folded classifier (its BatchNorm an affine map in
+    each convolution); ``"train"``, as the authors train HyperIQA: the copy's BatchNorm normalises
+    by each batch's statistics (every pass, the perturbed ones too) and updates its running ones,
+    which are folded into the convolutions once training ends, so the saved model has the frozen
+    form's layout. Needs a classifier loaded with ``fold_batchnorm=False``."""
     from tqdm.auto import tqdm
 
     plain.classifier(classifier)  # the one backbone-compatibility check
     if difference not in ("forward", "two_sided"):
         raise ValueError(f"difference must be 'forward' or 'two_sided', got {difference!r}")
+    if batchnorm not in ("frozen", "train"):
+        raise ValueError(f"batchnorm must be 'frozen' or 'train', got {batchnorm!r}")
     if len(views) != len(mos):
         raise ValueError(f"{len(views)} views but {len(mos)} scores")
     model = plain.copy()
     layers = model.attach_own_layers(classifier)
+    norms = [m for m in layers.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if batchnorm == "train":
+        if not norms:
+            raise ValueError("batchnorm='train' needs the classifier's BatchNorm layers: load it with "
+                             "classifiers.load_classifier(..., fold_batchnorm=False)")
+        for norm in norms:  # FeatureLayers.train keeps eval mode; only these learn from batches
+            torch.nn.Module.train(norm, True)
     heads_params = [q for head in model.heads for q in head.parameters()]
     layer_params = list(layers.parameters())
     for q in heads_params + layer_params:
@@ -421,5 +437,8 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
                     "grad_l1": float(grad.abs().flatten(1).sum(1).mean())})
     for q in heads_params + layer_params:
         q.requires_grad_(False)
+    if norms:  # frozen: an unfolded classifier's eval-mode BatchNorm; train: the running statistics learnt
+        fold_batchnorm(layers.eval().layers)
+        layers.requires_grad_(False)
     model.forget_stack()
     return model, log

@@ -5,7 +5,7 @@ never on the held-out photos. Prints the reduction of the mean score change agai
 SROCC of each (also per direction). About 70 s per 120 steps of 8 images on 2 cores.
 
     python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...] [--seeds S ...]
-        [--difference forward|two_sided]
+        [--difference forward|two_sided] [--batchnorm frozen|train]
 
 Needs notebook 05 rendered with those params (its plain model under outputs/<run>/models/).
 """
@@ -41,6 +41,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="NT's training seeds (default: the run's seed)")
     parser.add_argument("--difference", choices=("forward", "two_sided"), default="forward",
                         help="NT's finite difference: the authors' forward one, or also the backward one (ours)")
+    parser.add_argument("--batchnorm", choices=("frozen", "train"), default="frozen",
+                        help="the copy's BatchNorm: folded and frozen (ours), or trained on batch statistics "
+                             "as the authors train HyperIQA (from an unfolded copy of the classifier)")
     args = parser.parse_args()
     grid = [tuple(float(v) if i < 3 else int(v) for i, v in enumerate(g.split(":"))) for g in args.grid] \
         if args.grid else GRID
@@ -52,6 +55,7 @@ def main() -> None:
     attacked = rest.sample(n=24, random_state=7)
     ranked = rest.drop(attacked.index).sample(n=64, random_state=8)
     views = rx.view_tensor(run, list(pool["path"]))
+    source = run.classifier if args.batchnorm == "frozen" else run.fresh_classifier(fold_batchnorm=False)
     x, xs = rx.view_tensor(run, list(attacked["path"])), rx.view_tensor(run, list(ranked["path"]))
 
     def measure(model: QualityModel) -> tuple[np.ndarray, float]:
@@ -66,12 +70,12 @@ def main() -> None:
     print(f"plain: mean |Δs| {base[0]:.4f} (up {base[1]:.4f}, down {base[2]:.4f}), SROCC {base_srocc:.3f}", flush=True)
     for (lam, lr, layer_lr, steps), seed in ((g, s) for g in grid for s in (args.seeds or [p.seed])):
         start = time.perf_counter()
-        nt, _ = robust.train_nt(plain, run.classifier, views, pool["mos"].to_numpy(), lam=lam, h=p.robust.nt.h,
+        nt, _ = robust.train_nt(plain, source, views, pool["mos"].to_numpy(), lam=lam, h=p.robust.nt.h,
                                 steps=steps, batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
-                                progress=False, difference=args.difference)
+                                progress=False, difference=args.difference, batchnorm=args.batchnorm)
         change, srocc = measure(nt)
         cut = 1 - change / base
-        print(f"{args.difference} lam {lam:g} lr {lr:g} layer_lr {layer_lr:g} steps {steps} seed {seed}: {cut[0]:.1%} less change "
+        print(f"{args.difference} batchnorm {args.batchnorm} lam {lam:g} lr {lr:g} layer_lr {layer_lr:g} steps {steps} seed {seed}: {cut[0]:.1%} less change "
               f"(up {cut[1]:.1%}, down {cut[2]:.1%}), SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 

@@ -231,6 +231,42 @@ def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain
         features.scores(loaded, clf, rows)
 
 
+def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(clf, plain, tmp_path):
+    """``batchnorm="train"`` (the authors' HyperIQA recipe) needs the unfolded classifier; with
+    both learning rates at 0 only BatchNorm's running statistics can move, and they do, where the
+    frozen form on the same classifier keeps the plain score; the result is folded, saves and
+    scores through the folded classifier; neither classifier is touched."""
+    model, x = plain
+    raw = load_classifier("efficientnet_lite0", "cpu", fold_batchnorm=False)
+    assert not raw.batchnorm_folded and any(isinstance(m, torch.nn.BatchNorm2d) for m in raw.backbone.modules())
+    Image.new("RGB", (40, 40), "gray").save(tmp_path / "a.png")
+    jobs = [features.ImageJob(tmp_path / "a.png")]
+    keys = features.job_keys(raw, jobs) + features.job_keys(clf, jobs)
+    assert None not in keys and keys[0] != keys[1], "embeddings of the unfolded classifier are cached apart"
+    with torch.no_grad():
+        torch.testing.assert_close(raw.logits_from_pixels(x[:2] * 255), clf.logits_from_pixels(x[:2] * 255),
+                                   rtol=1e-3, atol=1e-3)
+    before = {k: v.clone() for k, v in raw.backbone.state_dict().items()}
+    mos = robust.score_fn(model, clf)(x).detach().numpy()
+    still = dict(lam=1.0, steps=3, batch_size=3, lr=0.0, layer_lr=0.0, progress=False)
+    frozen, _ = robust.train_nt(model, raw, x, mos, batchnorm="frozen", **still)
+    trained, _ = robust.train_nt(model, raw, x, mos, batchnorm="train", **still)
+    for nt in (frozen, trained):
+        assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in nt.own_layers().modules())
+    with torch.no_grad():
+        base = robust.score_fn(model, clf)(x)
+        torch.testing.assert_close(robust.score_fn(frozen, clf)(x), base, rtol=1e-4, atol=1e-4)
+        assert (robust.score_fn(trained, clf)(x) - base).abs().max() > 1e-3, "running statistics learnt"
+        loaded = quality.QualityModel.load(trained.save(tmp_path / "nt_bn"))
+        torch.testing.assert_close(robust.score_fn(loaded, clf)(x), robust.score_fn(trained, clf)(x))
+    for k, v in raw.backbone.state_dict().items():
+        torch.testing.assert_close(v, before[k], msg=f"the classifier is untouched: {k}")
+    with pytest.raises(ValueError, match="fold_batchnorm=False"):
+        robust.train_nt(model, clf, x, mos, steps=1, progress=False, batchnorm="train")
+    with pytest.raises(ValueError, match="'frozen' or 'train'"):
+        robust.train_nt(model, raw, x, mos, steps=1, progress=False, batchnorm="eval")
+
+
 def test_scorers_plain_input_and_feature_smoothing(clf, plain):
     model, x = plain
     x = x[:3]
