@@ -174,35 +174,49 @@ def strong(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector,
 
 def curve(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, x: torch.Tensor,
           labels: torch.Tensor, radii: list[float], steps: int = 10, draws: int = 1,
-          seed: int = 0) -> dict[float, dict[str, dict[str, np.ndarray]]]:
+          seed: int = 0) -> dict[float, dict[str, tuple[torch.Tensor, dict[str, np.ndarray]]]]:
     """``strong`` at every radius in ``radii``, smallest first, as a robustness curve: an image an
     attack got through (fooled and judged fit) at a smaller radius is through at every larger one,
-    since its perturbation lies in each larger ball, so it keeps that image's judgement and is not
-    attacked again (why a minimum-norm evaluation's curve is monotone). Each attack carries its own
-    successes: selective PGD runs again on an image only ``strong`` has got through, so per image
-    strong succeeds wherever selective does, at every radius. Returns ``{radius: {"selective":
-    judged, "strong": judged}}``: ``judge``'s arrays, one entry per image of ``x``, and ``carried``,
-    True where the judgement is a smaller radius's."""
+    since its perturbation lies in each larger ball, so it keeps that image and is not attacked
+    again (why a minimum-norm evaluation's curve is monotone). Each attack carries its own
+    successes: selective PGD runs again on an image only ``strong`` has got through. The images of
+    each radius are judged whole, each in its own place, as ``strong`` judges (a smoothed score's
+    noise follows an image's place in its batch); where that judgement passes selective's image
+    and not strong's, strong takes selective's, so per image strong succeeds wherever selective
+    does, at every radius. Returns ``{radius: {"selective": (images, judged), "strong": (images,
+    judged)}}``: ``judge``'s arrays, and ``carried``, True where the image is a smaller radius's."""
+    if not len(x):
+        raise ValueError("curve needs at least one image")
     attacks = ("selective", "strong")
     through = {k: np.zeros(len(x), bool) for k in attacks}
-    out: dict[float, dict[str, dict[str, np.ndarray]]] = {}
-    last: dict[str, dict[str, np.ndarray]] = {}
+    adv = {k: x.detach().clone() for k in attacks}
+    judged: dict[str, dict[str, np.ndarray]] = {}
+    out: dict[float, dict[str, tuple[torch.Tensor, dict[str, np.ndarray]]]] = {}
     for radius in sorted(set(radii)):
         todo = ~through["selective"]  # strong has got through every image selective has
-        judged = {k: {**{f: v.copy() for f, v in last[k].items()}, "carried": np.ones(len(x), bool)} for k in last}
+        fresh_here = {k: todo & ~through[k] for k in attacks}  # a success carried from a smaller radius stays
         if todo.any():
             pick = torch.from_numpy(todo).to(x.device)
             fresh = strong(classifier, scorer, detector, x[pick], labels[pick], radius, steps, draws, seed)
             for k in attacks:
-                judged.setdefault(k, {f: np.empty((len(x), *v.shape[1:]), v.dtype) for f, v in fresh[k][1].items()})
-                fresh_here = todo & ~through[k]  # a success carried from a smaller radius stays
-                for f, v in fresh[k][1].items():
-                    judged[k][f][fresh_here] = v[fresh_here[todo]]
-                judged[k]["carried"] = ~fresh_here
+                new = torch.from_numpy(fresh_here[k]).to(x.device)
+                adv[k][new] = fresh[k][0][new[pick]]
+                again = fresh[k][1] if todo.all() else judge(classifier, scorer, detector, adv[k], labels)
+                if k not in judged:
+                    judged[k] = {f: np.empty((len(x), *v.shape[1:]), v.dtype) for f, v in again.items()}
+                for f, v in again.items():
+                    judged[k][f][fresh_here[k]] = v[fresh_here[k]]  # ``again`` covers every image
+            won = {k: judged[k]["fooled"] & ~judged[k]["flagged"] for k in attacks}
+            lost = won["selective"] & ~won["strong"]  # judged in another place than strong judged it
+            if lost.any():
+                swap = torch.from_numpy(lost).to(x.device)
+                adv["strong"][swap] = adv["selective"][swap]
+                for f in judged["strong"]:
+                    judged["strong"][f][lost] = judged["selective"][f][lost]
         for k in attacks:
             through[k] |= judged[k]["fooled"] & ~judged[k]["flagged"]
-        out[radius] = judged
-        last = {k: {f: v for f, v in judged[k].items() if f != "carried"} for k in attacks}
+        out[radius] = {k: (adv[k].clone(), {**{f: v.copy() for f, v in judged[k].items()}, "carried": ~fresh_here[k]})
+                       for k in attacks}
     return out
 
 

@@ -129,6 +129,8 @@ class Classifier:
         self.backbone = self.backbone.eval().to(self.device)
         if self.batchnorm_folded:
             self.backbone = fold_batchnorm_checked(self.backbone, self.input_size, self.device)
+            # what was done, not what was asked: a fold that failed its check runs unfolded
+            self.batchnorm_folded = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
         self.backbone.to(memory_format=torch.channels_last)
         self.head.eval().to(self.device)
         for p in list(self.backbone.parameters()) + list(self.head.parameters()):

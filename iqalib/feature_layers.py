@@ -13,10 +13,12 @@ is the last: the copy is the whole backbone, and it gives the pooled embedding.
 
 The classifier runs with its BatchNorms folded into the convolutions before them
 (``folding.fold_batchnorm``), so the copy has none: what NT trains is each convolution's
-weights and bias, the frozen BatchNorm's affine map included. Batch statistics are never used
-(the authors train HyperIQA's BatchNorm in training mode; batches of 8 CPU images would give
-noisy statistics). Before folding (up to EMBEDDING_VERSION 2) the copy kept BatchNorm in eval
-mode with its scale and shift trainable: the same function, another parametrisation of it.
+weights and bias, the frozen BatchNorm's affine map included. Batch statistics are not used by
+default; ``robust.train_nt(batchnorm="train")`` copies an unfolded classifier instead, trains its
+BatchNorm on batch statistics as the authors train HyperIQA's, and folds the running statistics
+it learnt once training ends (measured in the README: it does not help here). Before folding
+(up to EMBEDDING_VERSION 2) the copy kept BatchNorm in eval mode with its scale and shift
+trainable: the same function, another parametrisation of it.
 Knows nothing of heads, params or notebooks.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 from torch import nn
 
 from iqalib.classifiers import Classifier, tap_statistics
+from iqalib.folding import fold_batchnorm_checked
 
 __all__ = ["FeatureLayers"]
 
@@ -34,10 +37,11 @@ __all__ = ["FeatureLayers"]
 class FeatureLayers(nn.Module):
     """Normalised network input (N, 3, S, S) -> (N, F) features the heads read, through a copy of
     the classifier's layers: ``multilevel``, early-layer statistics of a copy of
-    ``classifier.early_layers()``; ``pooled``, the embedding of a copy of the whole backbone. Always
-    in eval mode (see the module docstring)."""
+    ``classifier.early_layers()``; ``pooled``, the embedding of a copy of the whole backbone. Kept
+    in eval mode by ``train`` (see the module docstring). A classifier loaded unfolded gives a copy
+    folded all the same, the layout a saved model's layers have, unless ``keep_batchnorm``."""
 
-    def __init__(self, classifier: Classifier, features: str = "multilevel"):
+    def __init__(self, classifier: Classifier, features: str = "multilevel", keep_batchnorm: bool = False):
         super().__init__()
         if features == "pooled":
             layers, taps = [classifier.backbone], []
@@ -51,7 +55,21 @@ class FeatureLayers(nn.Module):
         self.layers = nn.ModuleList(copy.deepcopy(layers))
         self.taps = [i for i, layer in enumerate(layers) if any(layer is tap for tap in taps)]
         self.source_weights_id = classifier.weights_id
+        self.input_size = classifier.input_size
         self.to(classifier.device).eval()
+        if not keep_batchnorm:
+            self.fold()
+
+    def fold(self) -> "FeatureLayers":
+        """In place: every BatchNorm (eval mode: its running statistics) folded into the convolution
+        before it, checked on a probe (``folding.fold_batchnorm_checked``); raises if one is left,
+        since a saved model's layers have none."""
+        device = next(self.parameters()).device
+        folded = fold_batchnorm_checked(self.eval(), self.input_size, device)
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules()):
+            raise RuntimeError(f"could not fold the BatchNorm of {self.source_weights_id}'s copied layers")
+        self.layers = folded.layers
+        return self
 
     def train(self, mode: bool = True) -> "FeatureLayers":
         return super().train(False)  # BatchNorm statistics stay the classifier's

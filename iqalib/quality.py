@@ -238,13 +238,14 @@ class QualityModel:
         """Whether the heads read the model's own copy of the early layers instead of the shared pass."""
         return self.feature_layers is not None or self._feature_layers_state is not None
 
-    def attach_own_layers(self, classifier: Classifier | None = None) -> nn.Module:
+    def attach_own_layers(self, classifier: Classifier | None = None, keep_batchnorm: bool = False) -> nn.Module:
         """Give the model its own trainable copy of ``classifier``'s layers up to the deepest its
         heads read (``iqalib.feature_layers``: the early layers, or the whole backbone for
-        ``pooled`` features), initialised from the classifier's weights; returns it."""
+        ``pooled`` features), initialised from the classifier's weights; returns it. BatchNorm is
+        folded into the convolutions unless ``keep_batchnorm`` (an unfolded classifier's)."""
         from iqalib.feature_layers import FeatureLayers
 
-        self.feature_layers = FeatureLayers(self.classifier(classifier), self.features)
+        self.feature_layers = FeatureLayers(self.classifier(classifier), self.features, keep_batchnorm)
         self._feature_layers_state = None
         return self.feature_layers
 

@@ -20,7 +20,6 @@ import torch
 from scipy import stats
 
 from iqalib.classifiers import Classifier
-from iqalib.folding import fold_batchnorm
 from iqalib.quality import QualityModel
 
 __all__ = ["score_fn", "feature_fn", "ifgsm", "ifgsm_radii", "median_interval_indices", "local_lipschitz",
@@ -383,8 +382,8 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
     (the authors train the backbone 10x slower than the head), cosine-annealed over ``steps``. The
     classifier is never touched: the gradient flows through the copy only.
 
-    ``batchnorm``: ``"frozen"``, the copy of a folded classifier (its BatchNorm an affine map in
-    each convolution); ``"train"``, as the authors train HyperIQA: the copy's BatchNorm normalises
+    ``batchnorm``: ``"frozen"``, a folded copy (each BatchNorm an affine map in its convolution,
+    whichever classifier is given); ``"train"``, as the authors train HyperIQA: the copy's BatchNorm normalises
     by each batch's statistics (every pass, the perturbed ones too) and updates its running ones,
     which are folded into the convolutions once training ends, so the saved model has the frozen
     form's layout. Needs a classifier loaded with ``fold_batchnorm=False``."""
@@ -398,7 +397,7 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
     if len(views) != len(mos):
         raise ValueError(f"{len(views)} views but {len(mos)} scores")
     model = plain.copy()
-    layers = model.attach_own_layers(classifier)
+    layers = model.attach_own_layers(classifier, keep_batchnorm=batchnorm == "train")
     norms = [m for m in layers.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if batchnorm == "train":
         if not norms:
@@ -437,8 +436,7 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
                     "grad_l1": float(grad.abs().flatten(1).sum(1).mean())})
     for q in heads_params + layer_params:
         q.requires_grad_(False)
-    if norms:  # frozen: an unfolded classifier's eval-mode BatchNorm; train: the running statistics learnt
-        fold_batchnorm(layers.eval().layers)
-        layers.requires_grad_(False)
+    if norms:  # the running statistics learnt, folded: the layout of a saved model's layers
+        layers.fold().requires_grad_(False)
     model.forget_stack()
     return model, log

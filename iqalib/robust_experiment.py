@@ -341,7 +341,8 @@ def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> 
         adapted = adaptive.curve(clf, scorer, det, x, labels, [e / 255 for e in a.eps_255], a.steps, r.eot_draws,
                                  p.seed)
         for e in a.eps_255:
-            judged = {"oblivious": adaptive.judge(clf, scorer, det, oblivious[e], labels), **adapted[e / 255]}
+            judged = {"oblivious": adaptive.judge(clf, scorer, det, oblivious[e], labels),
+                      **{attack: judgement for attack, (_, judgement) in adapted[e / 255].items()}}
             for attack in ATTACKS:
                 rows.append(tables.robust_detector(name, attack, e, judged[attack], clean_flagged))
     return pd.DataFrame(rows)

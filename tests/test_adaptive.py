@@ -100,29 +100,38 @@ def test_orthogonal_pgd_stays_in_its_ball_and_strong_is_at_least_selective_at_ev
         adaptive.pgd(clf, x, labels, 0.1, scorer, adaptive.svm_decision(det), mode="sideways")
 
 
-def test_the_curve_carries_successes_and_attacks_only_the_rest(system, monkeypatch):
-    """Each radius attacks only the images no smaller radius got through; what it attacks is judged
-    as ``strong`` alone would judge it; success never falls as the radius grows, and strong is at
-    least selective per image at every radius."""
+@pytest.mark.parametrize("smoothed", [False, True])
+def test_the_curve_carries_successes_and_attacks_only_the_rest(system, monkeypatch, smoothed):
+    """Each radius attacks only the images no smaller radius got through; each radius's images,
+    judged whole, are judged as reported (a smoothed score's noise follows an image's place);
+    success never falls as the radius grows, and strong is at least selective per image."""
     clf, scorer, det, x, labels = system
-    radii = [0.3, 0.1, 0.5, 0.75]  # the tiny network: 0, 18, then all 40 of 40 through
+    if smoothed:  # feature-space smoothing: noise drawn per place in the batch
+        scorer = robust.Scorer("fs", scorer.quality, clf, "feature", sigma=0.05, n=8, seed=0)
+    radii = [0.3, 0.1, 0.5, 0.75]  # the tiny network, plain scorer: 0, 18, then all 40 of 40 through
     attacked, strong = [], adaptive.strong
     monkeypatch.setattr(adaptive, "strong", lambda c, s, d, xs, *rest: attacked.append(len(xs)) or strong(c, s, d, xs, *rest))
     out = adaptive.curve(clf, scorer, det, x, labels, radii, steps=10)
     assert list(out) == sorted(radii) and attacked[0] == len(x)
-    won = {e: {k: out[e][k]["fooled"] & ~out[e][k]["flagged"] for k in ("selective", "strong")} for e in out}
+    won = {e: {k: out[e][k][1]["fooled"] & ~out[e][k][1]["flagged"] for k in ("selective", "strong")} for e in out}
     for e, previous in zip(sorted(radii)[1:], sorted(radii)):
         for k in ("selective", "strong"):
-            assert (won[e][k] >= won[previous][k]).all() and (out[e][k]["carried"] >= won[previous][k]).all()
+            assert (won[e][k] >= won[previous][k]).all() and (out[e][k][1]["carried"] >= won[previous][k]).all()
+            carried = torch.from_numpy(out[e][k][1]["carried"])
+            torch.testing.assert_close(out[e][k][0][carried], out[previous][k][0][carried])
     for e in out:
         assert (won[e]["strong"] >= won[e]["selective"]).all(), e
+        for k in ("selective", "strong"):
+            images, judged = out[e][k]
+            assert (images - x).abs().max() <= e + 1e-6
+            again = adaptive.judge(clf, scorer, det, images, labels)
+            for field in ("fooled", "flagged", "quality", "decision"):
+                np.testing.assert_array_equal(judged[field], again[field], err_msg=f"{e} {k} {field}")
     left = [int((~won[e]["selective"]).sum()) for e in sorted(radii)[:-1]]
     assert attacked[1:] == [n for n in left if n]
-    assert len(attacked) < len(radii) and attacked[-1] < len(x)  # the point: larger radii attack fewer images
-    alone = strong(clf, scorer, det, x, labels, 0.1, 10)  # the smallest radius is strong on every image
-    for k in ("selective", "strong"):
-        np.testing.assert_array_equal(out[0.1][k]["flagged"], alone[k][1]["flagged"])
-        assert not out[0.1][k]["carried"].any()
+    assert attacked[-1] < len(x)  # the point: larger radii attack fewer images
+    with pytest.raises(ValueError, match="at least one image"):
+        adaptive.curve(clf, scorer, det, x[:0], labels[:0], radii)
 
 
 def test_orthogonal_removes_the_component_along_the_other_gradient():

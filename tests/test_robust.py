@@ -246,6 +246,9 @@ def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(c
     with torch.no_grad():
         torch.testing.assert_close(raw.logits_from_pixels(x[:2] * 255), clf.logits_from_pixels(x[:2] * 255),
                                    rtol=1e-3, atol=1e-3)
+    layers = FeatureLayers(raw)  # folded all the same, the layout a saved model's layers have
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in layers.modules())
+    assert list(layers.state_dict()) == list(FeatureLayers(clf).state_dict())
     before = {k: v.clone() for k, v in raw.backbone.state_dict().items()}
     mos = robust.score_fn(model, clf)(x).detach().numpy()
     still = dict(lam=1.0, steps=3, batch_size=3, lr=0.0, layer_lr=0.0, progress=False)
