@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqalib import embedded_iqa, features, metrics, quality, robust
+from iqalib import embedded_iqa, feature_layers, features, metrics, quality, robust
 from iqalib.classifiers import load_classifier
 from iqalib.denoiser import DnCNN, pair_rank_loss, train_denoiser, train_rank_preserving
 from iqalib.feature_layers import FeatureLayers
@@ -231,7 +231,7 @@ def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain
         features.scores(loaded, clf, rows)
 
 
-def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(clf, plain, tmp_path):
+def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(clf, plain, tmp_path, monkeypatch):
     """``batchnorm="train"`` (the authors' HyperIQA recipe) needs the unfolded classifier; with
     both learning rates at 0 only BatchNorm's running statistics can move, and they do, where the
     frozen form on the same classifier keeps the plain score; the result is folded, saves and
@@ -266,6 +266,13 @@ def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(c
         torch.testing.assert_close(v, before[k], msg=f"the classifier is untouched: {k}")
     with pytest.raises(ValueError, match="fold_batchnorm=False"):
         robust.train_nt(model, clf, x, mos, steps=1, progress=False, batchnorm="train")
+    # a fold that fails its check leaves the copy's BatchNorm in eval mode instead of failing
+    monkeypatch.setattr(feature_layers, "fold_batchnorm_checked", lambda network, *_: network)
+    kept = FeatureLayers(raw).train()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in kept.modules()) and not kept.training
+    with torch.no_grad():
+        z = clf.normalize(x[:2] * 255.0)
+        torch.testing.assert_close(kept(z), layers(z), rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="'frozen' or 'train'"):
         robust.train_nt(model, raw, x, mos, steps=1, progress=False, batchnorm="eval")
 
