@@ -144,6 +144,11 @@ def pgd(classifier: Classifier, x: torch.Tensor, labels: torch.Tensor, eps: floa
     return kept
 
 
+def _through(judged: dict[str, np.ndarray]) -> np.ndarray:
+    """Per image, whether the attack got through: ``judge`` says fooled and not flagged."""
+    return judged["fooled"] & ~judged["flagged"]
+
+
 def strong(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, x: torch.Tensor,
            labels: torch.Tensor, eps: float, steps: int = 10, draws: int = 1,
            seed: int = 0) -> dict[str, tuple[torch.Tensor, dict[str, np.ndarray]]]:
@@ -158,12 +163,12 @@ def strong(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector,
                     mode="selective")
     judged = judge(classifier, scorer, detector, selective, labels)
     adv, judged_strong = selective.clone(), judged
-    failed = torch.from_numpy(~(judged["fooled"] & ~judged["flagged"])).to(x.device)
+    failed = torch.from_numpy(~_through(judged)).to(x.device)
     if failed.any():
         retry = pgd(classifier, x[failed], labels[failed], eps, scorer, decision, steps=steps, draws=draws,
                     seed=seed + 1, mode="orthogonal")
         again = judge(classifier, scorer, detector, retry, labels[failed])
-        better = torch.from_numpy(again["fooled"] & ~again["flagged"]).to(x.device)
+        better = torch.from_numpy(_through(again)).to(x.device)
         if better.any():
             adv[failed.nonzero().squeeze(1)[better]] = retry[better]
             # Judged whole, as the selective images were: a smoothed score's noise follows an
@@ -206,7 +211,7 @@ def curve(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, 
                     judged[k] = {f: np.empty((len(x), *v.shape[1:]), v.dtype) for f, v in again.items()}
                 for f, v in again.items():
                     judged[k][f][fresh_here[k]] = v[fresh_here[k]]  # ``again`` covers every image
-            won = {k: judged[k]["fooled"] & ~judged[k]["flagged"] for k in attacks}
+            won = {k: _through(judged[k]) for k in attacks}
             lost = won["selective"] & ~won["strong"]  # judged in another place than strong judged it
             if lost.any():
                 swap = torch.from_numpy(lost).to(x.device)
@@ -214,7 +219,7 @@ def curve(classifier: Classifier, scorer: Scorer, detector: FitForTaskDetector, 
                 for f in judged["strong"]:
                     judged["strong"][f][lost] = judged["selective"][f][lost]
         for k in attacks:
-            through[k] |= judged[k]["fooled"] & ~judged[k]["flagged"]
+            through[k] |= _through(judged[k])
         out[radius] = {k: (adv[k].clone(), {**{f: v.copy() for f, v in judged[k].items()}, "carried": ~fresh_here[k]})
                        for k in attacks}
     return out

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from iqalib.folding import fold_batchnorm_checked
+from iqalib.folding import batchnorms, fold_batchnorm_checked
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -130,7 +130,7 @@ class Classifier:
         if self.batchnorm_folded:
             self.backbone = fold_batchnorm_checked(self.backbone, self.input_size, self.device)
             # what was done, not what was asked: a fold that failed its check runs unfolded
-            self.batchnorm_folded = not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.backbone.modules())
+            self.batchnorm_folded = not batchnorms(self.backbone)
         self.backbone.to(memory_format=torch.channels_last)
         self.head.eval().to(self.device)
         for p in list(self.backbone.parameters()) + list(self.head.parameters()):

@@ -12,7 +12,13 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["fold_batchnorm", "fold_batchnorm_checked"]
+__all__ = ["batchnorms", "fold_batchnorm", "fold_batchnorm_checked"]
+
+
+def batchnorms(network: nn.Module) -> list[nn.Module]:
+    """Every BatchNorm layer of ``network`` (torch's, any dimension, and subclasses such as timm's
+    BatchNormAct2d): what is left unfolded."""
+    return [m for m in network.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def _batchnorm_after(conv: nn.Module, norm: nn.Module) -> bool:

@@ -20,6 +20,7 @@ import torch
 from scipy import stats
 
 from iqalib.classifiers import Classifier
+from iqalib.folding import batchnorms
 from iqalib.quality import QualityModel
 
 __all__ = ["score_fn", "feature_fn", "ifgsm", "ifgsm_radii", "median_interval_indices", "local_lipschitz",
@@ -398,7 +399,7 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
         raise ValueError(f"{len(views)} views but {len(mos)} scores")
     model = plain.copy()
     layers = model.attach_own_layers(classifier, keep_batchnorm=batchnorm == "train")
-    norms = [m for m in layers.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = batchnorms(layers)
     if batchnorm == "train":
         if not norms:
             raise ValueError("batchnorm='train' needs the classifier's BatchNorm layers: load it with "

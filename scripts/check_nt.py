@@ -72,7 +72,6 @@ def main() -> None:
         score = robust.score_fn(model, run.classifier)
         with torch.no_grad():
             srocc[name] = float(stats.spearmanr(score(srocc_x).numpy(), data.srocc["mos"]).statistic)
-        with torch.no_grad():
             clean = score(x).numpy()
         up, down = score_changes(score, x, clean=clean)
         change[name] = (up + down) / 2
