@@ -319,7 +319,7 @@ class UniversalPerturbation:
             "max_doublings": self.max_doublings,
             "seed": self.seed,
             "classifier": self.classifier.name,
-            "weights_id": self.classifier.weights_id,
+            "weights_id": self.classifier.passes_id,
             "input_size": self.classifier.input_size,
             "code_version": ATTACKS_VERSION,
         }
@@ -431,7 +431,7 @@ class StochasticUniversalPerturbation:
         return {"algorithm": "uap-sgd-untargeted", "xi": self.xi, "norm": "linf", "steps": self.steps,
                 "batch_size": self.batch_size, "lr": self.lr, "min_scale": self.min_scale,
                 "clip_loss": self.clip_loss, "seed": self.seed, "classifier": self.classifier.name,
-                "weights_id": self.classifier.weights_id, "input_size": self.classifier.input_size,
+                "weights_id": self.classifier.passes_id, "input_size": self.classifier.input_size,
                 "code_version": ATTACKS_VERSION}
 
 

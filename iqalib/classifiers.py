@@ -143,6 +143,13 @@ class Classifier:
         """Identifies view + normalisation, for cache keys."""
         return f"{self.view.__qualname__.split('.')[0]}:{self.input_size}:{self.mean}:{self.std}"
 
+    @property
+    def passes_id(self) -> str:
+        """Identifies the weights as its passes compute them, for keys of cached results:
+        ``weights_id``, marked where BatchNorm is not folded (another summation order gives other
+        last float bits, so an unfolded copy's results must not share a folded one's cache)."""
+        return self.weights_id if self.batchnorm_folded else f"{self.weights_id}-batchnorm-unfolded"
+
     @cached_property
     def embedding_dim(self) -> int:
         with torch.inference_mode():

@@ -103,7 +103,7 @@ class GradientAscentFooling:
                 for k in ("steps", "lr", "l2_decay", "blur_every", "blur_sigma", "noise_std", "seed")
             },
             "classifier": self.classifier.name,
-            "weights_id": self.classifier.weights_id,
+            "weights_id": self.classifier.passes_id,
             "code_version": FOOLING_VERSION,
         }
 
@@ -344,7 +344,7 @@ class EvolutionaryFooling:
             "generator": "fool_ev",
             **{k: getattr(self, k) for k in keys},
             "classifier": self.classifier.name,
-            "weights_id": self.classifier.weights_id,
+            "weights_id": self.classifier.passes_id,
             "code_version": FOOLING_VERSION,
         }
 

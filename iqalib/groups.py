@@ -66,7 +66,7 @@ def universal_perturbation(run: Run, evaluated: list[images.ImageRecord]) -> tup
     if not pool:
         raise ValueError(f"the UAP's pool ({u.pool}) is empty: no images beyond the evaluated originals")
     run.record(uap_method=u.method, uap_pool=f"{u.pool} ({len(pool)} images)")
-    key = {"uap": u.to_dict(), "classifier": clf.weights_id, "prep": clf.preprocessing_id, "pool": pool_ids,
+    key = {"uap": u.to_dict(), "classifier": clf.passes_id, "prep": clf.preprocessing_id, "pool": pool_ids,
            "seed": run.params.seed, "version": attacks.ATTACKS_VERSION, "evaluated": [r.image_id for r in evaluated]}
     if (folder / "uap.json").exists():
         v, meta = attacks.load_uap(folder)

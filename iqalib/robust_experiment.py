@@ -122,7 +122,7 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     p, r = run.params, run.params.robust
     settings = {k: v for k, v in experiment.quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
     key = {"quality": p.quality.to_dict(), "n_models": r.n_models, "seed": p.seed,
-           "classifier": run.classifier.weights_id, "embedding": features.EMBEDDING_VERSION, "amp": p.amp,
+           "classifier": run.classifier.passes_id, "embedding": features.EMBEDDING_VERSION, "amp": p.amp,
            **({"backbone_in_workers": True} if features.runs_backbone_in_workers(run.classifier, p.backbone_in_workers)
               else {}),
            "iqa_sets": [dict(e) for e in p.iqa_sets], "embedded_iqa": p.embedded_iqa.to_dict(),
@@ -143,12 +143,15 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     def build_nt(folder: Path) -> None:
         pool = pixel_pool(run, data)
         n = r.nt
+        # the authors' one-sided difference on a folded, frozen-statistics copy; the card says so, since
+        # scripts/sweep_nt.py trains the other forms too
+        form = {"difference": "forward", "batchnorm": "frozen"}
         model, steps = robust.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])),
                                        pool["mos"].to_numpy(), lam=n.lam, h=n.h, steps=n.steps,
                                        batch_size=n.batch_size, lr=n.lr, layer_lr=n.layer_lr, seed=p.seed,
-                                       progress=run.progress)
+                                       progress=run.progress, **form)
         model.save(folder, training_data={"rows": len(pool), "target": run.target,
-                                          "nt": {**n.to_dict(), "from": ROBUST_PLAIN_FOLDER, "log": steps}})
+                                          "nt": {**n.to_dict(), **form, "from": ROBUST_PLAIN_FOLDER, "log": steps}})
 
     _reuse_or_build(run.folder / ROBUST_NT_FOLDER, {**key, "nt": r.nt.to_dict()}, build_nt)
     nt = load(run.folder / ROBUST_NT_FOLDER)

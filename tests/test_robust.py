@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqalib import embedded_iqa, feature_layers, features, metrics, quality, robust
+from iqalib import attacks, embedded_iqa, feature_layers, features, metrics, quality, robust
 from iqalib.classifiers import load_classifier
 from iqalib.denoiser import DnCNN, pair_rank_loss, train_denoiser, train_rank_preserving
 from iqalib.feature_layers import FeatureLayers
@@ -243,6 +243,11 @@ def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(c
     jobs = [features.ImageJob(tmp_path / "a.png")]
     keys = features.job_keys(raw, jobs) + features.job_keys(clf, jobs)
     assert None not in keys and keys[0] != keys[1], "embeddings of the unfolded classifier are cached apart"
+    # and so are its attacks, fooling images and UAP groups, keyed by passes_id; the folded one's id is
+    # weights_id itself, so existing caches stay valid
+    assert raw.weights_id == clf.weights_id and clf.passes_id == clf.weights_id != raw.passes_id
+    assert attacks.StochasticUniversalPerturbation(raw, xi=4.0).params() != \
+        attacks.StochasticUniversalPerturbation(clf, xi=4.0).params()
     with torch.no_grad():
         torch.testing.assert_close(raw.logits_from_pixels(x[:2] * 255), clf.logits_from_pixels(x[:2] * 255),
                                    rtol=1e-3, atol=1e-3)
