@@ -79,11 +79,13 @@ def _fmt(value: Any, digits: int) -> str:
 
 def _format_column(column: pd.Series, digits: int) -> pd.Series:
     """Floats rounded to ``digits`` decimals; a float column holding only whole numbers (counts
-    that went through a NaN) printed as integers."""
+    that went through a NaN or a pivot) printed as integers, unless every value lies in [0, 1]:
+    that is a share that happens to be 0 or 1 here (a rate of 1.000 beside 0.875 in the next
+    column), and a count of only 0s and 1s reads as well with decimals."""
     numeric = pd.to_numeric(column, errors="coerce")
     if pd.api.types.is_float_dtype(column.dtype):
         whole = numeric.dropna()
-        if len(whole) and (whole == whole.round()).all() and whole.abs().max() < 1e15:
+        if len(whole) and (whole == whole.round()).all() and 1 < whole.abs().max() < 1e15:
             return numeric.map(lambda v: "–" if pd.isna(v) else str(int(v)))
         return numeric.map(lambda v: _fmt(float(v), digits))
     return column.map(lambda v: _fmt(v, digits))

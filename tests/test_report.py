@@ -76,6 +76,14 @@ def test_view_folds_std_twins_and_leaves_bounds_and_empty_columns_to_the_csv():
     assert "2 confidence bound(s)" in note and "paper_rate" in note
 
 
+def test_whole_counts_print_as_integers_and_whole_shares_keep_their_decimals():
+    df = pd.DataFrame({"model": ["a", "b"], "count": [12.0, np.nan], "share": [1.0, 1.0], "rate": [0.875, 1.0]})
+    view, _ = report.table_view(df)
+    assert view["count"].tolist() == ["12", "–"]
+    assert view["share"].tolist() == ["1.000", "1.000"], "a rate of 1 beside 0.875 reads as the same kind"
+    assert view["rate"].tolist() == ["0.875", "1.000"]
+
+
 def test_view_columns_pick_exactly_those(P, shown):
     df = _wide(rows=3, cols=20)
     report.save_table(df, "picked", P, view_columns=["group", "m3"], digits=2)
