@@ -381,6 +381,17 @@ def _cut(defended: np.ndarray, reference: np.ndarray, axis: int = -1) -> np.ndar
     return 1.0 - np.mean(defended, axis=axis) / np.mean(reference, axis=axis)
 
 
+def _cut_per_spread(defended: np.ndarray, reference: np.ndarray, defended_clean: np.ndarray,
+                    reference_clean: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``_cut`` with each model's mean change in units of the spread (std) of its own clean scores
+    on the same images: a model that squeezes its scores together moves them less in absolute terms
+    without ranking images any more stably. NaN where a model's clean scores do not spread at all."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ours = np.mean(defended, axis=axis) / np.std(defended_clean, axis=axis)
+        theirs = np.mean(reference, axis=axis) / np.std(reference_clean, axis=axis)
+        return np.where(np.isfinite(ours) & np.isfinite(theirs), 1.0 - ours / theirs, np.nan)
+
+
 def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: Sequence[str] = ("ifgsm_up", "ifgsm_down"),
                       n_boot: int = 2000, seed: int = 0, midpoint: float | None = 0.5) -> pd.DataFrame:
     """How much less each defended model's score moves than ``reference``'s under the gradient
@@ -389,6 +400,10 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
     a 95 % percentile bootstrap interval (``metrics.bootstrap_ci``) resampling images, paired: an
     image's changes under every attack and model travel together, so the interval is the point
     estimate's own procedure repeated, not a sum of two models' errors.
+
+    ``cut_per_spread`` (with its interval from the same resamples' procedure): the same with each
+    model's mean |Δs| divided by the std of its own clean scores over those images (``spread``,
+    ``reference_spread``), so a defence that compresses its score range gets no credit for it.
 
     With ``midpoint`` (the score scale's middle) and both I-FGSM directions among ``attacks``, the
     row ``toward_middle`` is NT's authors' evaluation (YangiD/DefenseIQA-NT, ``FGSM_demo.py``: the
@@ -409,26 +424,33 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
 
     for model in [m for m in change["quality_model"].unique() if m != reference]:
         for eps, g in wide.groupby(level="eps_255"):
+            # every attack on a model starts from one clean score per image (robust.attack_scores scores once)
+            ours_clean, theirs_clean = (clean.loc[g.index, (m, attacks[0])].to_numpy() for m in (model, reference))
             for attack in (*attacks, "both", *(["toward_middle"] if authors else [])):
                 ours, theirs = per_image(g, model, attack), per_image(g, reference, attack)
                 low, high = metrics.bootstrap_ci((ours, theirs), _cut, n_boot=n_boot, seed=seed)
+                scaled = (ours, theirs, ours_clean, theirs_clean)
+                scaled_low, scaled_high = metrics.bootstrap_ci(scaled, _cut_per_spread, n_boot=n_boot, seed=seed)
                 rows.append({"quality_model": model, "reference": reference, "attack": attack, "eps_255": float(eps),
                              "n": len(ours), "change": float(ours.mean()), "reference_change": float(theirs.mean()),
-                             "cut": float(_cut(ours, theirs)), "cut_ci_low": low, "cut_ci_high": high})
+                             "cut": float(_cut(ours, theirs)), "cut_ci_low": low, "cut_ci_high": high,
+                             "spread": float(ours_clean.std()), "reference_spread": float(theirs_clean.std()),
+                             "cut_per_spread": float(_cut_per_spread(*scaled)),
+                             "cut_per_spread_ci_low": scaled_low, "cut_per_spread_ci_high": scaled_high})
     return pd.DataFrame(rows)
 
 
-def cut_view(cuts: pd.DataFrame) -> pd.DataFrame:
+def cut_view(cuts: pd.DataFrame, measure: str = "cut") -> pd.DataFrame:
     """``robust_change_cut`` for reading: one row per model and attack, one column per ε, each cell
-    the cut with its interval (``"20% [9, 31]"``)."""
+    ``measure`` (``cut`` or ``cut_per_spread``) with its interval (``"20% [9, 31]"``)."""
     def percent(v: float) -> str:  # round() to an int first: no "-0" for a tiny negative
         return "nan" if np.isnan(v) else f"{round(v * 100)}"
 
     cells = cuts.assign(cell=[f"{percent(c)}% [{percent(lo)}, {percent(hi)}]" for c, lo, hi in
-                              zip(cuts["cut"], cuts["cut_ci_low"], cuts["cut_ci_high"])])
+                              zip(cuts[measure], cuts[f"{measure}_ci_low"], cuts[f"{measure}_ci_high"])])
     wide = cells.pivot_table(index=["quality_model", "attack"], columns="eps_255", values="cell", aggfunc="first",
                              sort=False)
-    wide.columns = [f"cut @{e:g}/255" for e in wide.columns]
+    wide.columns = [f"{measure.replace('_', ' ')} @{e:g}/255" for e in wide.columns]
     return wide.reset_index()
 
 

@@ -288,7 +288,8 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
     """Notebook 05: the seed papers' claims (NT, DMS-IQA, FS-IQA, Bryniarski et al.) beside our
     numbers. ``paper`` holds the claim as its authors state it (abstract or code), ``ours`` the
     measurement, ``rule`` how one is held against the other. ``cuts`` (``tables.robust_change_cut``)
-    adds the bootstrap interval of NT's cut and its cut under the authors' direction rule; the
+    adds the bootstrap interval of NT's cut, the cut per clean-score spread and the cut under the
+    authors' direction rule; the
     verdict itself is on the point estimate over both directions, the goal the issue set."""
     def attack(model: str, kind: str, column: str = "score_change_mean") -> float:
         hit = attacks[(attacks["quality_model"] == model) & (attacks["attack"] == kind) & (attacks["eps_255"] == eps_255)]
@@ -314,6 +315,10 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
         if "both" in nt_cuts.index:
             interval = (f", 95 % interval over the {int(nt_cuts.loc['both', 'n'])} images "
                         f"{nt_cuts.loc['both', 'cut_ci_low']:.0%} to {nt_cuts.loc['both', 'cut_ci_high']:.0%}")
+        if "both" in nt_cuts.index and "cut_per_spread" in nt_cuts:
+            c = nt_cuts.loc["both"]
+            interval += (f"; per each model's clean-score spread {c['cut_per_spread']:.0%} less, "
+                         f"{c['cut_per_spread_ci_low']:.0%} to {c['cut_per_spread_ci_high']:.0%}")
         if "toward_middle" in nt_cuts.index:
             c = nt_cuts.loc["toward_middle"]
             authors_rule = (f"; by the authors' direction rule (lower a score above the middle, raise one below) "

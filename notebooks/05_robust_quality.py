@@ -131,6 +131,17 @@ report.save_table(cuts, "robust_change_cut", run, f"Less score change than plain
                   "NT's authors' direction rule (lower a score above 0.5, raise one below).",
                   view=tables.cut_view(cuts))
 
+# %% [markdown]
+# A defence can move its scores less simply by squeezing them together, which ranks images no more
+# stably. The same cut with each model's mean change in units of the spread (std) of its own clean
+# scores on the same images, `cut_per_spread` in the same table, gives no credit for that; its
+# interval comes from the same paired resampling.
+
+# %%
+report.show_table(tables.cut_view(cuts, "cut_per_spread"),
+                  "Less score change than plain, each model's change divided by the std of its own clean scores "
+                  "on the attacked images (robust_change_cut.csv: cut_per_spread, spread, reference_spread).")
+
 # %%
 report.save_figure(figures.vs_eps(attacks, "score_change_mean", "mean |s − s′|", "Score change under attack"),
                    "robust_score_change", run,

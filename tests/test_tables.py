@@ -324,7 +324,21 @@ def test_robust_change_cut_is_paired_over_images_and_its_interval_holds_the_poin
     both = t.robust_change_cut(noisy, n_boot=500).set_index("attack").loc["both"]
     assert both["cut_ci_low"] < both["cut"] < both["cut_ci_high"]
     assert t.robust_change_cut(noisy, n_boot=500).equals(t.robust_change_cut(noisy, n_boot=500)), "seeded"
+    # a defence that only squeezes its scores together: half the spread, half the change
+    half = 0.5 + 0.5 * (clean - 0.5)
+    squeezed = pd.concat([t.robust_attack_images("plain", rows(1.0, 1.0)), t.robust_attack_images("nt", [
+        {"attack": "ifgsm_up", "eps_255": 4.0, "clean": half, "attacked": half + 0.5 * plain_change},
+        {"attack": "ifgsm_down", "eps_255": 4.0, "clean": half, "attacked": half - 0.5 * plain_change}])],
+        ignore_index=True)
+    flat = t.robust_change_cut(squeezed, n_boot=300).set_index("attack")
+    assert flat.loc["both", "cut"] == pytest.approx(0.5), "in absolute terms it halves the change"
+    assert flat.loc["both", "spread"] == pytest.approx(0.5 * flat.loc["both", "reference_spread"])
+    assert flat["cut_per_spread"].to_numpy() == pytest.approx(0.0, abs=1e-9), "per spread it changes nothing"
+    assert flat.loc["both", ["cut_per_spread_ci_low", "cut_per_spread_ci_high"]].to_numpy(float) == \
+        pytest.approx([0.0, 0.0], abs=1e-9), "paired: every resample squeezes alike"
     view = t.cut_view(t.robust_change_cut(images, n_boot=200))
+    assert list(t.cut_view(flat.reset_index(), "cut_per_spread").columns) == ["quality_model", "attack",
+                                                                           "cut per spread @4/255"]
     assert list(view.columns) == ["quality_model", "attack", "cut @4/255"]
     assert list(view["attack"]) == ["ifgsm_up", "ifgsm_down", "both", "toward_middle"], "the table's order, not the alphabet's"
     assert view.set_index("attack").loc["ifgsm_up", "cut @4/255"] == "40% [40, 40]"
