@@ -147,7 +147,9 @@ class Classifier:
     def passes_id(self) -> str:
         """Identifies the weights as its passes compute them, for keys of cached results:
         ``weights_id``, marked where BatchNorm is not folded (another summation order gives other
-        last float bits, so an unfolded copy's results must not share a folded one's cache)."""
+        last float bits, so an unfolded copy's results must not share a folded one's cache). The
+        keys keep their field name ``weights_id``: a folded classifier's keys, and so its caches,
+        are what they were."""
         return self.weights_id if self.batchnorm_folded else f"{self.weights_id}-batchnorm-unfolded"
 
     @cached_property

@@ -79,9 +79,9 @@ def _fmt(value: Any, digits: int) -> str:
 
 def _format_column(column: pd.Series, digits: int) -> pd.Series:
     """Floats rounded to ``digits`` decimals; a float column holding only whole numbers (counts
-    that went through a NaN or a pivot) printed as integers, unless every value lies in [0, 1]:
-    that is a share that happens to be 0 or 1 here (a rate of 1.000 beside 0.875 in the next
-    column), and a count of only 0s and 1s reads as well with decimals."""
+    that went through a NaN or a pivot) printed as integers, unless every value lies within
+    [−1, 1]: that is a share that happens to be whole here (a rate of 1.000 beside 0.875 in the
+    next column), and a count of only 0s and 1s reads as well with decimals."""
     numeric = pd.to_numeric(column, errors="coerce")
     if pd.api.types.is_float_dtype(column.dtype):
         whole = numeric.dropna()

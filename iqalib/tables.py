@@ -385,11 +385,12 @@ def _cut_per_spread(defended: np.ndarray, reference: np.ndarray, defended_clean:
                     reference_clean: np.ndarray, axis: int = -1) -> np.ndarray:
     """``_cut`` with each model's mean change in units of the spread (std) of its own clean scores
     on the same images: a model that squeezes its scores together moves them less in absolute terms
-    without ranking images any more stably. NaN where a model's clean scores do not spread at all."""
+    without ranking images any more stably. NaN where a model's clean scores do not spread at all
+    or the reference's do not move."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        ours = np.mean(defended, axis=axis) / np.std(defended_clean, axis=axis)
-        theirs = np.mean(reference, axis=axis) / np.std(reference_clean, axis=axis)
-        return np.where(np.isfinite(ours) & np.isfinite(theirs), 1.0 - ours / theirs, np.nan)
+        cut = 1.0 - (np.mean(defended, axis=axis) / np.std(defended_clean, axis=axis, ddof=1)) / (
+            np.mean(reference, axis=axis) / np.std(reference_clean, axis=axis, ddof=1))
+    return np.where(np.isfinite(cut), cut, np.nan)
 
 
 def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: Sequence[str] = ("ifgsm_up", "ifgsm_down"),
@@ -401,9 +402,10 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
     image's changes under every attack and model travel together, so the interval is the point
     estimate's own procedure repeated, not a sum of two models' errors.
 
-    ``cut_per_spread`` (with its interval from the same resamples' procedure): the same with each
-    model's mean |Δs| divided by the std of its own clean scores over those images (``spread``,
-    ``reference_spread``), so a defence that compresses its score range gets no credit for it.
+    ``cut_per_spread``: the same with each model's mean |Δs| divided by the sample std of its own
+    clean scores over those images (``spread``, ``reference_spread``), so a defence that squeezes
+    its scores together gets no credit for the squeeze; its interval resamples the images the same
+    paired way, the spreads recomputed on each resample.
 
     With ``midpoint`` (the score scale's middle) and both I-FGSM directions among ``attacks``, the
     row ``toward_middle`` is NT's authors' evaluation (YangiD/DefenseIQA-NT, ``FGSM_demo.py``: the
@@ -434,7 +436,7 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
                 rows.append({"quality_model": model, "reference": reference, "attack": attack, "eps_255": float(eps),
                              "n": len(ours), "change": float(ours.mean()), "reference_change": float(theirs.mean()),
                              "cut": float(_cut(ours, theirs)), "cut_ci_low": low, "cut_ci_high": high,
-                             "spread": float(ours_clean.std()), "reference_spread": float(theirs_clean.std()),
+                             "spread": float(ours_clean.std(ddof=1)), "reference_spread": float(theirs_clean.std(ddof=1)),
                              "cut_per_spread": float(_cut_per_spread(*scaled)),
                              "cut_per_spread_ci_low": scaled_low, "cut_per_spread_ci_high": scaled_high})
     return pd.DataFrame(rows)
@@ -442,7 +444,8 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
 
 def cut_view(cuts: pd.DataFrame, measure: str = "cut") -> pd.DataFrame:
     """``robust_change_cut`` for reading: one row per model and attack, one column per ε, each cell
-    ``measure`` (``cut`` or ``cut_per_spread``) with its interval (``"20% [9, 31]"``)."""
+    ``measure`` (``cut`` or ``cut_per_spread``) with its interval (``"20% [9, 31]"``); for
+    ``cut_per_spread`` a last column gives the two clean-score spreads it divides by."""
     def percent(v: float) -> str:  # round() to an int first: no "-0" for a tiny negative
         return "nan" if np.isnan(v) else f"{round(v * 100)}"
 
@@ -451,6 +454,10 @@ def cut_view(cuts: pd.DataFrame, measure: str = "cut") -> pd.DataFrame:
     wide = cells.pivot_table(index=["quality_model", "attack"], columns="eps_255", values="cell", aggfunc="first",
                              sort=False)
     wide.columns = [f"{measure.replace('_', ' ')} @{e:g}/255" for e in wide.columns]
+    if measure == "cut_per_spread":  # the same images at every ε and attack: one pair per model
+        first = cuts.groupby(["quality_model", "attack"], sort=False).first()
+        wide["clean spread vs reference"] = [f"{a:.3f} vs {b:.3f}" for a, b in
+                                             zip(first.loc[wide.index, "spread"], first.loc[wide.index, "reference_spread"])]
     return wide.reset_index()
 
 

@@ -317,7 +317,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
                         f"{nt_cuts.loc['both', 'cut_ci_low']:.0%} to {nt_cuts.loc['both', 'cut_ci_high']:.0%}")
         if "both" in nt_cuts.index and "cut_per_spread" in nt_cuts:
             c = nt_cuts.loc["both"]
-            interval += (f"; per each model's clean-score spread {c['cut_per_spread']:.0%} less, "
+            interval += (f"; in units of each model's clean-score spread {c['cut_per_spread']:.0%} less, "
                          f"{c['cut_per_spread_ci_low']:.0%} to {c['cut_per_spread_ci_high']:.0%}")
         if "toward_middle" in nt_cuts.index:
             c = nt_cuts.loc["toward_middle"]

@@ -44,9 +44,10 @@ def main() -> None:
     parser.add_argument("--batchnorm", choices=("frozen", "train"), default="frozen",
                         help="the copy's BatchNorm: folded and frozen (ours), or trained on batch statistics "
                              "as the authors train HyperIQA (from an unfolded copy of the classifier)")
-    parser.add_argument("--h", nargs="+", type=float, dest="steps_h", metavar="H",
-                        help="finite-difference steps in the normalised input space (default: params, the "
-                             "authors' 1e-2, about 1.3/255 in pixels through EfficientNet-Lite's (x - 127) / 128; 4/255 is 0.031)")
+    parser.add_argument("--h", nargs="+", type=float, dest="h_values", metavar="H",
+                        help="NT's finite-difference steps in the network's input space (default: params, the "
+                             "authors' 1e-2: about 1.3/255 in pixels through EfficientNet-Lite's (x - 127) / 128, "
+                             "where 4/255 is 0.031)")
     args = parser.parse_args()
     grid = [tuple(float(v) if i < 3 else int(v) for i, v in enumerate(g.split(":"))) for g in args.grid] \
         if args.grid else GRID
@@ -71,7 +72,8 @@ def main() -> None:
 
     base, base_srocc = measure(plain)
     print(f"plain: mean |Δs| {base[0]:.4f} (up {base[1]:.4f}, down {base[2]:.4f}), SROCC {base_srocc:.3f}", flush=True)
-    settings = ((g, h, s) for g in grid for h in (args.steps_h or [p.robust.nt.h]) for s in (args.seeds or [p.seed]))
+    settings = ((g, h, s) for g in grid for h in (args.h_values or [p.robust.nt.h])
+                for s in (args.seeds or [p.seed]))
     for (lam, lr, layer_lr, steps), h, seed in settings:
         start = time.perf_counter()
         nt, _ = robust.train_nt(plain, source, views, pool["mos"].to_numpy(), lam=lam, h=h,
@@ -79,8 +81,9 @@ def main() -> None:
                                 progress=False, difference=args.difference, batchnorm=args.batchnorm)
         change, srocc = measure(nt)
         cut = 1 - change / base
-        print(f"{args.difference} batchnorm {args.batchnorm} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} steps {steps} seed {seed}: {cut[0]:.1%} less change "
-              f"(up {cut[1]:.1%}, down {cut[2]:.1%}), SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        print(f"{args.difference} batchnorm {args.batchnorm} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
+              f"steps {steps} seed {seed}: {cut[0]:.1%} less change (up {cut[1]:.1%}, down {cut[2]:.1%}), "
+              f"SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":

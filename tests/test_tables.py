@@ -336,9 +336,31 @@ def test_robust_change_cut_is_paired_over_images_and_its_interval_holds_the_poin
     assert flat["cut_per_spread"].to_numpy() == pytest.approx(0.0, abs=1e-9), "per spread it changes nothing"
     assert flat.loc["both", ["cut_per_spread_ci_low", "cut_per_spread_ci_high"]].to_numpy(float) == \
         pytest.approx([0.0, 0.0], abs=1e-9), "paired: every resample squeezes alike"
+    # clean scores that spread differently from plain's, image by image: the resamples' spreads move
+    wider = rng.uniform(0.0, 1.0, 30)
+    varied = pd.concat([t.robust_attack_images("plain", rows(1.0, 1.0)), t.robust_attack_images("nt", [
+        {"attack": "ifgsm_up", "eps_255": 4.0, "clean": wider, "attacked": wider + 0.6 * plain_change},
+        {"attack": "ifgsm_down", "eps_255": 4.0, "clean": wider, "attacked": wider - 0.6 * plain_change}])],
+        ignore_index=True)
+    row = t.robust_change_cut(varied, n_boot=500).set_index("attack").loc["both"]
+    assert row["spread"] == pytest.approx(np.std(wider, ddof=1)) and row["reference_spread"] == pytest.approx(
+        np.std(clean, ddof=1))
+    by_hand = 1 - (0.6 / np.std(wider, ddof=1)) / (1.0 / np.std(clean, ddof=1))
+    assert row["cut_per_spread"] == pytest.approx(by_hand) and row["cut"] == pytest.approx(0.4)
+    assert row["cut_per_spread_ci_low"] < by_hand < row["cut_per_spread_ci_high"], "the spreads are resampled too"
+    # clean scores that do not spread at all: no per-spread cut, not an infinite one
+    flat_nt = np.full(30, 0.5)
+    still = pd.concat([t.robust_attack_images("plain", rows(1.0, 1.0)), t.robust_attack_images("nt", [
+        {"attack": "ifgsm_up", "eps_255": 4.0, "clean": flat_nt, "attacked": flat_nt + 0.6 * plain_change},
+        {"attack": "ifgsm_down", "eps_255": 4.0, "clean": flat_nt, "attacked": flat_nt - 0.6 * plain_change}])],
+        ignore_index=True)
+    row = t.robust_change_cut(still, n_boot=100).set_index("attack").loc["both"]
+    assert np.isnan(row["cut_per_spread"]) and np.isnan(row["cut_per_spread_ci_low"]) and row["cut"] == pytest.approx(0.4)
     view = t.cut_view(t.robust_change_cut(images, n_boot=200))
-    assert list(t.cut_view(flat.reset_index(), "cut_per_spread").columns) == ["quality_model", "attack",
-                                                                           "cut per spread @4/255"]
+    spread_view = t.cut_view(flat.reset_index(), "cut_per_spread")
+    assert list(spread_view.columns) == ["quality_model", "attack", "cut per spread @4/255", "clean spread vs reference"]
+    assert spread_view["clean spread vs reference"].iloc[0] == \
+        f"{np.std(half, ddof=1):.3f} vs {np.std(clean, ddof=1):.3f}"
     assert list(view.columns) == ["quality_model", "attack", "cut @4/255"]
     assert list(view["attack"]) == ["ifgsm_up", "ifgsm_down", "both", "toward_middle"], "the table's order, not the alphabet's"
     assert view.set_index("attack").loc["ifgsm_up", "cut @4/255"] == "40% [40, 40]"

@@ -324,7 +324,7 @@ def test_robust_reproduced_and_texts():
     assert oks(with_rule) == oks(rows), "the authors' rule is shown beside the issue's goal, not judged instead"
     spread = cuts.assign(cut_per_spread=0.08, cut_per_spread_ci_low=-0.05, cut_per_spread_ci_high=0.2)
     with_spread = verdicts.robust(*_robust(), spread)
-    assert "12% to 50%; per each model's clean-score spread 8% less, -5% to 20%); R" in with_spread[1]["ours"]
+    assert "12% to 50%; in units of each model's clean-score spread 8% less, -5% to 20%); R" in with_spread[1]["ours"]
     assert oks(with_spread) == oks(rows), "shown beside the issue's goal, not judged instead"
     assert "DMS (rank) 0.920, PLCC 0.910; DMS (MSE only, ablation) 0.850" in rows[2]["ours"]
     assert "certified rise ≤ 0.050 (mean), attack rose 0.010 (max 0.020)" in rows[3]["ours"]
