@@ -66,7 +66,7 @@ def main() -> None:
     held = data.held.sample(n=min(args.images, len(data.held)), random_state=12345).reset_index(drop=True)
     x = rx.view_tensor(run, list(held["path"]))
     srocc_x = rx.view_tensor(run, list(data.srocc["path"]))
-    change, authors, srocc = {}, {}, {}
+    change, authors, srocc, cleans = {}, {}, {}, {}
     for name, folder in (("plain", rx.ROBUST_PLAIN_FOLDER), ("nt", rx.ROBUST_NT_FOLDER)):
         model = QualityModel.load(run.folder / folder, device="cpu")
         score = robust.score_fn(model, run.classifier)
@@ -74,7 +74,7 @@ def main() -> None:
             srocc[name] = float(stats.spearmanr(score(srocc_x).numpy(), data.srocc["mos"]).statistic)
             clean = score(x).numpy()
         up, down = score_changes(score, x, clean=clean)
-        change[name] = (up + down) / 2
+        change[name], cleans[name] = (up + down) / 2, clean
         authors[name] = np.where(clean > 0.5, down, up)  # the scores lie in (0, 1): 0.5 is the authors' "50"
         print(f"{name:6s} mean |Δs| up {up.mean():.4f} down {down.mean():.4f} mean {change[name].mean():.4f}; "
               f"clean SROCC {srocc[name]:.3f} on {len(srocc_x)} held-out images; own layers: {model.has_own_layers}")
@@ -93,6 +93,15 @@ def main() -> None:
         print(f"{label}: NT moves the score {cut(measured['nt'], measured['plain']):.1%} less than plain (mean |Δs| "
               f"{measured['plain'].mean():.4f} -> {measured['nt'].mean():.4f}; 95 % bootstrap interval over the photos "
               f"{low:.1%} to {high:.1%}; goal >= 30 %)")
+    # the same, each model's change in units of its own clean scores' spread on these photos: a model
+    # that squeezes its scores together moves them less without ranking them any more stably
+    def per_spread(nt, plain, nt_clean, plain_clean, axis=-1):
+        return 1 - (nt.mean(axis) / nt_clean.std(axis, ddof=1)) / (plain.mean(axis) / plain_clean.std(axis, ddof=1))
+
+    paired = (change["nt"], change["plain"], cleans["nt"], cleans["plain"])
+    low, high = metrics.bootstrap_ci(paired, per_spread, n_boot=2000)
+    print(f"both directions, per spread: {per_spread(*paired):.1%} less (clean-score std NT "
+          f"{cleans['nt'].std(ddof=1):.3f}, plain {cleans['plain'].std(ddof=1):.3f}; 95 % interval {low:.1%} to {high:.1%})")
     print(f"SROCC difference {srocc['nt'] - srocc['plain']:+.3f} (goal within 0.05); {len(x)} attacked held-out photos")
 
 
