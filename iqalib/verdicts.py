@@ -289,8 +289,8 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
     numbers. ``paper`` holds the claim as its authors state it (abstract or code), ``ours`` the
     measurement, ``rule`` how one is held against the other. ``cuts`` (``tables.robust_change_cut``)
     adds the bootstrap interval of NT's cut, the cut per clean-score spread and the cut under the
-    authors' direction rule; the
-    verdict itself is on the point estimate over both directions, the goal the issue set."""
+    authors' direction rule; the verdict itself is on the point estimate over both directions, the
+    goal the issue set."""
     def attack(model: str, kind: str, column: str = "score_change_mean") -> float:
         hit = attacks[(attacks["quality_model"] == model) & (attacks["attack"] == kind) & (attacks["eps_255"] == eps_255)]
         return float(hit[column].mean()) if len(hit) else float("nan")
