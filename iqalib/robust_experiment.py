@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqalib import adaptive, evaluation, experiment, feature_table, features, groups, images, metrics, robust, tables
+from iqalib import adaptive, evaluation, experiment, feature_table, features, groups, images, metrics, robust, robust_tables
 from iqalib.cache import atomic_write_text
 from iqalib.detector import FitForTaskDetector
 from iqalib.experiment import Run
@@ -274,15 +274,15 @@ def robust_attack_table(run: Run, scorers: dict[str, Any], data: RobustData) -> 
     summaries, images = [], []
     for name, scorer in compared(scorers).items():
         rows = robust.attack_scores(scorer, x, r.eps_255, r.step_255, r.iters, r.eot_draws, run.params.seed, run.progress)
-        summaries.append(tables.robust_attacks(name, rows, data.attacked["mos"]))
-        images.append(tables.robust_attack_images(name, rows))
+        summaries.append(robust_tables.robust_attacks(name, rows, data.attacked["mos"]))
+        images.append(robust_tables.robust_attack_images(name, rows))
     return pd.concat(summaries, ignore_index=True), pd.concat(images, ignore_index=True)
 
 
 def robust_change_cut(run: Run, attacked_images: pd.DataFrame) -> pd.DataFrame:
     """``robust_change_cut``: each defence's cut in score change against plain on the same images,
-    with its paired bootstrap interval (``tables.robust_change_cut``, seeded by the run)."""
-    return tables.robust_change_cut(attacked_images, seed=run.params.seed)
+    with its paired bootstrap interval (``robust_tables.robust_change_cut``, seeded by the run)."""
+    return robust_tables.robust_change_cut(attacked_images, seed=run.params.seed)
 
 
 def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> tuple[pd.DataFrame, np.ndarray]:
@@ -309,10 +309,10 @@ def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> 
                                                              seed=seed + 1), (), s.n_certify)["median"]
                 for radius in s.radii}
     dms_first = {k: v[:a.n_images] for k, v in dms.items()}
-    return pd.concat([tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms, s.radii, dms_seconds),
-                      tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms_first, s.radii, dms_seconds,
+    return pd.concat([robust_tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms, s.radii, dms_seconds),
+                      robust_tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms_first, s.radii, dms_seconds,
                                               attacked).assign(quality_model="dms (l2 PGD inside r)"),
-                      tables.robust_certified("fs", "feature", f.sigma, f.n_certify, fs, s.radii, fs_seconds)],
+                      robust_tables.robust_certified("fs", "feature", f.sigma, f.n_certify, fs, s.radii, fs_seconds)],
                      ignore_index=True), lipschitz
 
 
@@ -347,5 +347,5 @@ def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> 
             judged = {"oblivious": adaptive.judge(clf, scorer, det, oblivious[e], labels),
                       **{attack: judgement for attack, (_, judgement) in adapted[e / 255].items()}}
             for attack in ATTACKS:
-                rows.append(tables.robust_detector(name, attack, e, judged[attack], clean_flagged))
+                rows.append(robust_tables.robust_detector(name, attack, e, judged[attack], clean_flagged))
     return pd.DataFrame(rows)

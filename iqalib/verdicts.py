@@ -287,7 +287,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
            cuts: pd.DataFrame | None = None, eps_255: float = 4.0) -> list[dict]:
     """Notebook 05: the seed papers' claims (NT, DMS-IQA, FS-IQA, Bryniarski et al.) beside our
     numbers. ``paper`` holds the claim as its authors state it (abstract or code), ``ours`` the
-    measurement, ``rule`` how one is held against the other. ``cuts`` (``tables.robust_change_cut``)
+    measurement, ``rule`` how one is held against the other. ``cuts`` (``robust_tables.robust_change_cut``)
     adds the bootstrap interval of NT's cut, the cut per clean-score spread and the cut under the
     authors' direction rule; the verdict itself is on the point estimate over both directions, the
     goal the issue set."""

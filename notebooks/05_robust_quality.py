@@ -51,7 +51,7 @@ params_path = "../params/default.yaml"
 # %%
 import pandas as pd
 
-from iqalib import experiment, figures, groups, report, tables, verdicts
+from iqalib import experiment, figures, groups, report, robust_tables, verdicts
 from iqalib import robust_experiment as rx
 
 run = experiment.open_run(params_path)
@@ -110,7 +110,7 @@ report.save_table(clean, "robust_models", run, f"Quality models on {len(data.sro
 attacks, attacked_images = rx.robust_attack_table(run, scorers, data)
 report.save_table(attacks, "robust_attacks", run, f"Score attacks on {len(data.attacked)} held-out images per model; "
                   f"mean score change |Δs| and SROCC after attack against {run.target}, per ε.",
-                  view=tables.by_eps(attacks, {"score_change_mean": "|Δs|", "srocc": "SROCC"}))
+                  view=robust_tables.by_eps(attacks, {"score_change_mean": "|Δs|", "srocc": "SROCC"}))
 report.save_table(attacked_images, "robust_attack_images", run, "Every attacked image's score before and after, "
                   "per model, attack and ε (the numbers behind the table above).", show=False)
 
@@ -129,7 +129,7 @@ cuts = rx.robust_change_cut(run, attacked_images)
 report.save_table(cuts, "robust_change_cut", run, f"Less score change than plain under I-FGSM, on {len(data.attacked)} "
                   "held-out images; 95 % paired bootstrap interval over the images; toward_middle: "
                   "NT's authors' direction rule (lower a score above 0.5, raise one below).",
-                  view=tables.cut_view(cuts))
+                  view=robust_tables.cut_view(cuts))
 
 # %% [markdown]
 # A defence can move its scores less in absolute terms by squeezing them together, which ranks
@@ -145,7 +145,7 @@ per_spread = ["quality_model", "reference", "attack", "eps_255", "n", "spread", 
 report.save_table(cuts[per_spread], "robust_change_cut_per_spread", run,
                   f"Less score change than plain under I-FGSM, on {len(data.attacked)} held-out images, each "
                   "model's mean change divided by the sample std of its own clean scores on those images; 95 % "
-                  "paired bootstrap interval over the images.", view=tables.cut_view(cuts, "cut_per_spread"))
+                  "paired bootstrap interval over the images.", view=robust_tables.cut_view(cuts, "cut_per_spread"))
 
 # %%
 report.save_figure(figures.vs_eps(attacks, "score_change_mean", "mean |s − s′|", "Score change under attack"),
@@ -196,7 +196,7 @@ detected = rx.robust_detection(run, scorers, groups.load(run))
 report.save_table(detected, "robust_detector", run, f"Detector under attack, {detected['n'].max()} held-out originals per "
                   "model and ε: attack success (fooled and judged fit) per ε; selective and strong carry an image "
                   "through at a smaller ε to the larger ones.",
-                  view=tables.by_eps(detected, {"attack_success_rate": "success"}))
+                  view=robust_tables.by_eps(detected, {"attack_success_rate": "success"}))
 
 # %%
 report.save_figure(figures.vs_eps(detected, "attack_success_rate", "attack success (fooled and judged fit)",
