@@ -5,7 +5,7 @@ never on the held-out photos. Prints the reduction of the mean score change agai
 SROCC of each (also per direction). About 70 s per 120 steps of 8 images on 2 cores.
 
     python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...] [--seeds S ...]
-        [--difference forward|two_sided] [--batchnorm frozen|train] [--h H ...]
+        [--difference forward|two_sided] [--batchnorm frozen|train] [--h H ...] [--pixel-pool N ...]
 
 Needs notebook 05 rendered with those params (its plain model under outputs/<run>/models/).
 """
@@ -48,6 +48,10 @@ def main() -> None:
                         help="NT's finite-difference steps in the network's input space (default: params, the "
                              "authors' 1e-2: about 1.3/255 in pixels through EfficientNet-Lite's (x - 127) / 128, "
                              "where 4/255 is 0.031)")
+    parser.add_argument("--pixel-pool", nargs="+", type=int, dest="pool_sizes", metavar="N",
+                        help="NT's training pools of N training images each (default: params' pixel_pool). The "
+                             "scored photos stay those outside the params' pool; each pool is drawn from the "
+                             "rest of the training rows, so no pool holds a scored image")
     args = parser.parse_args()
     grid = [tuple(float(v) if i < 3 else int(v) for i, v in enumerate(g.split(":"))) for g in args.grid] \
         if args.grid else GRID
@@ -58,7 +62,9 @@ def main() -> None:
     rest = data.train.drop(pool.index)
     attacked = rest.sample(n=24, random_state=7)
     ranked = rest.drop(attacked.index).sample(n=64, random_state=8)
-    views = rx.view_tensor(run, list(pool["path"]))
+    pools = {len(pool): pool} if not args.pool_sizes else {
+        n: data.train.drop(attacked.index).drop(ranked.index).sample(n=n, random_state=p.seed)
+        for n in args.pool_sizes}
     source = run.classifier if args.batchnorm == "frozen" else run.fresh_classifier(fold_batchnorm=False)
     x, xs = rx.view_tensor(run, list(attacked["path"])), rx.view_tensor(run, list(ranked["path"]))
 
@@ -72,16 +78,19 @@ def main() -> None:
 
     base, base_srocc = measure(plain)
     print(f"plain: mean |Δs| {base[0]:.4f} (up {base[1]:.4f}, down {base[2]:.4f}), SROCC {base_srocc:.3f}", flush=True)
-    settings = ((g, h, s) for g in grid for h in (args.h_values or [p.robust.nt.h])
+    settings = ((n, g, h, s) for n in pools for g in grid for h in (args.h_values or [p.robust.nt.h])
                 for s in (args.seeds or [p.seed]))
-    for (lam, lr, layer_lr, steps), h, seed in settings:
+    views = {}
+    for n, (lam, lr, layer_lr, steps), h, seed in settings:
+        if n not in views:
+            views = {n: rx.view_tensor(run, list(pools[n]["path"]))}  # one pool's pixels in memory at a time
         start = time.perf_counter()
-        nt, _ = robust.train_nt(plain, source, views, pool["mos"].to_numpy(), lam=lam, h=h,
+        nt, _ = robust.train_nt(plain, source, views[n], pools[n]["mos"].to_numpy(), lam=lam, h=h,
                                 steps=steps, batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
                                 progress=False, difference=args.difference, batchnorm=args.batchnorm)
         change, srocc = measure(nt)
         cut = 1 - change / base
-        print(f"{args.difference} batchnorm {args.batchnorm} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
+        print(f"pool {n} {args.difference} batchnorm {args.batchnorm} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
               f"steps {steps} seed {seed}: {cut[0]:.1%} less change (up {cut[1]:.1%}, down {cut[2]:.1%}), "
               f"SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
