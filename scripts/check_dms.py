@@ -6,8 +6,8 @@ denoiser, its median over ``--draws`` draws (what DMS deploys) and one draw, aga
 Denoisers: none (median smoothing alone); notebook 05's two DnCNNs (MSE-only, and fine-tuned with
 the rank-preserving loss); with ``--bm3d``, BM3D at the known sigma (``bm3d`` package, Tampere
 University, free for non-commercial use; ``pip install -e ".[diagnostics]"``): a classical
-denoiser about as strong as the 17-layer DnCNN DMS-IQA's authors use (DnCNN's paper puts it 0.5-0.7 dB
-above BM3D at sigma 25-50), so it tells whether a bigger denoiser than ours would recover the
+denoiser about as strong as the 17-layer DnCNN DMS-IQA's authors use (DnCNN's paper puts that about
+0.6 dB above BM3D at sigma 15-50), so it tells whether a bigger denoiser than ours would recover the
 correlation, without training one on 2 cores. BM3D takes about 4.5 s an image and draw here.
 
     python scripts/check_dms.py [params/default.yaml] [--images 64] [--draws 4] [--bm3d]
