@@ -10,7 +10,12 @@ denoiser about as strong as the 17-layer DnCNN DMS-IQA's authors use (DnCNN's pa
 0.6 dB above BM3D at sigma 15-50), so it tells whether a bigger denoiser than ours would recover the
 correlation, without training one on 2 cores. BM3D takes about 4.5 s an image and draw here.
 
-    python scripts/check_dms.py [params/default.yaml] [--images 64] [--draws 4] [--bm3d]
+With ``--sigma``, the same at other smoothing noises: for each, no denoiser and a DnCNN trained with
+MSE at that sigma as notebook 05 trains its ablation (``robust.denoiser``, the same photos and seed;
+about a minute each), and BM3D with ``--bm3d``. The certified radius of median smoothing scales with
+sigma, so this is the price in correlation of each radius.
+
+    python scripts/check_dms.py [params/default.yaml] [--images 64] [--draws 4] [--bm3d] [--sigma S ...]
 
 Needs notebook 05 rendered with those params (its models under outputs/<run>/models/).
 """
@@ -23,9 +28,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from iqalib import experiment, robust
+from iqalib import experiment, images, robust
 from iqalib import robust_experiment as rx
-from iqalib.denoiser import DnCNN
+from iqalib.denoiser import DnCNN, train_denoiser
 from iqalib.quality import QualityModel
 
 
@@ -48,26 +53,44 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64, help="training photos scored (seeded sample)")
     ap.add_argument("--draws", type=int, default=4, help="noise draws per photo (notebook 05 deploys 16)")
     ap.add_argument("--bm3d", action="store_true", help="add BM3D at the known sigma (slow: ~4.5 s a draw)")
+    ap.add_argument("--sigma", nargs="+", type=float, help="other smoothing noises, each with a DnCNN trained "
+                                                            "with MSE at it (default: notebook 05's sigma and models)")
     args = ap.parse_args()
     run = experiment.open_run(args.params, progress=False)
-    data, sigma = rx.robust_data(run), run.params.robust.smoothing.sigma
+    data = rx.robust_data(run)
     # the photos sweep_nt.py ranks: training rows outside the pool NT and the rank fine-tuning see
     rest = data.train.drop(rx.pixel_pool(run, data).index)
     ranked = rest.drop(rest.sample(n=24, random_state=7).index).sample(n=args.images, random_state=8)
     x, mos = rx.view_tensor(run, list(ranked["path"])), ranked["mos"].to_numpy()
     plain = QualityModel.load(run.folder / rx.ROBUST_PLAIN_FOLDER, device="cpu")
     score = robust.score_fn(plain, run.classifier)
-    denoisers = {"none": lambda noisy: noisy,
-                 "DnCNN, MSE (notebook 05's ablation)": DnCNN.load(run.folder / rx.DENOISER_FOLDER).folded().eval(),
-                 "DnCNN, MSE + rank (notebook 05's DMS)": DnCNN.load(run.folder / rx.DENOISER_RANK_FOLDER).folded().eval()}
-    if args.bm3d:
-        denoisers["BM3D at the known sigma"] = bm3d_denoiser(sigma)
     with torch.inference_mode():
         clean = score(x).numpy()
-    print(f"{len(x)} training photos outside the pool, sigma {sigma:g}, {args.draws} draws; plain on clean views: "
+    print(f"{len(x)} training photos outside the pool, {args.draws} draws; plain on clean views: "
           f"SROCC {stats.spearmanr(clean, mos).statistic:.3f}, score std {clean.std(ddof=1):.3f}", flush=True)
-    generator = torch.Generator().manual_seed(run.params.seed)
-    noises = [torch.randn(x.shape, generator=generator) * sigma for _ in range(args.draws)]
+    d, refs = run.params.robust.denoiser, sorted(set(data.train["ref_path"]))  # as robust_denoiser trains it
+    photos = [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs] \
+        if args.sigma else []
+    for sigma in args.sigma or [run.params.robust.smoothing.sigma]:
+        if args.sigma:
+            trained, _ = train_denoiser(photos, sigma, d.layers, d.channels, d.steps, d.batch_size, d.patch, d.lr,
+                                        seed=run.params.seed, progress=False)
+            denoisers = {"none": lambda noisy: noisy, f"DnCNN, MSE, trained at sigma {sigma:g}": trained.folded()}
+        else:
+            denoisers = {"none": lambda noisy: noisy,
+                         "DnCNN, MSE (notebook 05's ablation)": DnCNN.load(run.folder / rx.DENOISER_FOLDER).folded(),
+                         "DnCNN, MSE + rank (notebook 05's DMS)": DnCNN.load(run.folder / rx.DENOISER_RANK_FOLDER).folded()}
+        if args.bm3d:
+            denoisers["BM3D at the known sigma"] = bm3d_denoiser(sigma)
+        compare(score, x, mos, clean, sigma, denoisers, args.draws, run.params.seed)
+
+
+def compare(score, x: torch.Tensor, mos: np.ndarray, clean: np.ndarray, sigma: float, denoisers: dict,
+            draws: int, seed: int) -> None:
+    """Print each denoiser's SROCC (median of ``draws`` and one draw), PSNR and score spread, every
+    denoiser on the same noise."""
+    generator = torch.Generator().manual_seed(seed)
+    noises = [torch.randn(x.shape, generator=generator) * sigma for _ in range(draws)]
     for name, denoise in denoisers.items():
         start, scores, psnr = time.perf_counter(), [], []
         with torch.inference_mode():
@@ -76,9 +99,9 @@ def main() -> None:
                 psnr.append(10 * np.log10(1 / ((out - x) ** 2).flatten(1).mean(1).numpy()))
                 scores.append(score(out).numpy())
         scores = np.stack(scores)
-        median = np.sort(scores, axis=0)[(args.draws - 1) // 2]  # the lower middle one, as robust.Scorer takes
+        median = np.sort(scores, axis=0)[(draws - 1) // 2]  # the lower middle one, as robust.Scorer takes
         one = np.mean([stats.spearmanr(s, mos).statistic for s in scores])
-        print(f"{name}: SROCC median of {args.draws} {stats.spearmanr(median, mos).statistic:.3f}, one draw {one:.3f}; "
+        print(f"sigma {sigma:g}, {name}: SROCC median of {draws} {stats.spearmanr(median, mos).statistic:.3f}, one draw {one:.3f}; "
               f"PSNR {np.mean(psnr):.2f} dB; median score std {median.std(ddof=1):.3f}, mean shift from clean "
               f"{np.mean(median - clean):+.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
