@@ -82,13 +82,13 @@ def main() -> None:
                          "DnCNN, MSE + rank (notebook 05's DMS)": DnCNN.load(run.folder / rx.DENOISER_RANK_FOLDER).folded()}
         if args.bm3d:
             denoisers["BM3D at the known sigma"] = bm3d_denoiser(sigma)
-        compare(score, x, mos, clean, sigma, denoisers, args.draws, run.params.seed)
+        compare(score, x, mos, clean, sigma, denoisers, args.draws, run.params.seed, ranked["distortion"].to_numpy())
 
 
 def compare(score, x: torch.Tensor, mos: np.ndarray, clean: np.ndarray, sigma: float, denoisers: dict,
-            draws: int, seed: int) -> None:
-    """Print each denoiser's SROCC (median of ``draws`` and one draw), PSNR and score spread, every
-    denoiser on the same noise."""
+            draws: int, seed: int, distortion: np.ndarray) -> None:
+    """Print each denoiser's SROCC (median of ``draws`` and one draw), PSNR, score spread and shift
+    from the clean score (also per distortion type), every denoiser on the same noise."""
     generator = torch.Generator().manual_seed(seed)
     noises = [torch.randn(x.shape, generator=generator) * sigma for _ in range(draws)]
     for name, denoise in denoisers.items():
@@ -104,6 +104,8 @@ def compare(score, x: torch.Tensor, mos: np.ndarray, clean: np.ndarray, sigma: f
         print(f"sigma {sigma:g}, {name}: SROCC median of {draws} {stats.spearmanr(median, mos).statistic:.3f}, one draw {one:.3f}; "
               f"PSNR {np.mean(psnr):.2f} dB; median score std {median.std(ddof=1):.3f}, mean shift from clean "
               f"{np.mean(median - clean):+.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+        shifts = {d: f"{np.mean((median - clean)[distortion == d]):+.3f}" for d in sorted(set(distortion))}
+        print(f"    mean shift by distortion: {shifts}", flush=True)
 
 
 if __name__ == "__main__":
