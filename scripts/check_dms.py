@@ -1,7 +1,8 @@
-"""Why DMS loses correlation, measured on TRAINING photos outside the denoiser's pool (the held-out
-photos never seen): the plain model's score of ``clamp(x + N(0, sigma^2))`` passed through each
-denoiser, its median over ``--draws`` draws (what DMS deploys) and one draw, against pseudo-MOS
-(SROCC), with each denoiser's PSNR against the clean view. Every denoiser sees the same noise.
+"""Why DMS loses correlation, measured on TRAINING photos outside the rank fine-tuning's pool (the
+held-out photos never seen; the DnCNNs' MSE training saw their clean reference photos): the plain
+model's score of ``clamp(x + N(0, sigma^2))`` passed through each denoiser, its median over
+``--draws`` draws (what DMS deploys) and one draw, against pseudo-MOS (SROCC), with each
+denoiser's PSNR against the clean view. Every denoiser sees the same noise.
 
 Denoisers: none (median smoothing alone); notebook 05's two DnCNNs (MSE-only, and fine-tuned with
 the rank-preserving loss); with ``--bm3d``, BM3D at the known sigma (``bm3d`` package, Tampere
@@ -52,7 +53,7 @@ def main() -> None:
     ap.add_argument("params", nargs="?", default="params/default.yaml")
     ap.add_argument("--images", type=int, default=64, help="training photos scored (seeded sample)")
     ap.add_argument("--draws", type=int, default=4, help="noise draws per photo (notebook 05 deploys 16)")
-    ap.add_argument("--bm3d", action="store_true", help="add BM3D at the known sigma (slow: ~4.5 s a draw)")
+    ap.add_argument("--bm3d", action="store_true", help="add BM3D at the known sigma (slow: ~4.5 s an image and draw)")
     ap.add_argument("--sigma", nargs="+", type=float, help="other smoothing noises, each with a DnCNN trained "
                                                             "with MSE at it (default: notebook 05's sigma and models)")
     args = ap.parse_args()

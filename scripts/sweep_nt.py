@@ -50,8 +50,9 @@ def main() -> None:
                              "where 4/255 is 0.031)")
     parser.add_argument("--pixel-pool", nargs="+", type=int, dest="pool_sizes", metavar="N",
                         help="NT's training pools of N training images each (default: params' pixel_pool). The "
-                             "scored photos stay those outside the params' pool; each pool is drawn from the "
-                             "rest of the training rows, so no pool holds a scored image")
+                             "scored photos stay those outside the params' pool; each pool is a fresh seeded draw "
+                             "from the other training rows (not the params' pool grown), so no pool holds a "
+                             "scored image")
     args = parser.parse_args()
     grid = [tuple(float(v) if i < 3 else int(v) for i, v in enumerate(g.split(":"))) for g in args.grid] \
         if args.grid else GRID
@@ -62,9 +63,11 @@ def main() -> None:
     rest = data.train.drop(pool.index)
     attacked = rest.sample(n=24, random_state=7)
     ranked = rest.drop(attacked.index).sample(n=64, random_state=8)
-    pools = {len(pool): pool} if not args.pool_sizes else {
-        n: data.train.drop(attacked.index).drop(ranked.index).sample(n=n, random_state=p.seed)
-        for n in args.pool_sizes}
+    unscored = data.train.drop(attacked.index).drop(ranked.index)
+    if args.pool_sizes and max(args.pool_sizes) > len(unscored):
+        parser.error(f"--pixel-pool: at most {len(unscored)} training rows lie outside the scored photos")
+    pools = {f"params' {len(pool)}": pool} if not args.pool_sizes else {
+        f"drawn {n}": unscored.sample(n=n, random_state=p.seed) for n in args.pool_sizes}
     source = run.classifier if args.batchnorm == "frozen" else run.fresh_classifier(fold_batchnorm=False)
     x, xs = rx.view_tensor(run, list(attacked["path"])), rx.view_tensor(run, list(ranked["path"]))
 
