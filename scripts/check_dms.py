@@ -23,7 +23,9 @@ Needs notebook 05 rendered with those params (its models under outputs/<run>/mod
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +35,9 @@ from iqalib import experiment, images, robust
 from iqalib import robust_experiment as rx
 from iqalib.denoiser import DnCNN, train_denoiser
 from iqalib.quality import QualityModel
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sweep_nt import scored_photos  # noqa: E402
 
 
 def bm3d_denoiser(sigma: float):
@@ -59,9 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     run = experiment.open_run(args.params, progress=False)
     data = rx.robust_data(run)
-    # the photos sweep_nt.py ranks: training rows outside the pool NT and the rank fine-tuning see
-    rest = data.train.drop(rx.pixel_pool(run, data).index)
-    ranked = rest.drop(rest.sample(n=24, random_state=7).index).sample(n=args.images, random_state=8)
+    _, ranked = scored_photos(run, data, args.images)  # sweep_nt's: outside the pool NT and the rank fine-tuning see
     x, mos = rx.view_tensor(run, list(ranked["path"])), ranked["mos"].to_numpy()
     plain = QualityModel.load(run.folder / rx.ROBUST_PLAIN_FOLDER, device="cpu")
     score = robust.score_fn(plain, run.classifier)

@@ -15,8 +15,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import stats
 
@@ -31,6 +33,14 @@ from check_nt import score_changes  # noqa: E402
 GRID = [(1e-3, 1e-4, 1e-5, 60), (1e-3, 1e-4, 1e-4, 60), (1e-2, 1e-4, 1e-5, 60), (1e-2, 1e-4, 1e-4, 60),
         (1e-1, 1e-4, 1e-4, 60), (1e-2, 1e-3, 1e-4, 60), (1e-2, 1e-3, 1e-4, 120), (1e-3, 1e-3, 1e-4, 120),
         (1e-3, 1e-4, 1e-5, 240), (1e-1, 1e-4, 1e-5, 120)]
+
+
+def scored_photos(run: Any, data: rx.RobustData, n_ranked: int = 64) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training rows the sweeps score, outside NT's pool (the params' ``pixel_pool``): 24 to attack
+    and ``n_ranked`` for SROCC, seeded draws (``scripts/check_dms.py`` ranks the same ones)."""
+    rest = data.train.drop(rx.pixel_pool(run, data).index)
+    attacked = rest.sample(n=24, random_state=7)
+    return attacked, rest.drop(attacked.index).sample(n=n_ranked, random_state=8)
 
 
 def main() -> None:
@@ -60,9 +70,7 @@ def main() -> None:
     p, data = run.params, rx.robust_data(run)
     plain = QualityModel.load(run.folder / rx.ROBUST_PLAIN_FOLDER, device="cpu")
     pool = rx.pixel_pool(run, data)
-    rest = data.train.drop(pool.index)
-    attacked = rest.sample(n=24, random_state=7)
-    ranked = rest.drop(attacked.index).sample(n=64, random_state=8)
+    attacked, ranked = scored_photos(run, data)
     unscored = data.train.drop(attacked.index).drop(ranked.index)
     if args.pool_sizes and max(args.pool_sizes) > len(unscored):
         parser.error(f"--pixel-pool: at most {len(unscored)} training rows lie outside the scored photos")
