@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqalib import adaptive, evaluation, experiment, feature_table, features, groups, images, metrics, robust, robust_tables
+from iqalib import (adaptive, evaluation, experiment, feature_table, features, groups, images, metrics, robust,
+                    robust_tables)
 from iqalib.cache import atomic_write_text
 from iqalib.detector import FitForTaskDetector
 from iqalib.experiment import Run
@@ -160,6 +161,16 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"])}
 
 
+def denoiser_refs(data: RobustData) -> list[str]:
+    """The photos DMS's denoisers train on with MSE: the reference photos of ``data.train``, sorted."""
+    return sorted(set(data.train["ref_path"]))
+
+
+def denoiser_photos(data: RobustData) -> list[np.ndarray]:
+    """``denoiser_refs`` opened as uint8 H×W×3 arrays, what ``denoiser.train_denoiser`` takes."""
+    return [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in denoiser_refs(data)]
+
+
 def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str, Any]:
     """DMS-IQA's denoiser (``robust.denoiser``, noise ``robust.smoothing.sigma``): trained with MSE on
     the reference photos of ``data.train`` only (``models/denoiser``, the ablation), then fine-tuned
@@ -170,15 +181,12 @@ def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str
 
     p, d = run.params, run.params.robust.denoiser
     sigma, device = p.robust.smoothing.sigma, str(run.classifier.device)
-    refs = sorted(set(data.train["ref_path"]))
+    refs = denoiser_refs(data)
     key = {"denoiser": {k: v for k, v in d.to_dict().items() if k != "rank"}, "sigma": sigma, "seed": p.seed,
            "refs": _key_paths(run, refs)}
 
-    def photos() -> list[np.ndarray]:
-        return [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs]
-
     def build(folder: Path) -> None:
-        net, log = train_denoiser(photos(), sigma, d.layers, d.channels, d.steps, d.batch_size, d.patch, d.lr,
+        net, log = train_denoiser(denoiser_photos(data), sigma, d.layers, d.channels, d.steps, d.batch_size, d.patch, d.lr,
                                   seed=p.seed, device=device, progress=run.progress)
         net.save(folder, {"sigma": sigma, "photos": len(refs), "loss": "mse", "log": log})
 
@@ -190,7 +198,7 @@ def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str
 
     def build_rank(folder: Path) -> None:
         r = d.rank
-        net, log = train_rank_preserving(mse, photos(), view_tensor(run, list(pool["path"])),
+        net, log = train_rank_preserving(mse, denoiser_photos(data), view_tensor(run, list(pool["path"])),
                                          robust.score_fn(plain, run.classifier), sigma, steps=r.steps,
                                          batch_size=r.batch_size, rank_weight=r.weight, margin=r.margin,
                                          patch=d.patch, patch_batch=d.batch_size, lr=r.lr, seed=p.seed,
@@ -310,8 +318,8 @@ def robust_certificates(run: Run, scorers: dict[str, Any], data: RobustData) -> 
                 for radius in s.radii}
     dms_first = {k: v[:a.n_images] for k, v in dms.items()}
     return pd.concat([robust_tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms, s.radii, dms_seconds),
-                      robust_tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms_first, s.radii, dms_seconds,
-                                              attacked).assign(quality_model="dms (l2 PGD inside r)"),
+                      robust_tables.robust_certified("dms", "input", s.sigma, s.n_certify, dms_first, s.radii,
+                                                     dms_seconds, attacked).assign(quality_model="dms (l2 PGD inside r)"),
                       robust_tables.robust_certified("fs", "feature", f.sigma, f.n_certify, fs, s.radii, fs_seconds)],
                      ignore_index=True), lipschitz
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from iqalib import experiment, images, robust
+from iqalib import experiment, robust
 from iqalib import robust_experiment as rx
 from iqalib.denoiser import DnCNN, train_denoiser
 from iqalib.quality import QualityModel
@@ -72,18 +72,17 @@ def main() -> None:
         clean = score(x).numpy()
     print(f"{len(x)} training photos outside the pool, {args.draws} draws; plain on clean views: "
           f"SROCC {stats.spearmanr(clean, mos).statistic:.3f}, score std {clean.std(ddof=1):.3f}", flush=True)
-    d, refs = run.params.robust.denoiser, sorted(set(data.train["ref_path"]))  # as robust_denoiser trains it
-    photos = [np.asarray(images.open_image(path, allow_grey=True, min_side=1), np.uint8) for path in refs] \
-        if args.sigma else []
+    d = run.params.robust.denoiser
+    photos = rx.denoiser_photos(data) if args.sigma else []  # what robust_denoiser trains on
     for sigma in args.sigma or [run.params.robust.smoothing.sigma]:
+        denoisers = {"none": lambda noisy: noisy}
         if args.sigma:
             trained, _ = train_denoiser(photos, sigma, d.layers, d.channels, d.steps, d.batch_size, d.patch, d.lr,
                                         seed=run.params.seed, progress=False)
-            denoisers = {"none": lambda noisy: noisy, f"DnCNN, MSE, trained at sigma {sigma:g}": trained.folded()}
+            denoisers[f"DnCNN, MSE, trained at sigma {sigma:g}"] = trained.folded()
         else:
-            denoisers = {"none": lambda noisy: noisy,
-                         "DnCNN, MSE (notebook 05's ablation)": DnCNN.load(run.folder / rx.DENOISER_FOLDER).folded(),
-                         "DnCNN, MSE + rank (notebook 05's DMS)": DnCNN.load(run.folder / rx.DENOISER_RANK_FOLDER).folded()}
+            denoisers["DnCNN, MSE (notebook 05's ablation)"] = DnCNN.load(run.folder / rx.DENOISER_FOLDER).folded()
+            denoisers["DnCNN, MSE + rank (notebook 05's DMS)"] = DnCNN.load(run.folder / rx.DENOISER_RANK_FOLDER).folded()
         if args.bm3d:
             denoisers["BM3D at the known sigma"] = bm3d_denoiser(sigma)
         compare(score, x, mos, clean, sigma, denoisers, args.draws, run.params.seed, ranked["distortion"].to_numpy())

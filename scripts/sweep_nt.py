@@ -12,6 +12,7 @@ Needs notebook 05 rendered with those params (its plain model under outputs/<run
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -89,21 +90,19 @@ def main() -> None:
 
     base, base_srocc = measure(plain)
     print(f"plain: mean |Δs| {base[0]:.4f} (up {base[1]:.4f}, down {base[2]:.4f}), SROCC {base_srocc:.3f}", flush=True)
-    settings = ((n, g, h, s) for n in pools for g in grid for h in (args.h_values or [p.robust.nt.h])
-                for s in (args.seeds or [p.seed]))
-    views = {}
-    for n, (lam, lr, layer_lr, steps), h, seed in settings:
-        if n not in views:
-            views = {n: rx.view_tensor(run, list(pools[n]["path"]))}  # one pool's pixels in memory at a time
-        start = time.perf_counter()
-        nt, _ = robust.train_nt(plain, source, views[n], pools[n]["mos"].to_numpy(), lam=lam, h=h,
-                                steps=steps, batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
-                                progress=False, difference=args.difference, batchnorm=args.batchnorm)
-        change, srocc = measure(nt)
-        cut = 1 - change / base
-        print(f"pool {n} {args.difference} batchnorm {args.batchnorm} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
-              f"steps {steps} seed {seed}: {cut[0]:.1%} less change (up {cut[1]:.1%}, down {cut[2]:.1%}), "
-              f"SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    for n, rows in pools.items():
+        views = rx.view_tensor(run, list(rows["path"]))  # one pool's pixels in memory at a time
+        for (lam, lr, layer_lr, steps), h, seed in itertools.product(grid, args.h_values or [p.robust.nt.h],
+                                                                      args.seeds or [p.seed]):
+            start = time.perf_counter()
+            nt, _ = robust.train_nt(plain, source, views, rows["mos"].to_numpy(), lam=lam, h=h, steps=steps,
+                                    batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
+                                    progress=False, difference=args.difference, batchnorm=args.batchnorm)
+            change, srocc = measure(nt)
+            cut = 1 - change / base
+            print(f"pool {n} {args.difference} batchnorm {args.batchnorm} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
+                  f"steps {steps} seed {seed}: {cut[0]:.1%} less change (up {cut[1]:.1%}, down {cut[2]:.1%}), "
+                  f"SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
