@@ -74,12 +74,7 @@ def main() -> None:
             m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 2.0)
     denoiser = trainable.folded()
     # The same classifier with its BatchNorms left in place (as it ran up to EMBEDDING_VERSION 2).
-    fold = classifiers.fold_batchnorm_checked
-    classifiers.fold_batchnorm_checked = lambda backbone, *_: backbone
-    try:
-        unfolded = load_classifier(p.classifier, args.device)
-    finally:
-        classifiers.fold_batchnorm_checked = fold
+    unfolded = load_classifier(p.classifier, args.device, fold_batchnorm=False)
 
     def denoise(net, backward: bool):
         def run():

@@ -61,14 +61,13 @@ def test_unknown_classifier_lists_choices():
 
 
 
-def test_batchnorm_is_folded_into_the_convolutions_without_changing_the_function(lite0, monkeypatch):
+def test_batchnorm_is_folded_into_the_convolutions_without_changing_the_function(lite0):
     """The classifier runs with every BatchNorm folded (timm's BatchNormAct2d leaves its activation
     behind); the function is the unfolded network's, taps included, up to float rounding."""
     import torch
 
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.backbone.modules())
-    monkeypatch.setattr(classifiers, "fold_batchnorm_checked", lambda backbone, *_: backbone)
-    unfolded = classifiers.load_classifier("efficientnet_lite0", "cpu")
+    unfolded = classifiers.load_classifier("efficientnet_lite0", "cpu", fold_batchnorm=False)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.backbone.modules())
     z = lite0.normalize(torch.rand(2, 3, 224, 224) * 255.0)
     with torch.inference_mode():
