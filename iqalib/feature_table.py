@@ -57,17 +57,20 @@ def correct(features: pd.DataFrame) -> np.ndarray:
     return (features["pred"].to_numpy() == features["label"].to_numpy()) & labelled(features)
 
 
-#: Columns of ``features.csv``: what each image is (enough to rebuild it without parsing ids), then
-#: what the classifier and the quality model say about it.
+#: Columns of ``features.csv``: what each image is (enough to rebuild it without parsing ids), the
+#: content hash of its file when the table was built (``images.file_digest``: a later step that
+#: reads the file's pixels again can tell it is still the file the row describes), then what the
+#: classifier and the quality model say about it.
 TABLE_COLUMNS = ("group", "image_id", "parent_id", "source_id", "view", "distortion", "level", "attack", "seed",
-                 "label", "path", "top1", "top2", "top3", "top4", "top5", "pred", "quality", "correct",
+                 "label", "path", "file_digest", "top1", "top2", "top3", "top4", "top5", "pred", "quality", "correct",
                  "correct_vs_clean")
 
 #: Column types of ``features.csv`` as the groups build it: what ``read`` restores, so that every
 #: notebook computes on the table exactly as it was written (float32 probabilities and quality;
 #: text as pandas strings, missing text NaN, as a table built from rows holds it).
 DTYPES: dict[str, str] = {
-    **{c: "str" for c in ("group", "image_id", "parent_id", "source_id", "view", "distortion", "attack", "path")},
+    **{c: "str" for c in ("group", "image_id", "parent_id", "source_id", "view", "distortion", "attack", "path",
+                          "file_digest")},
     "level": "float64", "seed": "float64", "label": "float64", **{c: "float32" for c in TOP5}, "pred": "int64",
     "quality": "float32", "correct": "bool", "correct_vs_clean": "boolean"}
 

@@ -181,7 +181,7 @@ def jobs(run: Run, rows: pd.DataFrame | list[dict]) -> list[features.ImageJob]:
 def scored(clf: Any, rows: pd.DataFrame, embedded: np.ndarray, reasons: list[str | None],
            quality: QualityModel | None = None) -> tuple[pd.DataFrame, dict]:
     """The features table from description ``rows`` and their pass rows (``features.embed``):
-    ``rows`` plus the top-5 sorted class probabilities, ``pred`` (top-1 index), predicted
+    ``rows`` plus each file's ``file_digest``, the top-5 sorted class probabilities, ``pred`` (top-1 index), predicted
     ``quality``, ``correct`` (top-1 = true label) and ``correct_vs_clean`` (top-1 = the top-1 of
     the row's parent original; for images without a parent: NA). Skipped images are dropped and
     counted per group in the returned ``{group: {"used", "skipped"}}``. ``clf``: the classifier of the pass."""
@@ -190,6 +190,8 @@ def scored(clf: Any, rows: pd.DataFrame, embedded: np.ndarray, reasons: list[str
     counts = {g: features.skip_counts([reasons[i] for i in np.flatnonzero(out["group"].to_numpy() == g)])
               for g in dict.fromkeys(out["group"])}
     out, embedded = out[ok].reset_index(drop=True), embedded[ok]
+    digests = {path: images.file_digest(path) for path in dict.fromkeys(out["path"])}
+    out["file_digest"] = out["path"].map(digests)
     proba = features.probabilities(clf, embedded)
     order = np.argsort(-proba, axis=1)[:, :5]
     top5 = np.take_along_axis(proba, order, axis=1)
@@ -307,8 +309,31 @@ FEATURES_FILE = "features.csv"
 
 
 def load(run: Run) -> pd.DataFrame:
-    """``features.csv`` of the run, as ``build`` wrote it (notebook 02 builds it; 03–05 read it)."""
-    return feature_table.read(run.folder / FEATURES_FILE)
+    """``features.csv`` of the run, as ``build`` wrote it (notebook 02 builds it; 03–05 read it),
+    checked against the files it describes (``changed_files``): a table whose images were made
+    again since (other attack settings, a regenerated fooling group, an edited dataset folder)
+    would pair its scores with other pixels, so it raises and asks for notebook 02 again. A
+    missing file is left to the step that needs it, which counts it as a skip."""
+    table = feature_table.read(run.folder / FEATURES_FILE)
+    changed = changed_files(run, table)
+    if changed:
+        raise ValueError(f"{run.folder / FEATURES_FILE} no longer matches the images it describes: {len(changed)} "
+                         f"of its files changed since it was built (e.g. {changed[0]}); run notebook 02 "
+                         "(02_adversarial_quality, groups.build) again to rebuild the table from them")
+    return table
+
+
+def changed_files(run: Run, table: pd.DataFrame) -> list[str]:
+    """The (portable) paths of ``table`` whose file's content hash is no longer its ``file_digest``;
+    missing files are not counted here."""
+    changed = []
+    for path, digest in dict(zip(table["path"], table["file_digest"])).items():
+        try:
+            if images.file_digest(run.resolve(path)) != digest:
+                changed.append(path)
+        except OSError:
+            continue
+    return changed
 
 
 def row_images(run: Run, table: pd.DataFrame) -> list[Image.Image]:
@@ -479,12 +504,12 @@ def gallery_rows(run: Run, table: pd.DataFrame, n: int = 5) -> tuple[list[list[t
     return rows, ["original", "UAP", "Fool_EV", "Fool_GD"]
 
 
-def distinct_images(run: Run, table: pd.DataFrame) -> pd.Series:
-    """Per group, how many of its images are distinct (by the content hash of the file and, for a
-    distorted row, its distortion and level): a generator that returns one image twice counts once."""
-    digests = {p: images.file_digest(run.resolve(p)) for p in dict.fromkeys(table["path"])}
+def distinct_images(table: pd.DataFrame) -> pd.Series:
+    """Per group, how many of its images are distinct (by the content hash of the file, the table's
+    ``file_digest``, and, for a distorted row, its distortion and level): a generator that returns
+    one image twice counts once."""
     # fillna before astype(str): pandas' string dtype keeps NaN missing, and a missing key part
     # would make nunique skip every row without a distortion
     level = table["level"].astype(float).fillna(0.0).astype(str)
-    key = table["path"].map(digests) + "|" + table["distortion"].astype(object).fillna("").astype(str) + "|" + level
+    key = table["file_digest"].astype(str) + "|" + table["distortion"].astype(object).fillna("").astype(str) + "|" + level
     return key.groupby(table["group"], sort=False).nunique()

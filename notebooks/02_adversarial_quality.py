@@ -80,7 +80,7 @@ report.save_table(table2, "table2", run, "Table II. Predicted quality (DTNIQ-f e
 # %%
 table3 = report.paper_vs_ours(tables.group_summary(features, "top1", ORDER), report.paper_values("table3")[0],
                               on=["group"])
-table3["distinct_images"] = table3["group"].map(groups.distinct_images(run, features))
+table3["distinct_images"] = table3["group"].map(groups.distinct_images(features))
 report.save_table(table3, "table3", run, "Table III. Top-1 softmax confidence per group (median beside the paper's; "
                   "distinct_images: images with distinct pixels). " + run.data_note)
 

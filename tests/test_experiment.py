@@ -26,16 +26,17 @@ def _run(tmp_path, name: str = "smoke", **changes) -> experiment.Run:
 
 
 def test_distinct_images_counts_files_by_content_and_distorted_rows_by_their_setting(tmp_path):
-    run = _run(tmp_path)
     for name, colour in (("a.png", 0), ("b.png", 0), ("c.png", 255)):  # a and b: one image twice
         images.Image.new("RGB", (8, 8), (colour, 0, 0)).save(tmp_path / name)
+    names = ("a.png", "b.png", "c.png", "a.png", "b.png", "c.png", "c.png", "c.png")
     table = pd.DataFrame({
         "group": ["original", "original", "original", "fool_ev", "fool_ev", "distorted", "distorted", "distorted"],
-        "path": [str(tmp_path / n) for n in ("a.png", "b.png", "c.png", "a.png", "b.png", "c.png", "c.png", "c.png")],
+        "path": [str(tmp_path / n) for n in names],
+        "file_digest": [images.file_digest(tmp_path / n) for n in names],
         "distortion": [None, None, None, None, None, "jpeg", "jpeg", "gaussian_blur"],
         "level": [np.nan, np.nan, np.nan, np.nan, np.nan, 1.0, 2.0, 1.0]})
     table["distortion"] = table["distortion"].astype("str")
-    assert groups.distinct_images(run, table).to_dict() == {"original": 2, "fool_ev": 1, "distorted": 3}
+    assert groups.distinct_images(table).to_dict() == {"original": 2, "fool_ev": 1, "distorted": 3}
 
 
 
@@ -87,7 +88,8 @@ def test_a_row_read_back_from_features_csv_makes_the_job_that_built_it(tmp_path)
     record = _record()
     built = [*groups.original_rows([record]), *groups.distorted_rows(run, record)[:3],
              groups._row("fool_gd", "fool_gd_0000", record.path, attack="fool_gd", seed=run.params.seed)]
-    table = pd.DataFrame(built).assign(path=lambda t: [run.portable(p) for p in t["path"]],
+    table = pd.DataFrame(built).assign(file_digest=images.file_digest(record.path),
+                                       path=lambda t: [run.portable(p) for p in t["path"]],
                                        top1=np.float32(0.5), top2=np.float32(0.2), top3=np.float32(0.1),
                                        top4=np.float32(0.05), top5=np.float32(0.01), pred=3,
                                        quality=np.float32(0.7), correct=True,
@@ -105,6 +107,7 @@ def test_features_csv_reads_back_as_written(tmp_path):
         "parent_id": [None, "a", None], "source_id": ["s1", "s1", None], "view": ["full", "full", "full"],
         "distortion": [None, "blur", None], "level": [np.nan, 3.0, np.nan], "attack": [None, None, "fool_ev"],
         "seed": [np.nan, 0.0, 0.0], "label": [7.0, 7.0, np.nan], "path": ["run:x.png", "run:x.png", "run:y.png"],
+        "file_digest": ["0123456789abcdef", "0123456789abcdef", "00000000000000e5"],
         **{f"top{k}": np.array([0.1234567, 1 / 3, 2 / 3], np.float32) / k for k in range(1, 6)},
         "pred": np.array([7, 8, 1], np.int64), "quality": np.array([0.123456789, np.nan, 0.5], np.float32),
         "correct": [True, False, False], "correct_vs_clean": pd.array([True, False, pd.NA], dtype="boolean")})
@@ -118,6 +121,30 @@ def test_reading_a_missing_or_stale_features_csv_says_what_to_do(tmp_path):
     (tmp_path / "features.csv").write_text("group,image_id\noriginal,a\n")
     with pytest.raises(ValueError, match="lacks the columns"):
         feature_table.read(tmp_path / "features.csv")
+
+
+def test_a_table_whose_images_were_made_again_asks_for_notebook_02(tmp_path):
+    run = _run(tmp_path)
+    folder = run.folder / "attacks" / "fool_gd"
+    folder.mkdir(parents=True)
+    for k, colour in enumerate((0, 255)):
+        images.Image.new("RGB", (8, 8), (colour, 0, 0)).save(folder / f"{k:04d}.png")
+    paths = [folder / "0000.png", folder / "0001.png"]
+    table = pd.DataFrame({
+        "group": "fool_gd", "image_id": ["fool_gd_0000", "fool_gd_0001"], "parent_id": None, "source_id": None,
+        "view": "full", "distortion": None, "level": np.nan, "attack": "fool_gd", "seed": 0.0, "label": np.nan,
+        "path": [run.portable(p) for p in paths], "file_digest": [images.file_digest(p) for p in paths],
+        **{f"top{k}": np.float32(0.1) for k in range(1, 6)}, "pred": 1, "quality": np.float32(0.5),
+        "correct": False, "correct_vs_clean": pd.array([pd.NA, pd.NA], dtype="boolean")})
+    feature_table.write(table, run.folder / groups.FEATURES_FILE)
+    pd.testing.assert_frame_equal(groups.load(run), feature_table.read(run.folder / groups.FEATURES_FILE))
+
+    images.Image.new("RGB", (8, 8), (0, 0, 255)).save(paths[1])  # the group made again, other pixels
+    assert groups.changed_files(run, table) == [table.loc[1, "path"]]
+    with pytest.raises(ValueError, match=r"1 of its files changed .*fool_gd/0001.png.*run notebook 02"):
+        groups.load(run)
+    paths[1].unlink()  # a missing file is the later step's counted skip, not a stale table
+    assert groups.changed_files(run, table) == [] and len(groups.load(run)) == 2
 
 
 def test_groups_card_reads_its_fooling_rate_from_the_table():

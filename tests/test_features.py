@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqalib import detector, feature_table, features, groups, quality
+from iqalib import detector, feature_table, features, groups, images, quality
 from iqalib.classifiers import load_classifier
 from tests.conftest import colourful
 
@@ -110,5 +110,6 @@ def test_correct_vs_clean_follows_the_parent(clf, quality_model, photos):
     embedded, reasons = features.embed(clf, jobs, None, progress=False)
     table = groups.scored(clf, meta.assign(path=str(photos[0])), embedded, reasons, quality_model)[0]
     assert list(table.columns) == list(feature_table.TABLE_COLUMNS)
+    assert (table["file_digest"] == images.file_digest(photos[0])).all()
     assert table.loc[0, "correct_vs_clean"] and not table["correct"].any()
     assert table.loc[1, "correct_vs_clean"] == (table.loc[1, "pred"] == table.loc[0, "pred"])
