@@ -45,7 +45,7 @@ params_path = "../params/default.yaml"
 # %%
 import pandas as pd
 
-from iqalib import experiment, figures, groups, report, tables, takeaways, verdicts
+from iqalib import experiment, figures, groups, peer_experiment, report, tables, takeaways, verdicts
 
 run = experiment.open_run(params_path)
 figures.use_style()
@@ -142,8 +142,8 @@ report.save_table(study.learning_curve(), "learning_curve", run, "Detector AUC, 
 # distorted ones (`detector.peer_distorted`; the softmax of the unsqueezed image comes from the cache).
 
 # %%
-peer_rows = groups.peer_rows(run, features)
-squeezed = groups.feature_squeezing(run, peer_rows)
+peer_rows = peer_experiment.peer_rows(run, features)
+squeezed = peer_experiment.feature_squeezing(run, peer_rows)
 comparison = pd.concat([at_fpr, study.peer_rates(squeezed, "feature_squeezing")], ignore_index=True)
 report.save_table(comparison, "detectors_at_fixed_fpr", run,
                   f"Detection rate per group at {study.paper_fpr:.2%} and {study.target_fpr:.0%} false alarms, thresholds "
@@ -167,7 +167,7 @@ report.save_table(comparison, "detectors_at_fixed_fpr", run,
 # `n_fit`: clean images a feature-space peer was fitted on per split.
 
 # %%
-peer_study = groups.detector_comparison(run, study, peer_rows, squeezed)
+peer_study = peer_experiment.detector_comparison(run, study, peer_rows, squeezed)
 peer_table = peer_study.table()
 report.save_table(peer_table, "peer_comparison", run, f"Detectors on the same images and splits, at {study.paper_fpr:.2%} "
                   f"and {study.target_fpr:.0%} false alarms (thresholds from training originals). " + run.data_note,

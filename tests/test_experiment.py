@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from iqalib import evaluation, experiment, feature_table, groups, images, params, tables
+from iqalib import evaluation, experiment, feature_table, groups, images, params, peer_experiment, tables
 from tests.conftest import REPO
 from tests.test_detector import N_SPLITS, features, scores, splits  # noqa: F401  (shared module fixtures)
 
@@ -145,6 +145,18 @@ def test_a_table_whose_images_were_made_again_asks_for_notebook_02(tmp_path):
         groups.load(run)
     paths[1].unlink()  # a missing file is the later step's counted skip, not a stale table
     assert groups.changed_files(run, table) == [] and len(groups.load(run)) == 2
+
+
+def test_the_pixel_peers_score_every_row_but_a_seeded_sample_of_the_distorted_ones(tmp_path):
+    raw = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    table = pd.DataFrame({"group": ["original"] * 3 + ["distorted"] * 10 + ["fool_ev"] * 2},
+                         index=np.arange(100, 115))
+    sampled = _run(tmp_path, detector={**raw.get("detector", {}), "peer_distorted": 4})
+    rows = peer_experiment.peer_rows(sampled, table)
+    assert rows["group"].value_counts().to_dict() == {"original": 3, "distorted": 4, "fool_ev": 2}
+    assert rows.index.equals(peer_experiment.peer_rows(sampled, table).index)  # seeded: the same rows again
+    every = _run(tmp_path, detector={**raw.get("detector", {}), "peer_distorted": None})
+    assert peer_experiment.peer_rows(every, table).index.equals(table.index)
 
 
 def test_groups_card_reads_its_fooling_rate_from_the_table():
