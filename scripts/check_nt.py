@@ -6,7 +6,9 @@ reduction is measured two ways: both directions on every photo (the issue's goal
 authors' rule (YangiD/DefenseIQA-NT, FGSM_demo.py: a score above the middle of the scale is
 lowered, one below it raised, each model by its own clean score). Beside them, what NT's penalty
 acts on: the first-order change eps * ||grad f||_1 at the clean photos and a single FGSM step of
-size eps (up, down), to tell how far from linear the score is at this radius.
+size eps (up, down), to tell how far from linear the score is at this radius; and how far the
+attack took each model's scores (to the highest or lowest score it reached, and how much of the
+room to it the mean change used), to tell a score that resists from one whose scale ends sooner.
 
     python scripts/check_nt.py [params/default.yaml] [--images 24]
 
@@ -37,6 +39,13 @@ def our_ifgsm(score, x: torch.Tensor, eps: float, step: float, iters: int, sign:
     return adv.detach()
 
 
+def attacked_scores(score, x: torch.Tensor, eps: float = 4 / 255, step: float = 1 / 255,
+                    iters: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the score after ``our_ifgsm`` raising it, then after lowering it."""
+    up, down = (score(our_ifgsm(score, x, eps, step, iters, sign)).detach().numpy() for sign in (1, -1))
+    return up, down
+
+
 def score_changes(score, x: torch.Tensor, eps: float = 4 / 255, step: float = 1 / 255,
                   iters: int = 10, clean: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per image, |Δs| under ``our_ifgsm`` raising the score, then lowering it (``clean``: the
@@ -44,8 +53,25 @@ def score_changes(score, x: torch.Tensor, eps: float = 4 / 255, step: float = 1 
     if clean is None:
         with torch.no_grad():
             clean = score(x).numpy()
-    up, down = (np.abs(score(our_ifgsm(score, x, eps, step, iters, sign)).detach().numpy() - clean) for sign in (1, -1))
-    return up, down
+    up, down = attacked_scores(score, x, eps, step, iters)
+    return np.abs(up - clean), np.abs(down - clean)
+
+
+def reach(clean: np.ndarray, up: np.ndarray, down: np.ndarray, tol: float = 0.05) -> str:
+    """How far the attacks took the scores: the highest score the raising attack reached on these
+    photos (the lowest, for the lowering one), the share of photos within ``tol`` of it, the share
+    of the room from the clean scores to it that the mean change used, and the photos moved the
+    wrong way (|Δs| counts those as change too). Where every photo sits at the extreme, the change
+    measures how far the model's scores reach, not how hard they are to move."""
+    parts = []
+    for label, attacked, sign in (("raising", up, 1), ("lowering", down, -1)):
+        extreme = sign * (sign * attacked).max()
+        moved = sign * (attacked - clean)
+        room = np.clip(sign * (extreme - clean), 0, None).mean()
+        parts.append(f"{label}: {'highest' if sign > 0 else 'lowest'} {extreme:.3f}, "
+                     f"{np.mean(np.abs(attacked - extreme) <= tol):.0%} of photos within {tol} of it, "
+                     f"{np.abs(moved).mean() / room:.0%} of the room used, {np.mean(moved < 0):.0%} the wrong way")
+    return "; ".join(parts)
 
 
 def first_order_slope(score, x: torch.Tensor) -> np.ndarray:
@@ -73,11 +99,13 @@ def main() -> None:
         with torch.no_grad():
             srocc[name] = float(stats.spearmanr(score(srocc_x).numpy(), data.srocc["mos"]).statistic)
             clean = score(x).numpy()
-        up, down = score_changes(score, x, clean=clean)
+        up_scores, down_scores = attacked_scores(score, x)
+        up, down = np.abs(up_scores - clean), np.abs(down_scores - clean)
         change[name], cleans[name] = (up + down) / 2, clean
         authors[name] = np.where(clean > 0.5, down, up)  # the scores lie in (0, 1): 0.5 is the authors' "50"
         print(f"{name:6s} mean |Δs| up {up.mean():.4f} down {down.mean():.4f} mean {change[name].mean():.4f}; "
               f"clean SROCC {srocc[name]:.3f} on {len(srocc_x)} held-out images; own layers: {model.has_own_layers}")
+        print(f"{name:6s} {reach(clean, up_scores, down_scores)}")
         first_order = 4 / 255 * first_order_slope(score, x)
         one_up, one_down = score_changes(score, x, step=4 / 255, iters=1, clean=clean)
         print(f"{name:6s} first order: eps*||grad f||_1 {first_order.mean():.3f}; one FGSM step up {one_up.mean():.4f} "
