@@ -4,7 +4,7 @@ rows, ``report`` writes and shows the tables, ``verdicts.robust`` reads them).
 
 Score attacks ``robust_attacks`` (per image ``robust_attack_images``; how much less a defended
 model's score moves than plain's, with paired bootstrap intervals, ``robust_change_cut`` and its
-reading view ``cut_view``); certificates ``robust_certified``; the joint classifier + detector attack
+reading view ``cut_view``; how far the attacks take the scores, ``attack_reach``); certificates ``robust_certified``; the joint classifier + detector attack
 ``robust_detector``; a per-ε reading view of any of them ``by_eps``.
 """
 from __future__ import annotations
@@ -107,6 +107,37 @@ def robust_change_cut(images: pd.DataFrame, reference: str = "plain", attacks: S
                              "spread": float(ours_clean.std(ddof=1)), "reference_spread": float(theirs_clean.std(ddof=1)),
                              "cut_per_spread": float(_cut_per_spread(*scaled)),
                              "cut_per_spread_ci_low": scaled_low, "cut_per_spread_ci_high": scaled_high})
+    return pd.DataFrame(rows)
+
+
+#: Which way each score attack pushes: +1 raises the score, −1 lowers it.
+DIRECTIONS: dict[str, int] = {"ifgsm_up": 1, "ifgsm_down": -1}
+
+
+def attack_reach(images: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
+    """Where the score attacks take each model's scores, from ``robust_attack_images``: per model,
+    attack and ε, ``extreme``, the highest score the raising attack reached on that model at any ε
+    (the lowest, for the lowering one); ``at_extreme``, the share of images whose attacked score lies
+    within ``tol`` of it; ``room``, the mean distance from the clean score to it in the attack's
+    direction; ``change``, the mean |Δs| (as in ``robust_attacks``); ``room_used``, change / room;
+    ``wrong_way``, the share of images the attack moved against its direction (``change`` counts
+    those too). Where nearly every image is at the extreme, ``change`` is about ``room``: the attack
+    has used all the scale it finds, and a smaller change says the model's attainable scores end
+    sooner, not that they resist it."""
+    rows = []
+    for (model, attack), g in images[images["attack"].isin(list(DIRECTIONS))].groupby(["quality_model", "attack"],
+                                                                                       sort=False):
+        sign = DIRECTIONS[attack]
+        extreme = float(sign * (sign * g["attacked"]).max())
+        for eps, e in g.groupby("eps_255"):
+            moved = sign * (e["attacked"] - e["clean"]).to_numpy()
+            room = float(np.mean(np.clip(sign * (extreme - e["clean"].to_numpy()), 0, None)))
+            change = float(np.mean(np.abs(moved)))
+            rows.append({"quality_model": model, "attack": attack, "eps_255": float(eps), "n": len(e),
+                         "extreme": extreme,
+                         "at_extreme": float(np.mean(np.abs(e["attacked"].to_numpy() - extreme) <= tol)),
+                         "room": room, "change": change, "room_used": change / room if room > 0 else float("nan"),
+                         "wrong_way": float(np.mean(moved < 0))})
     return pd.DataFrame(rows)
 
 

@@ -284,13 +284,14 @@ def peers(table: pd.DataFrame, weak: bool = False, why_weak: str = "") -> list[d
 
 
 def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame, detected: pd.DataFrame,
-           cuts: pd.DataFrame | None = None, eps_255: float = 4.0) -> list[dict]:
+           cuts: pd.DataFrame | None = None, eps_255: float = 4.0, reach: pd.DataFrame | None = None) -> list[dict]:
     """Notebook 05: the seed papers' claims (NT, DMS-IQA, FS-IQA, Bryniarski et al.) beside our
     numbers. ``paper`` holds the claim as its authors state it (abstract or code), ``ours`` the
     measurement, ``rule`` how one is held against the other. ``cuts`` (``robust_tables.robust_change_cut``)
     adds the bootstrap interval of NT's cut, the cut per clean-score spread and the cut under the
-    authors' direction rule; the verdict itself is on the point estimate over both directions, the
-    goal the issue set."""
+    authors' direction rule; ``reach`` (``robust_tables.attack_reach``) how far the raising attack
+    took plain's and NT's scores, to the ends of their scales or short of them. The verdict itself is
+    on the point estimate over both directions, the goal the issue set."""
     def attack(model: str, kind: str, column: str = "score_change_mean") -> float:
         hit = attacks[(attacks["quality_model"] == model) & (attacks["attack"] == kind) & (attacks["eps_255"] == eps_255)]
         return float(hit[column].mean()) if len(hit) else float("nan")
@@ -323,6 +324,14 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
             c = nt_cuts.loc["toward_middle"]
             authors_rule = (f"; by the authors' direction rule (lower a score above the middle, raise one below) "
                             f"{c['cut']:.0%} less, {c['cut_ci_low']:.0%} to {c['cut_ci_high']:.0%}")
+    ends = ""
+    if reach is not None:
+        up = reach[(reach["attack"] == "ifgsm_up") & (reach["eps_255"] == eps_255)].set_index("quality_model")
+        if {"plain", "nt"} <= set(up.index):
+            p_, n_ = up.loc["plain"], up.loc["nt"]
+            ends = (f"; raising, the attack took {p_['at_extreme']:.0%} of plain's images and {n_['at_extreme']:.0%} of "
+                    f"NT's to within 0.05 of the highest score it reached on each ({p_['extreme']:.2f} vs "
+                    f"{n_['extreme']:.2f}), using {p_['room_used']:.0%} vs {n_['room_used']:.0%} of the room to it")
     radius = certified["radius"].min()
     cert = certified[certified["radius"] == radius].set_index("quality_model")
     checked = certified[certified["quality_model"].str.contains("PGD")] if "within_certificate" in certified else None
@@ -342,7 +351,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
         _row(f"NT on the whole model reduces the score change under attack at little cost in correlation (ε = {e})",
              "NT (Liu et al., CVPR 2024): penalising ‖∇ₓf‖₁ in training makes predicted scores markedly more "
              "stable under attack, on four NR-IQA models",
-             f"|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}){authors_rule}; R {r_score['plain']:.2f} → "
+             f"|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}){authors_rule}{ends}; R {r_score['plain']:.2f} → "
              f"{r_score['nt']:.2f}; relative gain {gain['plain']:.3f} → {gain['nt']:.3f}; SROCC "
              f"{srocc['plain']:.3f} → {srocc['nt']:.3f}",
              bool(drop >= 0.30 and abs(srocc["nt"] - srocc["plain"]) <= 0.05),

@@ -147,6 +147,23 @@ report.save_table(cuts[per_spread], "robust_change_cut_per_spread", run,
                   "model's mean change divided by the sample std of its own clean scores on those images; 95 % "
                   "paired bootstrap interval over the images.", view=robust_tables.cut_view(cuts, "cut_per_spread"))
 
+# %% [markdown]
+# A change can also shrink because a model's scores end sooner. Per model, attack and ε: the
+# highest score the raising attack reached on that model at any ε (the lowest, for the lowering
+# one), the share of images it took to within 0.05 of that extreme, the room from the clean scores
+# to it, and the share of that room the mean change used; `wrong_way` counts images a sign step
+# carried against the attack's direction (|Δs| counts them as change too). Where nearly every image
+# sits at the extreme, the attack has used all the scale it finds: a smaller change there says the
+# model's attainable scores end sooner, not that they resist.
+
+# %%
+reach = robust_tables.attack_reach(attacked_images)
+report.save_table(reach, "robust_attack_reach", run, f"How far I-FGSM takes each model's scores, on {len(data.attacked)} "
+                  "held-out images: the extreme the attack reached on the model at any ε, the share of images within "
+                  "0.05 of it, the share of the room to it used, and images moved the wrong way.",
+                  view=robust_tables.by_eps(reach, {"at_extreme": "at extreme", "room_used": "room used"},
+                                            ("quality_model", "attack", "extreme")))
+
 # %%
 report.save_figure(figures.vs_eps(attacks, "score_change_mean", "mean |s − s′|", "Score change under attack"),
                    "robust_score_change", run,
@@ -212,5 +229,5 @@ report.save_figure(figures.vs_eps(detected, "attack_success_rate", "attack succe
 # authors state it, beside our numbers, with the rule that holds one against the other.
 
 # %%
-report.verdicts(verdicts.robust(clean, attacks, certified, detected, cuts), "05", run);
+report.verdicts(verdicts.robust(clean, attacks, certified, detected, cuts, reach=reach), "05", run);
 report.save_code_paths(run, "05");

@@ -1,5 +1,5 @@
 """Notebook 05's tables on hand-made rows: what each column means, the paired intervals of how much
-less a defence moves, the per-spread cut, the authors' direction rule."""
+less a defence moves, the per-spread cut, the authors' direction rule, how far the attacks take the scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -122,3 +122,22 @@ def test_a_reference_that_does_not_move_gives_no_cut_not_an_infinite_one():
     assert len(cuts) == 4 and cuts["change"].to_numpy() == pytest.approx(0.1) and (cuts["reference_change"] == 0).all()
     for column in ("cut", "cut_ci_low", "cut_ci_high", "cut_per_spread", "cut_per_spread_ci_low"):
         assert cuts[column].isna().all(), column
+
+
+def test_attack_reach_finds_each_models_extreme_and_how_much_of_the_room_to_it_the_attack_used():
+    clean = [0.5, 0.6, 0.7]
+    attacked = {("ifgsm_up", 1.0): [0.6, 0.88, 0.65], ("ifgsm_up", 4.0): [0.9, 0.9, 0.86],
+                ("ifgsm_down", 1.0): [0.3, 0.9, 0.5], ("ifgsm_down", 4.0): [0.2, 0.25, 0.9],
+                ("random_sign", 4.0): [0.0, 1.0, 0.0]}  # not a directed attack: left out
+    images = pd.DataFrame([{"quality_model": "plain", "attack": a, "eps_255": e, "image": i, "clean": c, "attacked": s}
+                           for (a, e), scores in attacked.items() for i, (c, s) in enumerate(zip(clean, scores))])
+    reach = t.attack_reach(images).set_index(["attack", "eps_255"])
+    assert set(reach.index.get_level_values("attack")) == {"ifgsm_up", "ifgsm_down"}
+    up, up_small, down = reach.loc[("ifgsm_up", 4.0)], reach.loc[("ifgsm_up", 1.0)], reach.loc[("ifgsm_down", 4.0)]
+    assert up["extreme"] == pytest.approx(0.9) and down["extreme"] == pytest.approx(0.2)  # over every ε
+    assert up["at_extreme"] == 1.0 and up_small["at_extreme"] == pytest.approx(1 / 3)
+    assert up["room"] == pytest.approx(0.3) and up["change"] == pytest.approx((0.4 + 0.3 + 0.16) / 3)
+    assert up["room_used"] == pytest.approx(up["change"] / 0.3)
+    assert up_small["wrong_way"] == pytest.approx(1 / 3) and up["wrong_way"] == 0.0  # 0.7 -> 0.65 went down
+    assert down["at_extreme"] == pytest.approx(2 / 3) and down["wrong_way"] == pytest.approx(1 / 3)
+    assert down["room"] == pytest.approx(0.4) and down["change"] == pytest.approx((0.3 + 0.35 + 0.2) / 3)

@@ -326,6 +326,13 @@ def test_robust_reproduced_and_texts():
     with_spread = verdicts.robust(*_robust(), spread)
     assert "12% to 50%; in units of each model's clean-score spread 8% less, -5% to 20%); R" in with_spread[1]["ours"]
     assert oks(with_spread) == oks(rows), "shown beside the issue's goal, not judged instead"
+    reach = pd.DataFrame([{"quality_model": m, "attack": a, "eps_255": e, "extreme": x, "at_extreme": at,
+                           "room_used": used} for m, x, at, used in (("plain", 0.92, 1.0, 0.96), ("nt", 0.83, 0.83, 0.91))
+                          for a in ("ifgsm_up", "ifgsm_down") for e in (4.0, 8.0)])
+    with_reach = verdicts.robust(*_robust(), reach=reach)
+    assert ("raising, the attack took 100% of plain's images and 83% of NT's to within 0.05 of the highest score it "
+            "reached on each (0.92 vs 0.83), using 96% vs 91% of the room to it; R") in with_reach[1]["ours"]
+    assert oks(with_reach) == oks(rows), "shown beside the issue's goal, not judged instead"
     assert "DMS (rank) 0.920, PLCC 0.910; DMS (MSE only, ablation) 0.850" in rows[2]["ours"]
     assert "certified rise ≤ 0.050 (mean), attack rose 0.010 (max 0.020)" in rows[3]["ours"]
     assert rows[4]["ours"].startswith("10.0 ms vs 1000.0 ms per image (99.0% less)")
