@@ -148,21 +148,21 @@ report.save_table(cuts[per_spread], "robust_change_cut_per_spread", run,
                   "paired bootstrap interval over the images.", view=robust_tables.cut_view(cuts, "cut_per_spread"))
 
 # %% [markdown]
-# A change can also shrink because a model's scores end sooner. Per model, attack and ε: the
-# highest score the raising attack reached on that model at any ε (the lowest, for the lowering
-# one), the share of images it took to within 0.05 of that extreme, the room from the clean scores
-# to it, and the share of that room the mean change used; `wrong_way` counts images a sign step
-# carried against the attack's direction (|Δs| counts them as change too). Where nearly every image
-# sits at the extreme, the attack has used all the scale it finds: a smaller change there says the
-# model's attainable scores end sooner, not that they resist.
+# A change can also shrink because a model's scores end sooner. Per model and attack: the highest
+# score the raising attack reached on that model at any ε (the lowest, for the lowering one), and
+# per ε the share of the room from the clean scores to that extreme which the mean change used.
+# The CSV adds the share of images the attack took to within 0.05 of the extreme and `wrong_way`,
+# the images a sign step carried against the attack's direction (|Δs| counts them as change too).
+# Where the room is nearly all used, the attack has taken the scores as far as the model's scale
+# goes: a smaller change there says the scale ends sooner, not that the score resists.
 
 # %%
 reach = robust_tables.attack_reach(attacked_images)
 report.save_table(reach, "robust_attack_reach", run, f"How far I-FGSM takes each model's scores, on {len(data.attacked)} "
-                  "held-out images: the extreme the attack reached on the model at any ε, the share of images within "
-                  "0.05 of it, the share of the room to it used, and images moved the wrong way.",
-                  view=robust_tables.by_eps(reach, {"at_extreme": "at extreme", "room_used": "room used"},
-                                            ("quality_model", "attack", "extreme")))
+                  "held-out images: the extreme the attack reached on the model at any ε and the share of the room "
+                  "from the clean scores to it that the mean change used, per ε (the CSV adds the share of images "
+                  "within 0.05 of the extreme and of images moved the wrong way).",
+                  view=robust_tables.by_eps(reach, {"room_used": "room used"}, ("quality_model", "attack", "extreme")))
 
 # %%
 report.save_figure(figures.vs_eps(attacks, "score_change_mean", "mean |s − s′|", "Score change under attack"),
