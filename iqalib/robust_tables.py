@@ -115,15 +115,17 @@ DIRECTIONS: dict[str, int] = {"ifgsm_up": 1, "ifgsm_down": -1}
 
 
 def attack_reach(images: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
-    """Where the score attacks take each model's scores, from ``robust_attack_images``: per model,
+    """How far the score attacks take each model's scores, from ``robust_attack_images``: per model,
     attack and ε, ``extreme``, the highest score the raising attack reached on that model at any ε
-    (the lowest, for the lowering one); ``at_extreme``, the share of images whose attacked score lies
-    within ``tol`` of it; ``room``, the mean distance from the clean score to it in the attack's
-    direction; ``change``, the mean |Δs| (as in ``robust_attacks``); ``room_used``, change / room;
-    ``wrong_way``, the share of images the attack moved against its direction (``change`` counts
-    those too). Where nearly every image is at the extreme, ``change`` is about ``room``: the attack
-    has used all the scale it finds, and a smaller change says the model's attainable scores end
-    sooner, not that they resist it."""
+    (the lowest, for the lowering one: the attack's own best, not a proven end of the model's
+    scale); ``at_extreme``, the share of images whose attacked score lies within ``tol`` of it;
+    ``room``, the mean distance from the clean score to it in the attack's direction;
+    ``progress``, the mean move in the attack's direction, a move against it counting as none;
+    ``room_used``, progress / room; ``change``, the mean |Δs| (as in ``robust_attacks``, which counts
+    a move against the attack's direction as change too); ``wrong_way``, the share of images moved
+    against the attack's direction. Where ``room_used`` is near 1, the attack has taken the scores
+    about as far as it takes them at any ε, and a smaller change there says less about how hard a
+    score is to move than about where the attack stops on that model."""
     rows = []
     for (model, attack), g in images[images["attack"].isin(list(DIRECTIONS))].groupby(["quality_model", "attack"],
                                                                                        sort=False):
@@ -132,12 +134,13 @@ def attack_reach(images: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
         for eps, e in g.groupby("eps_255"):
             moved = sign * (e["attacked"] - e["clean"]).to_numpy()
             room = float(np.mean(np.clip(sign * (extreme - e["clean"].to_numpy()), 0, None)))
-            change = float(np.mean(np.abs(moved)))
+            progress = float(np.mean(np.clip(moved, 0, None)))
             rows.append({"quality_model": model, "attack": attack, "eps_255": float(eps), "n": len(e),
                          "extreme": extreme,
                          "at_extreme": float(np.mean(np.abs(e["attacked"].to_numpy() - extreme) <= tol)),
-                         "room": room, "change": change, "room_used": change / room if room > 0 else float("nan"),
-                         "wrong_way": float(np.mean(moved < 0))})
+                         "room": room, "progress": progress,
+                         "room_used": progress / room if room > 0 else float("nan"),
+                         "change": float(np.mean(np.abs(moved))), "wrong_way": float(np.mean(moved < 0))})
     return pd.DataFrame(rows)
 
 

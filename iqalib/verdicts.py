@@ -290,7 +290,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
     measurement, ``rule`` how one is held against the other. ``cuts`` (``robust_tables.robust_change_cut``)
     adds the bootstrap interval of NT's cut, the cut per clean-score spread and the cut under the
     authors' direction rule; ``reach`` (``robust_tables.attack_reach``) how far the raising attack
-    took plain's and NT's scores, to the ends of their scales or short of them. The verdict itself is
+    took plain's and NT's scores toward the highest score it reached on each. The verdict itself is
     on the point estimate over both directions, the goal the issue set."""
     def attack(model: str, kind: str, column: str = "score_change_mean") -> float:
         hit = attacks[(attacks["quality_model"] == model) & (attacks["attack"] == kind) & (attacks["eps_255"] == eps_255)]

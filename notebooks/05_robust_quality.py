@@ -148,20 +148,21 @@ report.save_table(cuts[per_spread], "robust_change_cut_per_spread", run,
                   "paired bootstrap interval over the images.", view=robust_tables.cut_view(cuts, "cut_per_spread"))
 
 # %% [markdown]
-# A change can also shrink because a model's scores end sooner. Per model and attack: the highest
-# score the raising attack reached on that model at any ε (the lowest, for the lowering one), and
-# per ε the share of the room from the clean scores to that extreme which the mean change used.
-# The CSV adds the share of images the attack took to within 0.05 of the extreme and `wrong_way`,
-# the images a sign step carried against the attack's direction (|Δs| counts them as change too).
-# Where the room is nearly all used, the attack has taken the scores as far as the model's scale
-# goes: a smaller change there says the scale ends sooner, not that the score resists.
+# A change can also shrink because the attack stops sooner on a model. Per model and attack: the
+# highest score the raising attack reached on that model at any ε (the lowest, for the lowering
+# one; the attack's own best, not a proven end of the scale), and per ε the share of the room from
+# the clean scores to it that the attack's progress used, a move against the attack's direction
+# counting as none. The CSV adds the share of images within 0.05 of the extreme and `wrong_way`,
+# the images a sign step carried against the attack's direction, which |Δs| above counts as change
+# all the same. Where the room is nearly all used, a smaller change says more about where the
+# attack stops on a model than about how hard its score is to move.
 
 # %%
 reach = robust_tables.attack_reach(attacked_images)
 report.save_table(reach, "robust_attack_reach", run, f"How far I-FGSM takes each model's scores, on {len(data.attacked)} "
                   "held-out images: the extreme the attack reached on the model at any ε and the share of the room "
-                  "from the clean scores to it that the mean change used, per ε (the CSV adds the share of images "
-                  "within 0.05 of the extreme and of images moved the wrong way).",
+                  "from the clean scores to it that the attack's progress used, per ε (the CSV adds the share of "
+                  "images within 0.05 of the extreme and of images moved the wrong way).",
                   view=robust_tables.by_eps(reach, {"room_used": "room used"}, ("quality_model", "attack", "extreme")))
 
 # %%

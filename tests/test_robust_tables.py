@@ -129,15 +129,27 @@ def test_attack_reach_finds_each_models_extreme_and_how_much_of_the_room_to_it_t
     attacked = {("ifgsm_up", 1.0): [0.6, 0.88, 0.65], ("ifgsm_up", 4.0): [0.9, 0.9, 0.86],
                 ("ifgsm_down", 1.0): [0.3, 0.9, 0.5], ("ifgsm_down", 4.0): [0.2, 0.25, 0.9],
                 ("random_sign", 4.0): [0.0, 1.0, 0.0]}  # not a directed attack: left out
-    images = pd.DataFrame([{"quality_model": "plain", "attack": a, "eps_255": e, "image": i, "clean": c, "attacked": s}
-                           for (a, e), scores in attacked.items() for i, (c, s) in enumerate(zip(clean, scores))])
-    reach = t.attack_reach(images).set_index(["attack", "eps_255"])
+    other = {("ifgsm_up", 4.0): [0.7, 0.7, 0.7], ("ifgsm_down", 4.0): [0.5, 0.6, 0.7]}  # another model, its own ends
+    images = pd.DataFrame([{"quality_model": m, "attack": a, "eps_255": e, "image": i, "clean": c, "attacked": s}
+                           for m, table in (("plain", attacked), ("nt", other)) for (a, e), scores in table.items()
+                           for i, (c, s) in enumerate(zip(clean, scores))])
+    reach = t.attack_reach(images).set_index(["quality_model", "attack", "eps_255"])
     assert set(reach.index.get_level_values("attack")) == {"ifgsm_up", "ifgsm_down"}
-    up, up_small, down = reach.loc[("ifgsm_up", 4.0)], reach.loc[("ifgsm_up", 1.0)], reach.loc[("ifgsm_down", 4.0)]
+    up, up_small = reach.loc[("plain", "ifgsm_up", 4.0)], reach.loc[("plain", "ifgsm_up", 1.0)]
+    down = reach.loc[("plain", "ifgsm_down", 4.0)]
     assert up["extreme"] == pytest.approx(0.9) and down["extreme"] == pytest.approx(0.2)  # over every ε
     assert up["at_extreme"] == 1.0 and up_small["at_extreme"] == pytest.approx(1 / 3)
     assert up["room"] == pytest.approx(0.3) and up["change"] == pytest.approx((0.4 + 0.3 + 0.16) / 3)
-    assert up["room_used"] == pytest.approx(up["change"] / 0.3)
-    assert up_small["wrong_way"] == pytest.approx(1 / 3) and up["wrong_way"] == 0.0  # 0.7 -> 0.65 went down
+    assert up["room_used"] == pytest.approx(up["progress"] / 0.3) and up["progress"] == pytest.approx(up["change"])
+    # 0.7 -> 0.65 went down: counted in |Δs|, not as progress toward the top
+    assert up_small["wrong_way"] == pytest.approx(1 / 3) and up["wrong_way"] == 0.0
+    assert up_small["progress"] == pytest.approx((0.1 + 0.28) / 3) and up_small["progress"] < up_small["change"]
+    # lowering: 0.7 -> 0.9 went up, which |Δs| counts as change but uses none of the room down
     assert down["at_extreme"] == pytest.approx(2 / 3) and down["wrong_way"] == pytest.approx(1 / 3)
     assert down["room"] == pytest.approx(0.4) and down["change"] == pytest.approx((0.3 + 0.35 + 0.2) / 3)
+    assert down["room_used"] == pytest.approx((0.3 + 0.35) / 3 / 0.4)
+    # the other model's extremes are its own; one whose attack never moves it has no room to use
+    nt_up, nt_down = reach.loc[("nt", "ifgsm_up", 4.0)], reach.loc[("nt", "ifgsm_down", 4.0)]
+    assert nt_up["extreme"] == pytest.approx(0.7) and nt_up["room_used"] == pytest.approx(1.0)
+    assert nt_down["extreme"] == pytest.approx(0.5) and nt_down["room"] == pytest.approx(0.1)
+    assert np.isnan(t.attack_reach(images.assign(clean=0.5, attacked=0.5))["room_used"]).all()
