@@ -322,10 +322,10 @@ def load(run: Run) -> pd.DataFrame:
 
 
 def changed_files(run: Run, table: pd.DataFrame) -> list[str]:
-    """The (portable) paths of ``table`` whose file's content hash is no longer its ``file_digest``;
-    missing files are not counted here."""
+    """The (portable) paths of ``table`` whose file's content hash is no longer its ``file_digest``
+    (a row without one counts as changed); missing files are not counted here."""
     changed = []
-    for path, digest in dict(zip(table["path"], table["file_digest"])).items():
+    for path, digest in table[["path", "file_digest"]].drop_duplicates().itertuples(index=False):
         try:
             if images.file_digest(run.resolve(path)) != digest:
                 changed.append(path)
