@@ -8,9 +8,11 @@ lowered, one below it raised, each model by its own clean score). Beside them, w
 acts on: the first-order change eps * ||grad f||_1 at the clean photos and a single FGSM step of
 size eps (up, down), to tell how far from linear the score is at this radius; and how far the
 attack took each model's scores (to the highest or lowest score it reached, and how much of the
-room to it the mean change used), to tell a score that resists from one whose scale ends sooner.
+room to it its progress used). ``--probe STEPS`` adds attacks that keep their best iterate (inside
+the same ball and inside 16/255), to find where each model's score ends independently of the
+10-step attack, and measures that attack's progress against those ends.
 
-    python scripts/check_nt.py [params/default.yaml] [--images 24]
+    python scripts/check_nt.py [params/default.yaml] [--images 24] [--probe 40]
 
 Needs notebook 05 rendered with those params (its models under outputs/<run>/models/).
 """
@@ -57,20 +59,38 @@ def score_changes(score, x: torch.Tensor, eps: float = 4 / 255, step: float = 1 
     return np.abs(up - clean), np.abs(down - clean)
 
 
-def reach(clean: np.ndarray, up: np.ndarray, down: np.ndarray, tol: float = 0.05) -> str:
+def best_ifgsm(score, x: torch.Tensor, eps: float, step: float, iters: int, sign: int) -> np.ndarray:
+    """Per image, the best score (highest when raising, lowest when lowering) over every iterate of
+    ``our_ifgsm``: an attack that keeps its best point, so a step that overshoots costs it nothing."""
+    adv, best = x.clone(), None
+    for _ in range(iters + 1):
+        adv.requires_grad_(True)
+        scores = score(adv)
+        grad, = torch.autograd.grad(scores.sum(), adv)
+        now = scores.detach().numpy()
+        best = now if best is None else (np.maximum(best, now) if sign > 0 else np.minimum(best, now))
+        with torch.no_grad():
+            adv = adv + sign * step * torch.nan_to_num(grad).sign()
+            adv = (x + (adv - x).clamp(-eps, eps)).clamp(0, 1)
+    return best
+
+
+def reach(clean: np.ndarray, up: np.ndarray, down: np.ndarray, tol: float = 0.05,
+          ends: tuple[float, float] | None = None) -> str:
     """How far the attacks took the scores: the highest score the raising attack reached on these
-    photos (the lowest, for the lowering one), the share of photos within ``tol`` of it, the share
-    of the room from the clean scores to it that the mean change used, and the photos moved the
-    wrong way (|Δs| counts those as change too). Where every photo sits at the extreme, the change
-    measures how far the model's scores reach, not how hard they are to move."""
+    photos (the lowest, for the lowering one; ``ends``: the highest and lowest found by any attack
+    instead), the share of photos within ``tol`` of it, the share of the room from the clean scores
+    to it that the attack's progress used (a move against the attack's direction counts as none,
+    where |Δs| counts it as change), and the photos moved the wrong way."""
     parts = []
     for label, attacked, sign in (("raising", up, 1), ("lowering", down, -1)):
-        extreme = sign * (sign * attacked).max()
+        extreme = sign * (sign * attacked).max() if ends is None else ends[0 if sign > 0 else 1]
         moved = sign * (attacked - clean)
         room = np.clip(sign * (extreme - clean), 0, None).mean()
+        used = np.clip(moved, 0, None).mean() / room if room > 0 else float("nan")
         parts.append(f"{label}: {'highest' if sign > 0 else 'lowest'} {extreme:.3f}, "
                      f"{np.mean(np.abs(attacked - extreme) <= tol):.0%} of photos within {tol} of it, "
-                     f"{np.abs(moved).mean() / room:.0%} of the room used, {np.mean(moved < 0):.0%} the wrong way")
+                     f"{used:.0%} of the room used, {np.mean(moved < 0):.0%} the wrong way")
     return "; ".join(parts)
 
 
@@ -86,6 +106,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("params", nargs="?", default="params/default.yaml")
     ap.add_argument("--images", type=int, default=24, help="held-out photos attacked (seeded sample)")
+    ap.add_argument("--probe", type=int, default=0, metavar="STEPS",
+                    help="also attack keeping the best iterate, STEPS steps of 0.5/255 inside 4/255 and of 1/255 "
+                         "inside 16/255, to find where each model's score ends (0: off)")
     args = ap.parse_args()
     run = experiment.open_run(args.params)
     data = rx.robust_data(run)
@@ -106,6 +129,18 @@ def main() -> None:
         print(f"{name:6s} mean |Δs| up {up.mean():.4f} down {down.mean():.4f} mean {change[name].mean():.4f}; "
               f"clean SROCC {srocc[name]:.3f} on {len(srocc_x)} held-out images; own layers: {model.has_own_layers}")
         print(f"{name:6s} {reach(clean, up_scores, down_scores)}")
+        if args.probe:
+            # stronger attacks that keep their best point: half the step inside the same ball, and
+            # steps of 1/255 inside a 4x wider one, to find where each model's score ends
+            probes = {f"{e * 255:g}/255": [best_ifgsm(score, x, e, st, args.probe, sign) for sign in (1, -1)]
+                      for e, st in ((4 / 255, 0.5 / 255), (16 / 255, 1 / 255))}
+            ends = (max(up_scores.max(), *(p[0].max() for p in probes.values())),
+                    min(down_scores.min(), *(p[1].min() for p in probes.values())))
+            for label, (hi, lo) in probes.items():
+                print(f"{name:6s} probe at {label}, best of {args.probe} steps: mean |Δs| up {np.abs(hi - clean).mean():.4f} "
+                      f"down {np.abs(lo - clean).mean():.4f}; {reach(clean, hi, lo, ends=ends)}")
+            print(f"{name:6s} ends found by any attack: {ends[0]:.3f} / {ends[1]:.3f}; the 10-step attack against "
+                  f"them: {reach(clean, up_scores, down_scores, ends=ends)}")
         first_order = 4 / 255 * first_order_slope(score, x)
         one_up, one_down = score_changes(score, x, step=4 / 255, iters=1, clean=clean)
         print(f"{name:6s} first order: eps*||grad f||_1 {first_order.mean():.3f}; one FGSM step up {one_up.mean():.4f} "
