@@ -179,9 +179,9 @@ def jobs(run: Run, rows: pd.DataFrame | list[dict]) -> list[features.ImageJob]:
 def scored(clf: Any, rows: pd.DataFrame, embedded: np.ndarray, reasons: list[str | None],
            quality: QualityModel | None = None) -> tuple[pd.DataFrame, dict]:
     """The features table from description ``rows`` and their pass rows (``features.embed``):
-    ``rows`` plus each file's ``file_digest``, the top-5 sorted class probabilities, ``pred`` (top-1 index), predicted
-    ``quality``, ``correct`` (top-1 = true label) and ``correct_vs_clean`` (top-1 = the top-1 of
-    the row's parent original; for images without a parent: NA). Skipped images are dropped and
+    ``rows`` plus each file's ``file_digest``, the top-5 sorted class probabilities, ``pred`` (top-1
+    index), predicted ``quality``, ``correct`` (top-1 = true label) and ``correct_vs_clean`` (top-1 =
+    the top-1 of the row's parent original; for images without a parent: NA). Skipped images are dropped and
     counted per group in the returned ``{group: {"used", "skipped"}}``. ``clf``: the classifier of the pass."""
     ok = np.array([r is None for r in reasons], dtype=bool)
     out = rows.reset_index(drop=True).copy()
@@ -445,5 +445,6 @@ def distinct_images(table: pd.DataFrame) -> pd.Series:
     # fillna before astype(str): pandas' string dtype keeps NaN missing, and a missing key part
     # would make nunique skip every row without a distortion
     level = table["level"].astype(float).fillna(0.0).astype(str)
-    key = table["file_digest"].astype(str) + "|" + table["distortion"].astype(object).fillna("").astype(str) + "|" + level
+    distortion = table["distortion"].astype(object).fillna("").astype(str)
+    key = table["file_digest"].astype(str) + "|" + distortion + "|" + level
     return key.groupby(table["group"], sort=False).nunique()

@@ -186,8 +186,8 @@ def robust_denoiser(run: Run, data: RobustData, plain: QualityModel) -> dict[str
            "refs": _key_paths(run, refs)}
 
     def build(folder: Path) -> None:
-        net, log = train_denoiser(denoiser_photos(data), sigma, d.layers, d.channels, d.steps, d.batch_size, d.patch, d.lr,
-                                  seed=p.seed, device=device, progress=run.progress)
+        net, log = train_denoiser(denoiser_photos(data), sigma, d.layers, d.channels, d.steps, d.batch_size, d.patch,
+                                  d.lr, seed=p.seed, device=device, progress=run.progress)
         net.save(folder, {"sigma": sigma, "photos": len(refs), "loss": "mse", "log": log})
 
     _reuse_or_build(run.folder / DENOISER_FOLDER, key, build)

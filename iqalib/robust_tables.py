@@ -4,8 +4,9 @@ rows, ``report`` writes and shows the tables, ``verdicts.robust`` reads them).
 
 Score attacks ``robust_attacks`` (per image ``robust_attack_images``; how much less a defended
 model's score moves than plain's, with paired bootstrap intervals, ``robust_change_cut`` and its
-reading view ``cut_view``; how far the attacks take the scores, ``attack_reach``); certificates ``robust_certified``; the joint classifier + detector attack
-``robust_detector``; a per-ε reading view of any of them ``by_eps``.
+reading view ``cut_view``; how far the attacks take the scores, ``attack_reach``); certificates
+``robust_certified``; the joint classifier + detector attack ``robust_detector``; a per-ε reading
+view of any of them ``by_eps``.
 """
 from __future__ import annotations
 

@@ -29,11 +29,17 @@ from iqalib import robust_experiment as rx
 from iqalib.quality import QualityModel
 
 
-def our_ifgsm(score, x: torch.Tensor, eps: float, step: float, iters: int, sign: int) -> torch.Tensor:
+def our_ifgsm(score, x: torch.Tensor, eps: float, step: float, iters: int, sign: int,
+              seen: list[np.ndarray] | None = None) -> torch.Tensor:
+    """The last point of ``iters`` sign steps of ``step`` inside the l-inf ball of ``eps``; ``seen``
+    collects the scores of every point a step starts from (from the pass its gradient needs)."""
     adv = x.clone()
     for _ in range(iters):
         adv.requires_grad_(True)
-        grad, = torch.autograd.grad(score(adv).sum(), adv)
+        scores = score(adv)
+        grad, = torch.autograd.grad(scores.sum(), adv)
+        if seen is not None:
+            seen.append(scores.detach().numpy())
         with torch.no_grad():
             adv = adv + sign * step * torch.nan_to_num(grad).sign()
             adv = x + (adv - x).clamp(-eps, eps)
@@ -60,19 +66,13 @@ def score_changes(score, x: torch.Tensor, eps: float = 4 / 255, step: float = 1 
 
 
 def best_ifgsm(score, x: torch.Tensor, eps: float, step: float, iters: int, sign: int) -> np.ndarray:
-    """Per image, the best score (highest when raising, lowest when lowering) over every iterate of
+    """Per image, the best score (highest when raising, lowest when lowering) over every point of
     ``our_ifgsm``: an attack that keeps its best point, so a step that overshoots costs it nothing."""
-    adv, best = x.clone(), None
-    for _ in range(iters + 1):
-        adv.requires_grad_(True)
-        scores = score(adv)
-        grad, = torch.autograd.grad(scores.sum(), adv)
-        now = scores.detach().numpy()
-        best = now if best is None else (np.maximum(best, now) if sign > 0 else np.minimum(best, now))
-        with torch.no_grad():
-            adv = adv + sign * step * torch.nan_to_num(grad).sign()
-            adv = (x + (adv - x).clamp(-eps, eps)).clamp(0, 1)
-    return best
+    seen: list[np.ndarray] = []
+    last = our_ifgsm(score, x, eps, step, iters, sign, seen)
+    with torch.no_grad():
+        seen.append(score(last).numpy())
+    return np.max(seen, axis=0) if sign > 0 else np.min(seen, axis=0)
 
 
 def reach(clean: np.ndarray, up: np.ndarray, down: np.ndarray, tol: float = 0.05,
