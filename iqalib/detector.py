@@ -27,11 +27,13 @@ import hashlib
 import json
 import os
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -64,6 +66,46 @@ ALLOWED_TYPES: frozenset[str] = frozenset({
 
 class UntrustedModelError(ValueError):
     """A saved detector holds types outside ``ALLOWED_TYPES`` (or is not the expected pipeline)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# folds
+
+_FOLDS: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()  # key -> fold of each row
+_FOLDS_KEPT = 256  # a fold number per row (int8): 48 KB a split at the paper's scale
+
+
+def grouped_folds(y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``'s (train, test) row indices
+    of (``y``, ``groups``), assigned once per distinct rows and kept for the next caller.
+
+    scikit-learn assigns the groups to folds one at a time in Python: at the paper's ~38,000
+    pairs that takes about 6 s, where the grid search's 21 liblinear fits together take about one
+    (``benchmarks/bench_detector.py``). Every detector trained on a split's rows (the grid search,
+    its out-of-fold scores, the ablations' column sets, the comparison variants) shares one
+    assignment; the kept ones cover every split of notebook 04. The indices are scikit-learn's own
+    (each sorted, as its splitter gives them), so no result changes."""
+    y, groups = np.asarray(y), np.asarray(groups, dtype=object)
+    digest = hashlib.sha1(y.astype(np.int64).tobytes())
+    digest.update("\x1f".join(map(repr, groups.tolist())).encode())  # repr: 1 and "1" fold apart
+    key = (digest.hexdigest(), int(n_folds), int(seed))
+    fold = _FOLDS.get(key)
+    if fold is None:
+        fold = np.empty(len(y), dtype=np.int8)
+        splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
+        for i, (_, test) in enumerate(splitter.split(np.zeros((len(y), 1)), y, groups)):
+            fold[test] = i
+        _FOLDS[key] = fold
+        if len(_FOLDS) > _FOLDS_KEPT:
+            _FOLDS.popitem(last=False)
+    else:
+        _FOLDS.move_to_end(key)
+    return tuple((np.flatnonzero(fold != i), np.flatnonzero(fold == i)) for i in range(n_folds))
+
+
+def _fold_scores(pipeline: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray,
+                 score_rows: np.ndarray) -> np.ndarray:
+    return clone(pipeline).fit(X[fit_rows], y[fit_rows]).decision_function(X[score_rows])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,7 +233,7 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
             k = int(min(self.cv, counts.min(), n_units))
             cv = None
             if k >= 2:
-                cv = (StratifiedGroupKFold(k, shuffle=True, random_state=self.random_state) if g is not None
+                cv = (grouped_folds(y, g, k, self.random_state) if g is not None
                       else StratifiedKFold(k, shuffle=True, random_state=self.random_state))
         else:
             cv = self.cv
@@ -243,10 +285,11 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
         k = int(min(folds, np.bincount(y[ok]).min(), len(set(g[ok].tolist()))))
         if k < 2:
             raise ValueError("too few training photos per class for out-of-fold scores")
-        cv = StratifiedGroupKFold(k, shuffle=True, random_state=self.random_state)
-        for fit_rows, score_rows in cv.split(Xa[ok], y[ok], g[ok]):
-            model = clone(self.pipeline_).fit(Xa[ok][fit_rows], y[ok][fit_rows])
-            out[ok[score_rows]] = model.decision_function(Xa[ok][score_rows])
+        folds = grouped_folds(y[ok], g[ok], k, self.random_state)
+        scores = Parallel(n_jobs=self.n_jobs)(delayed(_fold_scores)(self.pipeline_, Xa[ok], y[ok], fit_rows, score_rows)
+                                              for fit_rows, score_rows in folds)
+        for (_, score_rows), values in zip(folds, scores):
+            out[ok[score_rows]] = values
         return out
 
     def set_operating_point(self, X: Any, y: Any, groups: Any, false_alarm_rate: float, folds: int = 5) -> "FitForTaskDetector":

@@ -192,7 +192,8 @@ KERNEL_CHOICES: dict[str, tuple[str, ...]] = {"linear (default)": ("linear",),
 
 def kernel_ablation(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]], *, seed: int = 0,
                     target_fpr: float = 0.05, choices: Mapping[str, Sequence[str]] | None = None,
-                    scores: Mapping[str, pd.DataFrame] | None = None, rbf_fit_cap: int | None = None) -> pd.DataFrame:
+                    scores: Mapping[str, pd.DataFrame] | None = None, rbf_fit_cap: int | None = None,
+                    **detector_kw: Any) -> pd.DataFrame:
     """The detector (top-5 + quality) with each kernel choice on the same splits: rows as
     ``ablation`` with ``kernel`` in place of ``features``. Cross-validation only ever sees
     adversarial images and originals; this table shows what the choice does to the groups it never
@@ -204,14 +205,14 @@ def kernel_ablation(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, n
         given = (scores or {}).get(name)
         t = ablation(features, splits, seed=seed, column_sets={"top5+quality": FEATURES}, target_fpr=target_fpr,
                      scores={"top5+quality": given} if given is not None else None, kernels=tuple(kernels),
-                     progress=False, fit_cap=rbf_fit_cap if "rbf" in kernels else None)
+                     progress=False, fit_cap=rbf_fit_cap if "rbf" in kernels else None, **detector_kw)
         parts.append(t.rename(columns={"features": "kernel"}).assign(kernel=name))
     return pd.concat(parts, ignore_index=True)
 
 
 def learning_curve(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np.ndarray]], *,
                    fractions: Sequence[float] = (0.25, 0.5, 0.75, 1.0), seed: int = 0,
-                   scores: pd.DataFrame | None = None) -> pd.DataFrame:
+                   scores: pd.DataFrame | None = None, **detector_kw: Any) -> pd.DataFrame:
     """Would more training pairs help? The detector (top-5 + quality) trained on a seeded share of
     each split's training sources, judged on the split's SAME held-out pairs whatever the share (the
     sources left out of training are not added to the test side). One row per share:
@@ -234,7 +235,7 @@ def learning_curve(features: pd.DataFrame, splits: Sequence[tuple[np.ndarray, np
             if scores is not None and len(kept) == len(train_ids):
                 sc = scores[scores["split"] == k]
             else:
-                sc = split_scores(features, [(kept, test_ids)], seed=seed, progress=False)
+                sc = split_scores(features, [(kept, test_ids)], seed=seed, progress=False, **detector_kw)
             ev = sc[(sc["role"] == "eval") & sc["source_id"].astype(str).isin(set(map(str, test_ids)))
                     & sc["group"].isin(["original", "adversarial"])]
             y = (ev["group"] == "adversarial").to_numpy()
@@ -308,14 +309,16 @@ class DetectorStudy:
     target_fpr: float = 0.05
     #: Training sources an RBF fit of the kernel ablation may use per split (None: all).
     rbf_fit_cap: int | None = None
+    #: Processes for each detector's SVM fits (``FitForTaskDetector.n_jobs``; None: one).
+    n_jobs: int | None = None
 
     @classmethod
     def train(cls, table: pd.DataFrame, *, n_splits: int = 10, train_size: float = 0.5, seed: int = 0,
               n_boot: int = 1000, paper_fpr: float = 0.0857, target_fpr: float = 0.05,
-              progress: bool = True, rbf_fit_cap: int | None = None) -> "DetectorStudy":
+              progress: bool = True, rbf_fit_cap: int | None = None, n_jobs: int | None = None) -> "DetectorStudy":
         splits = paired_splits(table, n_splits, train_size, seed)
-        return cls(table, splits, split_scores(table, splits, seed=seed, progress=progress), seed, n_boot,
-                   paper_fpr, target_fpr, rbf_fit_cap)
+        return cls(table, splits, split_scores(table, splits, seed=seed, progress=progress, n_jobs=n_jobs), seed,
+                   n_boot, paper_fpr, target_fpr, rbf_fit_cap, n_jobs)
 
     @property
     def operating_points(self) -> tuple[float, float]:
@@ -346,14 +349,15 @@ class DetectorStudy:
 
     def ablation(self) -> pd.DataFrame:
         return ablation(self.table, self.splits, seed=self.seed, target_fpr=self.paper_fpr,
-                        scores={"top5+quality": self.scores})
+                        scores={"top5+quality": self.scores}, n_jobs=self.n_jobs)
 
     def kernel_ablation(self) -> pd.DataFrame:
         return kernel_ablation(self.table, self.splits, seed=self.seed, target_fpr=self.paper_fpr,
-                               scores={next(iter(KERNEL_CHOICES)): self.scores}, rbf_fit_cap=self.rbf_fit_cap)
+                               scores={next(iter(KERNEL_CHOICES)): self.scores}, rbf_fit_cap=self.rbf_fit_cap,
+                               n_jobs=self.n_jobs)
 
     def learning_curve(self) -> pd.DataFrame:
-        return learning_curve(self.table, self.splits, seed=self.seed, scores=self.scores)
+        return learning_curve(self.table, self.splits, seed=self.seed, scores=self.scores, n_jobs=self.n_jobs)
 
     def tsne(self) -> np.ndarray:
         """(N, 2) t-SNE (scikit-learn) of the six detector inputs of every row (paper Fig. 4)."""

@@ -25,7 +25,7 @@ from iqalib.cache import ShardStore
 from iqalib.classifiers import Classifier, load_classifier
 from iqalib.detector import FitForTaskDetector
 from iqalib.feature_table import FEATURES
-from iqalib.params import Frozen, data_path, load, resolve_path, run_dir, workers
+from iqalib.params import Frozen, data_path, detector_jobs, load, resolve_path, run_dir, workers
 from iqalib.quality import QualityModel
 from iqalib.report import paper_claim
 
@@ -404,7 +404,8 @@ def detector_study(run: Run, table: pd.DataFrame) -> evaluation.DetectorStudy:
     run.record(detector_splits=d.n_splits, detector_operating_point=f"{paper_false_alarm_rate():.4f} of originals flagged")
     return evaluation.DetectorStudy.train(table, n_splits=d.n_splits, train_size=d.train_size, seed=p.seed,
                                           n_boot=d.n_boot, paper_fpr=paper_false_alarm_rate(),
-                                          target_fpr=d.target_fpr, progress=run.progress, rbf_fit_cap=d.rbf_fit_cap)
+                                          target_fpr=d.target_fpr, progress=run.progress, rbf_fit_cap=d.rbf_fit_cap,
+                                          n_jobs=detector_jobs(p))
 
 
 def paper_false_alarm_rate() -> float:
@@ -420,7 +421,8 @@ def deploy_detector(run: Run, table: pd.DataFrame) -> FitForTaskDetector:
     ``FitForTaskDetector.load(path).predict_fit(images)`` puts in front of the classifier."""
     has_twin = table["source_id"].isin(table.loc[table["group"] == "adversarial", "source_id"])
     train = table[table["group"].isin(["original", "adversarial"]) & has_twin]
-    det = FitForTaskDetector(random_state=run.params.seed, classifier_name=run.classifier.name,
+    det = FitForTaskDetector(random_state=run.params.seed, n_jobs=detector_jobs(run.params),
+                             classifier_name=run.classifier.name,
                              classifier_weights_id=run.classifier.weights_id,
                              quality_folder=str(run.folder / QUALITY_FOLDER))
     y = (train["group"] == "adversarial").astype(int)

@@ -129,6 +129,7 @@ DEFAULTS: dict[str, Any] = {
         "peer_distorted": None,  # distorted images Feature Squeezing scores (a seeded sample); null: all
         "peer_fit_cap": None,  # training originals a feature-space peer is fitted on per split (seeded sample); null: all
         "rbf_fit_cap": None,  # training sources an RBF fit of the kernel ablation uses per split (seeded sample); null: all
+        "n_jobs": None,  # processes for the SVM fits (grid search, out-of-fold scores); null: the cores
     },
     "robust": {  # notebook 05: the quality half under attack, and its defences
         "n_models": 3,  # heads of the plain and NT ensembles trained for notebook 05 (same photos, same seeds)
@@ -394,6 +395,7 @@ SCHEMA: dict[str, Rule] = {
     "detector.peer_distorted": _POSITIVE.or_null(),
     "detector.peer_fit_cap": _POSITIVE.or_null(),
     "detector.rbf_fit_cap": _POSITIVE.or_null(),
+    "detector.n_jobs": _POSITIVE.or_null(),
     "robust.n_models": _POSITIVE,
     "robust.n_images": integer(min=4, why="SROCC after attack needs a few images"),
     "robust.n_srocc": integer(min=4),
@@ -658,6 +660,11 @@ def cpus_available() -> int:
 def workers(params: Frozen) -> int:
     """``num_workers``, or the cores available when it is null."""
     return cpus_available() if params.num_workers is None else int(params.num_workers)
+
+
+def detector_jobs(params: Frozen) -> int:
+    """``detector.n_jobs``, or the cores available when it is null."""
+    return cpus_available() if params.detector.n_jobs is None else int(params.detector.n_jobs)
 
 
 def run_dir(params: Frozen) -> Path:

@@ -65,8 +65,9 @@ def detector_comparison(run: Run, study: evaluation.DetectorStudy, rows: pd.Data
     # ``rows``): only its evaluated rows are cut down to ``rows``
     ours = study.scores
     scores = {"fit_for_task": ours[(ours["role"] != "eval") | ours["row"].isin(rows.index)].reset_index(drop=True),
-              "msp+quality": evaluation.split_scores(rows, study.splits, seed=seed, columns=("top1", "quality")),
-              "fit_for_task+": evaluation.split_scores(plus, study.splits, seed=seed,
+              "msp+quality": evaluation.split_scores(rows, study.splits, seed=seed, columns=("top1", "quality"),
+                                                     n_jobs=study.n_jobs),
+              "fit_for_task+": evaluation.split_scores(plus, study.splits, seed=seed, n_jobs=study.n_jobs,
                                                        columns=(*FEATURES, "energy", "squeeze"))}
     sources = dict(OUR_DETECTORS)
     for peer in tqdm(standard, desc="peers", disable=not run.progress, leave=False):

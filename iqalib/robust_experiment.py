@@ -19,6 +19,7 @@ from iqalib import (adaptive, evaluation, experiment, feature_table, features, g
 from iqalib.cache import atomic_write_text
 from iqalib.detector import FitForTaskDetector
 from iqalib.experiment import Run
+from iqalib.params import detector_jobs
 from iqalib.quality import QualityModel
 
 
@@ -346,7 +347,8 @@ def robust_detection(run: Run, scorers: dict[str, Any], table: pd.DataFrame) -> 
     rows = []
     for name, scorer in compared(scorers).items():
         train = d["train"][list(feature_table.TOP5)].assign(quality=scorer.scores(d["train_x"]))
-        det = FitForTaskDetector(random_state=p.seed).fit(train, d["y"], groups=d["train"]["source_id"])
+        det = FitForTaskDetector(random_state=p.seed, n_jobs=detector_jobs(p)).fit(
+            train, d["y"], groups=d["train"]["source_id"])
         det.set_operating_point(train, d["y"], d["train"]["source_id"], experiment.paper_false_alarm_rate())
         clean_flagged = adaptive.judge(clf, scorer, det, x, labels)["flagged"]
         adapted = adaptive.curve(clf, scorer, det, x, labels, [e / 255 for e in a.eps_255], a.steps, r.eot_draws,

@@ -308,3 +308,34 @@ def test_operating_point_is_set_on_out_of_fold_training_scores_and_survives_savi
     back = D.FitForTaskDetector.load(det.save(tmp_path / "det"))
     assert back.threshold_ == det.threshold_ and back.false_alarm_rate_ == 0.1
     assert np.array_equal(back.predict(X), det.predict(X))
+
+
+def test_grouped_folds_are_scikit_learns_and_computed_once_per_rows(features):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    m = features["group"].isin(["original", "adversarial"]).to_numpy()
+    y = (features.loc[m, "group"] == "adversarial").astype(int).to_numpy()
+    g = features.loc[m, "source_id"].to_numpy(dtype=object)
+    folds = D.grouped_folds(y, g, 5, 3)
+    expected = list(StratifiedGroupKFold(5, shuffle=True, random_state=3).split(np.zeros(len(y)), y, g))
+    assert len(folds) == 5
+    for (train, test), (train0, test0) in zip(folds, expected):
+        assert np.array_equal(train, train0) and np.array_equal(test, test0)
+    kept = len(D._FOLDS)
+    again = D.grouped_folds(y.copy(), g.copy(), 5, 3)  # same rows: the kept assignment
+    assert len(D._FOLDS) == kept and all(np.array_equal(a, b) for f, f0 in zip(again, folds) for a, b in zip(f, f0))
+    D.grouped_folds(y, g, 5, 4)  # another seed, another assignment
+    D.grouped_folds(y, np.array([f"x{s}" for s in g], dtype=object), 5, 3)  # other groups of the same sizes
+    assert len(D._FOLDS) == min(kept + 2, D._FOLDS_KEPT)
+
+
+def test_fits_in_parallel_give_the_serial_fits_results(features):
+    m = features["group"].isin(["original", "adversarial"])
+    X, y, g = features[m], (features.loc[m, "group"] == "adversarial").astype(int), features.loc[m, "source_id"]
+    kw = dict(kernels=("rbf", "linear"), C_grid=(0.1, 10.0), gamma_grid=("scale", 1.0), random_state=0)
+    serial = D.FitForTaskDetector(**kw).fit(X, y, groups=g)
+    parallel = D.FitForTaskDetector(n_jobs=2, **kw).fit(X, y, groups=g)
+    assert parallel.best_params_ == serial.best_params_
+    assert np.array_equal(parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
+    assert np.array_equal(parallel.decision_function(X), serial.decision_function(X))
+    assert np.array_equal(parallel.cross_decision_function(X, y, g), serial.cross_decision_function(X, y, g))

@@ -248,3 +248,13 @@ def test_cli_refuses_a_bad_value_in_one_line_before_any_notebook(tmp_path, field
     assert len(lines) == 1 and field in lines[0] and repr(value) in lines[0], done.stderr
     assert not (tmp_path / "out").exists()  # no run folder: no notebook started
     assert elapsed < 10, f"took {elapsed:.1f} s"  # the contract, a generous upper bound
+
+
+def test_process_counts_default_to_the_cores_and_take_a_given_count():
+    cores = params.cpus_available()
+    p = params.validate({}, "x")
+    assert params.workers(p) == cores and params.detector_jobs(p) == cores
+    p = params.validate({"num_workers": 0, "detector": {"n_jobs": 3}}, "x")
+    assert params.workers(p) == 0 and params.detector_jobs(p) == 3
+    with pytest.raises(params.ParamsError, match="detector.n_jobs"):
+        params.validate({"detector": {"n_jobs": 0}}, "x")
