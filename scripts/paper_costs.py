@@ -5,7 +5,8 @@ measured here (``make rehearse`` prints it; also on its own).
 
 Unit costs are measured on this machine's device for the paper's networks at 224 px (ResNet-152,
 VGG16, AlexNet, the 17-layer DnCNN): seconds per image forward and forward + backward (to the
-input, as attacks run), a quality head's training step per row, the detector's SVM fits, and the
+input, as attacks run), a quality head's training step per row, the detector's fold assignment and
+SVM fits (on as many processes as the machine has cores, ``detector.n_jobs``' default), and the
 CPU side (JPEG decode + view, a distortion in the view). Counts follow paper.yaml (e.g. Fool_GD
 n x steps forward + backward passes). Two columns: this machine, and one H100-class GPU with 16
 cores, where the GPU's time is MEASURED when ``--device cuda`` runs on one, else ASSUMED from the
@@ -35,6 +36,8 @@ IQA_IMAGES = {"tid2013": 3000 + 25, "csiq": 866 + 30, "live": 779 + 29}
 GMACS = {"resnet152": 11.5, "vgg16": 15.5, "alexnet": 0.71, "dncnn17": 27.9}
 H100_ASSUMED = 0.30 * 989e12  # FLOP/s: 30 % of dense bf16 peak
 WORKER_CORES = 15
+MACHINE_CORES = WORKER_CORES + 1  # the GPU machine's cores: the SVM fits use them all
+RBF_GRID_FITS = 16 * 5  # the kernel ablation's RBF grid: 16 settings x 5 folds, then a refit and 5 out-of-fold fits
 DEEPFOOL_STEPS = 3  # DeepFool steps per pool image and pass (Moosavi-Dezfooli et al. report 2-3 on ImageNet)
 
 
@@ -81,7 +84,7 @@ STEP_OVERHEAD = 1e-3  # s per optimiser step of a small head on a GPU (kernel la
 def assumed_gpu(units: dict[str, float], hidden: int, batch: int) -> dict[str, float]:
     """Per-image seconds on an H100 from multiply-adds (forward 2 FLOP per MAC, backward twice that);
     a quality head's step is launch-bound (``STEP_OVERHEAD`` per batch of ``batch`` rows). The SVM
-    fits and the CPU side keep this machine's measured costs (scikit-learn runs on one core)."""
+    fits and the CPU side keep this machine's measured costs per core."""
     out = dict(units)
     for name, gmacs in GMACS.items():
         out[f"{name}_fwd"] = 2 * gmacs * 1e9 / H100_ASSUMED
@@ -117,10 +120,14 @@ def measure_cpu_side() -> dict[str, float]:
 
 def measure_fits(hidden: int, rbf_rows: int) -> dict[str, float]:
     """A quality head's training per row and epoch (2048-d pooled features, ``hidden`` units), the
-    linear detector's whole fit (grid + out-of-fold) per row, and one RBF fit at ``rbf_rows`` rows."""
+    grouped fold assignment per row (``fold_row``: once per distinct training rows, shared by the
+    detectors trained on them), the linear detector's fits once the folds are assigned (grid +
+    out-of-fold, one process) per row, and one RBF detector at ``rbf_rows`` rows (its whole grid,
+    refit and out-of-fold fits, one process: ``rbf_detector``; libsvm's time depends on C and
+    gamma, so one fit of one setting would not stand for the grid)."""
     import pandas as pd
 
-    from iqalib.detector import FitForTaskDetector
+    from iqalib.detector import FitForTaskDetector, grouped_folds
     from iqalib.feature_table import FEATURES
     from iqalib.quality import QualityModel
 
@@ -137,18 +144,29 @@ def measure_fits(hidden: int, rbf_rows: int) -> dict[str, float]:
 
     X, y, g = table(4000)
     start = time.perf_counter()
+    grouped_folds(y, g, 5, 0)
+    folds = (time.perf_counter() - start) / 4000
+    start = time.perf_counter()
     det = FitForTaskDetector().fit(X, y, groups=g)
     det.cross_decision_function(X, y, g)
     linear = (time.perf_counter() - start) / 4000
     X, y, g = table(rbf_rows)
     start = time.perf_counter()
-    FitForTaskDetector(kernels=("rbf",), C_grid=(1.0,), gamma_grid=("scale",), cv=2).fit(X, y, groups=g)
-    rbf = (time.perf_counter() - start) / 3  # 2 folds + the refit
-    return {"head_row": head, "linear_row": linear, "rbf_fit": rbf}
+    det = FitForTaskDetector(kernels=("rbf",)).fit(X, y, groups=g)
+    det.cross_decision_function(X, y, g)
+    rbf = time.perf_counter() - start
+    return {"head_row": head, "fold_row": folds, "linear_row": linear, "rbf_detector": rbf}
 
 
-def stages(p, u: dict[str, float]) -> list[dict]:
-    """One row per stage: notebook, stage, the count's arithmetic, device seconds, CPU-side seconds."""
+def rbf_share(cores: int) -> float:
+    """The share of one RBF detector's time left on ``cores`` processes: its fits in sequence (the
+    grid's, the refit, the out-of-fold ones) over all of them, taking the fits as equally long."""
+    return (-(-RBF_GRID_FITS // cores) + 1 + -(-5 // cores)) / (RBF_GRID_FITS + 1 + 5)
+
+
+def stages(p, u: dict[str, float], cores: int) -> list[dict]:
+    """One row per stage: notebook, stage, the count's arithmetic, device seconds, CPU-side seconds
+    (``cores``: processes for the SVM fits)."""
     N, T = p.originals.limit, len(p.distortions.types) * len(p.distortions.levels)
     iqa = sum(IQA_IMAGES[e["name"]] for e in p.iqa_sets)
     train_rows = IQA_IMAGES[p.quality.train_sets[0]] - 25
@@ -177,11 +195,14 @@ def stages(p, u: dict[str, float]) -> list[dict]:
          a.fool_ev.population * a.fool_ev.generations * fwd, 0.0),
         # Table V, 2 more column sets (ablation), 1.5 (learning curve at 1/4, 1/2, 3/4), 2 (comparison variants)
         ("03", "Baselines 1 and 2: thresholds on the features table (no passes)", "none", 0.0, 0.0),
-        ("04", "linear SVM per split (grid + out-of-fold): Table V, ablations, learning curve, comparison variants",
-         f"{d.n_splits} splits x {rows_v:,.0f} rows x 6.5 detectors' worth", 6.5 * d.n_splits * rows_v * u["linear_row"], 0.0),
-        ("04", "kernel ablation: RBF grid (16 settings x 5 folds + refit + 5 out-of-fold)",
+        # folds: Table V's training rows once (its detectors share them), the learning curve's shares once each
+        ("04", "linear SVM per split (folds, then grid + out-of-fold): Table V, ablations, learning curve, comparison variants",
+         f"{d.n_splits} splits x {rows_v:,.0f} rows x (2.5 fold assignments + 6.5 detectors' fits)",
+         d.n_splits * rows_v * (2.5 * u["fold_row"] + 6.5 * u["linear_row"]), 0.0),
+        ("04", "kernel ablation: RBF grid (16 settings x 5 folds + refit + 5 out-of-fold), fits spread over the cores",
          f"2 choices x {d.n_splits} splits x 86 fits at {2 * (d.rbf_fit_cap or N * d.train_size):,.0f} rows",
-         2 * d.n_splits * 86 * u["rbf_fit"] * ((2 * (d.rbf_fit_cap or N * d.train_size)) / u["rbf_rows"]) ** 2.1, 0.0),
+         2 * d.n_splits * rbf_share(cores) * u["rbf_detector"]
+         * ((2 * (d.rbf_fit_cap or N * d.train_size)) / u["rbf_rows"]) ** 2.1, 0.0),
         ("04", "Feature Squeezing: two squeezed passes",
          f"2 x ({2 * N:,} + {a.fool_gd.n + a.fool_ev.keep:,} fooling + {d.peer_distorted or N * T:,} distorted)",
          2 * (2 * N + a.fool_gd.n + a.fool_ev.keep + (d.peer_distorted or N * T)) * fwd,
@@ -219,7 +240,9 @@ def stages(p, u: dict[str, float]) -> list[dict]:
 def sheet(p, here: dict[str, float], gpu: dict[str, float], gpu_measured: bool) -> list[dict]:
     """Stages with seconds on this machine (device + CPU side in turn, 2 cores) and on the GPU machine."""
     out = []
-    for h, g in zip(stages(p, here), stages(p, gpu)):
+    from iqalib.params import cpus_available
+
+    for h, g in zip(stages(p, here, cpus_available()), stages(p, gpu, MACHINE_CORES)):
         out.append({**{k: h[k] for k in ("notebook", "stage", "count")},
                     "here_s": h["device_s"] + h["cpu_s"],
                     "gpu_machine_s": max(g["device_s"], g["cpu_s"] / WORKER_CORES),
@@ -267,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     p = params.validate(rehearsal.paper_params(), "paper")
     units = {**measure_networks(args.device, args.amp, 64 if args.device == "cuda" else 4), **measure_cpu_side()}
-    rbf_rows = 4000
+    rbf_rows = 2000
     units.update(measure_fits(p.quality.hidden, rbf_rows), rbf_rows=rbf_rows)
     measured_gpu = args.device == "cuda"
     rows = sheet(p, units, units if measured_gpu else assumed_gpu(units, p.quality.hidden, p.quality.batch_size),

@@ -138,10 +138,10 @@ def test_preflight_passes_on_the_miniature(tmp_path, miniature, monkeypatch):
 
 
 # Unit costs (s per image) as measured on the project's 2-core machine (README, cost sheet).
-MEASURED_UNITS = {"alexnet_bwd": 0.044, "alexnet_fwd": 0.0225, "decode": 0.0028, "distort": 0.0091,
-                  "dncnn17_bwd": 2.33, "dncnn17_fwd": 0.54, "head_row": 0.0008, "linear_row": 0.00043,
-                  "rbf_fit": 0.30, "rbf_rows": 4000, "resnet152_bwd": 0.422, "resnet152_fwd": 0.235,
-                  "vgg16_bwd": 0.545, "vgg16_fwd": 0.232}
+MEASURED_UNITS = {"alexnet_bwd": 0.0217, "alexnet_fwd": 0.0095, "decode": 0.0023, "distort": 0.0074,
+                  "dncnn17_bwd": 0.653, "dncnn17_fwd": 0.247, "head_row": 0.00058, "fold_row": 0.000073,
+                  "linear_row": 0.000037, "rbf_detector": 6.21, "rbf_rows": 2000, "resnet152_bwd": 0.252,
+                  "resnet152_fwd": 0.110, "vgg16_bwd": 0.268, "vgg16_fwd": 0.132}
 
 
 def test_cost_sheet_covers_every_notebook_and_the_caps_keep_each_stage_under_30_minutes():
