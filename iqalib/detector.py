@@ -11,8 +11,8 @@ input, so an image of lower quality than any seen is judged at least as unfit as
 image seen. That is the extrapolation the paper's claim needs, and it is decided here from that
 argument, before any test group is looked at. RBF stays available (``kernels``) and is a row of
 notebook 04's kernel ablation. The linear SVM is liblinear's (``LinearSVC``), whose training time
-grows linearly with the rows: at the paper's ~38,000 pairs an RBF grid search (libsvm) would be
-quadratic.
+grows linearly with the rows: at the paper's ~19,000 training pairs a split an RBF grid search
+(libsvm) would be quadratic.
 
 Operating points are chosen on training data only: ``cross_decision_function`` gives the
 out-of-fold scores of the training rows (folds grouped by photo, hyper-parameters fixed), from
@@ -71,30 +71,36 @@ class UntrustedModelError(ValueError):
 # --------------------------------------------------------------------------------------------------
 # folds
 
-_FOLDS: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()  # key -> fold of each row
+_FOLDS: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()  # (rows, folds, seed) -> fold of each row
 _FOLDS_KEPT = 256  # a fold number per row (int8): 48 KB a split at the paper's scale
 
 
-def grouped_folds(y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+def grouped_folds(y: np.ndarray, groups: np.ndarray, n_folds: int,
+                  seed: int | np.random.RandomState | None) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``'s (train, test) row indices
     of (``y``, ``groups``), assigned once per distinct rows and kept for the next caller.
 
-    scikit-learn assigns the groups to folds one at a time in Python: at the paper's ~38,000
-    pairs that takes about 6 s, where the grid search's 21 liblinear fits together take about one
-    (``benchmarks/bench_detector.py``). Every detector trained on a split's rows (the grid search,
-    its out-of-fold scores, the ablations' column sets, the comparison variants) shares one
-    assignment; the kept ones cover every split of notebook 04. The indices are scikit-learn's own
-    (each sorted, as its splitter gives them), so no result changes."""
+    scikit-learn assigns the groups to folds one at a time in Python: at the paper's ~19,000
+    training pairs a split (38,000 rows) that takes about 3 s, several times the rest of a linear
+    detector's fitting (``benchmarks/bench_detector.py``). Every detector trained on a split's
+    rows (the grid search, its out-of-fold scores, the ablations' column sets, the comparison
+    variants) shares one assignment; the kept ones cover every split of notebook 04. The indices
+    are scikit-learn's own (each sorted, as its splitter gives them), so no result changes. A
+    ``seed`` that is not an integer draws other folds at every call, so those are not kept."""
     y, groups = np.asarray(y), np.asarray(groups, dtype=object)
+    splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
+    if not isinstance(seed, (int, np.integer)):
+        return tuple(splitter.split(np.zeros((len(y), 1)), y, groups))
     digest = hashlib.sha1(y.astype(np.int64).tobytes())
     digest.update("\x1f".join(map(repr, groups.tolist())).encode())  # repr: 1 and "1" fold apart
     key = (digest.hexdigest(), int(n_folds), int(seed))
     fold = _FOLDS.get(key)
     if fold is None:
-        fold = np.empty(len(y), dtype=np.int8)
-        splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
+        fold = np.full(len(y), -1, dtype=np.int8)
         for i, (_, test) in enumerate(splitter.split(np.zeros((len(y), 1)), y, groups)):
             fold[test] = i
+        if (fold < 0).any():
+            raise RuntimeError("StratifiedGroupKFold left rows without a test fold")
         _FOLDS[key] = fold
         if len(_FOLDS) > _FOLDS_KEPT:
             _FOLDS.popitem(last=False)
@@ -181,7 +187,7 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
 
     def _svm(self, kernel: str) -> LinearSVC | SVC:
         # liblinear for the linear kernel: its training time grows linearly with the rows, where
-        # libsvm's (SVC(kernel="linear")) grows about quadratically, so paper.yaml's ~76,000 rows stay
+        # libsvm's (SVC(kernel="linear")) grows about quadratically, so paper.yaml's ~48,000 rows stay
         # seconds; the RBF kernel has only libsvm.
         if kernel == "linear":
             return LinearSVC(class_weight=self.class_weight, random_state=self.random_state, max_iter=10_000)
@@ -398,6 +404,7 @@ class FitForTaskDetector(ClassifierMixin, BaseEstimator):
         folder.mkdir(parents=True, exist_ok=True)
         data = sio.dumps(self.pipeline_)
         params = self.get_params()
+        params["n_jobs"] = None  # the fitting machine's process count: no part of the model
         quality_folder = params.pop("quality_folder")
         if quality_folder is not None:
             q = Path(quality_folder).resolve()

@@ -29,6 +29,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from iqalib.params import cpus_available  # noqa: E402  (after the path; imports no torch)
+
 # Official sizes (images + references) of the IQA sets paper.yaml reads.
 IQA_IMAGES = {"tid2013": 3000 + 25, "csiq": 866 + 30, "live": 779 + 29}
 # Multiply-adds per 224 px image (torchvision's model cards; DnCNN: 15 3x3 64->64 convolutions and
@@ -37,7 +39,12 @@ GMACS = {"resnet152": 11.5, "vgg16": 15.5, "alexnet": 0.71, "dncnn17": 27.9}
 H100_ASSUMED = 0.30 * 989e12  # FLOP/s: 30 % of dense bf16 peak
 WORKER_CORES = 15
 MACHINE_CORES = WORKER_CORES + 1  # the GPU machine's cores: the SVM fits use them all
-RBF_GRID_FITS = 16 * 5  # the kernel ablation's RBF grid: 16 settings x 5 folds, then a refit and 5 out-of-fold fits
+# One RBF detector of the kernel ablation: its grid (16 settings x 5 folds; the "rbf or linear"
+# choice adds 4 linear settings, milliseconds each), the refit of the best, 5 out-of-fold fits.
+RBF_GRID_FITS, RBF_REFITS, RBF_OOF_FITS = 16 * 5, 1, 5
+# What each measured unit is per (printed beside it).
+UNIT_OF = {"head_row": "s a row and epoch", "fold_row": "s a row", "linear_row": "s a row and detector",
+           "rbf_detector": "s a detector at rbf_rows rows"}
 DEEPFOOL_STEPS = 3  # DeepFool steps per pool image and pass (Moosavi-Dezfooli et al. report 2-3 on ImageNet)
 
 
@@ -122,7 +129,9 @@ def measure_fits(hidden: int, rbf_rows: int) -> dict[str, float]:
     """A quality head's training per row and epoch (2048-d pooled features, ``hidden`` units), the
     grouped fold assignment per row (``fold_row``: once per distinct training rows, shared by the
     detectors trained on them), the linear detector's fits once the folds are assigned (grid +
-    out-of-fold, one process) per row, and one RBF detector at ``rbf_rows`` rows (its whole grid,
+    out-of-fold, one process) per row — at 4,000 rows, where a row costs more than at the paper's
+    tens of thousands (benchmarks/bench_detector.py), so the linear stage is an upper bound — and
+    one RBF detector at ``rbf_rows`` rows (its whole grid,
     refit and out-of-fold fits, one process: ``rbf_detector``; libsvm's time depends on C and
     gamma, so one fit of one setting would not stand for the grid)."""
     import pandas as pd
@@ -160,8 +169,10 @@ def measure_fits(hidden: int, rbf_rows: int) -> dict[str, float]:
 
 def rbf_share(cores: int) -> float:
     """The share of one RBF detector's time left on ``cores`` processes: its fits in sequence (the
-    grid's, the refit, the out-of-fold ones) over all of them, taking the fits as equally long."""
-    return (-(-RBF_GRID_FITS // cores) + 1 + -(-5 // cores)) / (RBF_GRID_FITS + 1 + 5)
+    grid's, the refit, the out-of-fold ones) over all of them, taking the fits as equally long —
+    a best case: large-C fits and the refit on all rows take longer than the rest."""
+    waves = -(-RBF_GRID_FITS // cores) + RBF_REFITS + -(-RBF_OOF_FITS // cores)
+    return waves / (RBF_GRID_FITS + RBF_REFITS + RBF_OOF_FITS)
 
 
 def stages(p, u: dict[str, float], cores: int) -> list[dict]:
@@ -193,13 +204,15 @@ def stages(p, u: dict[str, float], cores: int) -> list[dict]:
          a.fool_gd.n * a.fool_gd.steps * bwd, 0.0),
         ("02", "Fool_EV", f"{a.fool_ev.population} x {a.fool_ev.generations} generations",
          a.fool_ev.population * a.fool_ev.generations * fwd, 0.0),
-        # Table V, 2 more column sets (ablation), 1.5 (learning curve at 1/4, 1/2, 3/4), 2 (comparison variants)
         ("03", "Baselines 1 and 2: thresholds on the features table (no passes)", "none", 0.0, 0.0),
-        # folds: Table V's training rows once (its detectors share them), the learning curve's shares once each
-        ("04", "linear SVM per split (folds, then grid + out-of-fold): Table V, ablations, learning curve, comparison variants",
+        # fits: Table V, 2 more column sets (ablation), 1.5 (learning curve at 1/4, 1/2, 3/4), 2 (comparison
+        # variants); folds: Table V's training rows once (its detectors share them), each learning-curve share once
+        ("04", "linear SVM per split (folds, then grid + out-of-fold): Table V, ablations, learning curve, "
+               "comparison variants",
          f"{d.n_splits} splits x {rows_v:,.0f} rows x (2.5 fold assignments + 6.5 detectors' fits)",
          d.n_splits * rows_v * (2.5 * u["fold_row"] + 6.5 * u["linear_row"]), 0.0),
-        ("04", "kernel ablation: RBF grid (16 settings x 5 folds + refit + 5 out-of-fold), fits spread over the cores",
+        ("04", "kernel ablation: RBF grid (16 settings x 5 folds + refit + 5 out-of-fold), "
+               "fits spread over the cores",
          f"2 choices x {d.n_splits} splits x 86 fits at {2 * (d.rbf_fit_cap or N * d.train_size):,.0f} rows",
          2 * d.n_splits * rbf_share(cores) * u["rbf_detector"]
          * ((2 * (d.rbf_fit_cap or N * d.train_size)) / u["rbf_rows"]) ** 2.1, 0.0),
@@ -238,11 +251,11 @@ def stages(p, u: dict[str, float], cores: int) -> list[dict]:
 
 
 def sheet(p, here: dict[str, float], gpu: dict[str, float], gpu_measured: bool) -> list[dict]:
-    """Stages with seconds on this machine (device + CPU side in turn, 2 cores) and on the GPU machine."""
+    """Stages with seconds on this machine (device + CPU side in turn, its cores for the SVM fits)
+    and on the GPU machine (this one, when its GPU was measured; else ``MACHINE_CORES``)."""
     out = []
-    from iqalib.params import cpus_available
-
-    for h, g in zip(stages(p, here, cpus_available()), stages(p, gpu, MACHINE_CORES)):
+    gpu_cores = cpus_available() if gpu_measured else MACHINE_CORES
+    for h, g in zip(stages(p, here, cpus_available()), stages(p, gpu, gpu_cores)):
         out.append({**{k: h[k] for k in ("notebook", "stage", "count")},
                     "here_s": h["device_s"] + h["cpu_s"],
                     "gpu_machine_s": max(g["device_s"], g["cpu_s"] / WORKER_CORES),
@@ -260,7 +273,8 @@ def _hms(seconds: float) -> str:
 
 def print_sheet(rows: list[dict], units: dict[str, float], file=sys.stdout) -> list[str]:
     """The sheet with its arithmetic; returns the stages over 30 minutes on the GPU machine."""
-    print("unit costs here (s per image): " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(units.items())), file=file)
+    shown = (f"{k} {v:.3g} {UNIT_OF.get(k, 's an image')}" for k, v in sorted(units.items()))
+    print("unit costs here: " + ", ".join(shown), file=file)
     over = []
     for nb in dict.fromkeys(r["notebook"] for r in rows):
         part = [r for r in rows if r["notebook"] == nb]

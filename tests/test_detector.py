@@ -339,3 +339,22 @@ def test_fits_in_parallel_give_the_serial_fits_results(features):
     assert np.array_equal(parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"])
     assert np.array_equal(parallel.decision_function(X), serial.decision_function(X))
     assert np.array_equal(parallel.cross_decision_function(X, y, g), serial.cross_decision_function(X, y, g))
+
+
+def test_a_saved_detector_does_not_record_the_fitting_machines_process_count(tmp_path, features):
+    m = features["group"].isin(["original", "adversarial"])
+    X, y, g = features[m], (features.loc[m, "group"] == "adversarial").astype(int), features.loc[m, "source_id"]
+    det = D.FitForTaskDetector(n_jobs=2).fit(X, y, groups=g)
+    folder = det.save(tmp_path / "det")
+    assert json.loads((folder / D.META_FILE).read_text())["params"]["n_jobs"] is None
+    assert D.FitForTaskDetector.load(folder).n_jobs is None
+
+
+def test_folds_of_a_seed_that_is_not_a_number_are_drawn_each_time_and_not_kept(features):
+    m = features["group"].isin(["original", "adversarial"]).to_numpy()
+    y = (features.loc[m, "group"] == "adversarial").astype(int).to_numpy()
+    g = features.loc[m, "source_id"].to_numpy(dtype=object)
+    kept = len(D._FOLDS)
+    folds = D.grouped_folds(y, g, 5, np.random.RandomState(0))
+    assert len(folds) == 5 and len(D._FOLDS) == kept
+    assert sorted(np.concatenate([test for _, test in folds]).tolist()) == list(range(len(y)))
