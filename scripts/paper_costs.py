@@ -37,6 +37,7 @@ IQA_IMAGES = {"tid2013": 3000 + 25, "csiq": 866 + 30, "live": 779 + 29}
 # two 3->64 / 64->3 ones over 224 x 224 pixels).
 GMACS = {"resnet152": 11.5, "vgg16": 15.5, "alexnet": 0.71, "dncnn17": 27.9}
 H100_ASSUMED = 0.30 * 989e12  # FLOP/s: 30 % of dense bf16 peak
+IMAGENET_CLASSES = 1000
 WORKER_CORES = 15
 MACHINE_CORES = WORKER_CORES + 1  # the GPU machine's cores: the SVM fits use them all
 # One RBF detector of the kernel ablation: its grid (16 settings x 5 folds; the "rbf or linear"
@@ -187,6 +188,7 @@ def stages(p, u: dict[str, float], cores: int) -> list[dict]:
     score = {"plain": fwd, "nt": fwd, "dms": dms_score, "fs": fwd}
     grad = {"plain": bwd, "nt": bwd, "dms": r.eot_draws * (u["dncnn17_bwd"] + bwd), "fs": bwd}
     rows_v = 2 * N * d.train_size
+    fooling = a.fool_gd.n + min(a.fool_ev.keep, IMAGENET_CLASSES)  # Fool_EV: one distinct elite per class at most
     rows = [
         ("00", "IQA sets, one ResNet-152 pass", f"{iqa:,} images", iqa * fwd, iqa * u["decode"]),
         ("00", "quality heads (the run's and the other feature kind)",
@@ -217,9 +219,9 @@ def stages(p, u: dict[str, float], cores: int) -> list[dict]:
          2 * d.n_splits * rbf_share(cores) * u["rbf_detector"]
          * ((2 * (d.rbf_fit_cap or N * d.train_size)) / u["rbf_rows"]) ** 2.1, 0.0),
         ("04", "Feature Squeezing: two squeezed passes",
-         f"2 x ({2 * N:,} + {a.fool_gd.n + a.fool_ev.keep:,} fooling + {d.peer_distorted or N * T:,} distorted)",
-         2 * (2 * N + a.fool_gd.n + a.fool_ev.keep + (d.peer_distorted or N * T)) * fwd,
-         (2 * N + a.fool_gd.n + a.fool_ev.keep) * u["decode"] + (d.peer_distorted or N * T) * (u["decode"] + u["distort"])),
+         f"2 x ({2 * N:,} + {fooling:,} fooling + {d.peer_distorted or N * T:,} distorted)",
+         2 * (2 * N + fooling + (d.peer_distorted or N * T)) * fwd,
+         (2 * N + fooling) * u["decode"] + (d.peer_distorted or N * T) * (u["decode"] + u["distort"])),
         ("05", "NT training (finite-difference penalty: ~3 passes a step)",
          f"{r.nt.steps} steps x {r.nt.batch_size} images x 3", 3 * r.nt.steps * r.nt.batch_size * bwd, 0.0),
         ("05", "denoisers: MSE on 64 px crops, then rank-preserving through the metric",
