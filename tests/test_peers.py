@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from iqalib import evaluation, peers
@@ -51,3 +52,18 @@ def test_feature_squeezing_rates_compare_with_detector(features, splits):
     first = peers.feature_squeezing_rates(fs, splits[:1], target_fpr=0.05, n_boot=100)
     assert (again["threshold"] == first["threshold"]).all()
     pd.testing.assert_frame_equal(again[again["group"] != "original"], first[first["group"] != "original"])
+
+
+def test_vim_fits_share_one_origin_and_score_as_a_fresh_vim_each():
+    from pytorch_ood.detector import ViM
+
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(50, 40)).astype(np.float32), rng.normal(size=50).astype(np.float32)
+    vim = next(p for p in peers.standard_peers(W, b) if p.name == "vim")
+    for n_fit in (120, 30):  # principal subspaces of 20 and 15 dimensions
+        fit_on, scored = rng.normal(size=(n_fit, 40)), rng.normal(size=(25, 40))
+        ours = vim.fit(None, fit_on).score(None, scored)
+        fresh = ViM(None, d=peers.vim_dim(n_fit, 40), w=torch.as_tensor(W), b=torch.as_tensor(b)).fit_features(
+            torch.as_tensor(fit_on, dtype=torch.float32), torch.zeros(n_fit, dtype=torch.long))
+        assert vim.detector_.d == peers.vim_dim(n_fit, 40)
+        assert np.array_equal(ours, fresh.predict_features(torch.as_tensor(scored, dtype=torch.float32)).numpy())
