@@ -26,6 +26,7 @@ import argparse
 import os
 import platform
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -43,29 +44,33 @@ def synthetic(pairs: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
     return np.column_stack([top5, quality]), y, np.tile(np.arange(pairs), 2).astype(object)
 
 
-def seconds(kernels: tuple[str, ...], pairs: int, n_jobs: int, forget_folds: bool = False, repeats: int = 1) -> float:
-    """Best of ``repeats``: one detector's fit + operating point (the folds assigned anew when ``forget_folds``)."""
-    X, y, groups = synthetic(pairs)
+def best_of(repeats: int, work: Callable[[], object], forget_folds: bool) -> float:
+    """The shortest of ``repeats`` timings of ``work`` (the kept folds forgotten before each, when asked)."""
     best = np.inf
     for _ in range(repeats):
         if forget_folds:
             detector._FOLDS.clear()
         start = time.perf_counter()
-        det = FitForTaskDetector(kernels=kernels, random_state=0, n_jobs=n_jobs).fit(X, y, groups=groups)
-        det.set_operating_point(X, y, groups, 0.0857)
+        work()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def seconds(kernels: tuple[str, ...], pairs: int, n_jobs: int, forget_folds: bool = False, repeats: int = 1) -> float:
+    """Best of ``repeats``: one detector's fit + operating point (the folds assigned anew when ``forget_folds``)."""
+    X, y, groups = synthetic(pairs)
+
+    def detector_fit() -> None:
+        det = FitForTaskDetector(kernels=kernels, random_state=0, n_jobs=n_jobs).fit(X, y, groups=groups)
+        det.set_operating_point(X, y, groups, 0.0857)
+
+    return best_of(repeats, detector_fit, forget_folds)
 
 
 def fold_seconds(pairs: int, repeats: int) -> float:
+    """Best of ``repeats``: the grouped fold assignment alone."""
     _, y, groups = synthetic(pairs)
-    best = np.inf
-    for _ in range(repeats):
-        detector._FOLDS.clear()
-        start = time.perf_counter()
-        detector.grouped_folds(y, groups, 5, 0)
-        best = min(best, time.perf_counter() - start)
-    return best
+    return best_of(repeats, lambda: detector.grouped_folds(y, groups, 5, 0), forget_folds=True)
 
 
 def main() -> None:

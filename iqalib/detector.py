@@ -72,7 +72,7 @@ class UntrustedModelError(ValueError):
 # folds
 
 _FOLDS: OrderedDict[tuple[str, int, int], np.ndarray] = OrderedDict()  # (rows, folds, seed) -> fold of each row
-_FOLDS_KEPT = 256  # a fold number per row (int8): 48 KB a split at the paper's scale
+_FOLDS_KEPT = 256  # a fold number per row (int8): under 48 KB a split at the paper's scale
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, n_folds: int,
@@ -81,8 +81,8 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_folds: int,
     of (``y``, ``groups``), assigned once per distinct rows and kept for the next caller.
 
     scikit-learn assigns the groups to folds one at a time in Python: at the paper's ~19,000
-    training pairs a split (38,000 rows) that takes about 3 s, several times the rest of a linear
-    detector's fitting (``benchmarks/bench_detector.py``). Every detector trained on a split's
+    training pairs a split (38,000 rows) that takes 2.4 s on 2 cores, four times the rest of a
+    linear detector's fitting (``benchmarks/bench_detector.py``). Every detector trained on a split's
     rows (the grid search, its out-of-fold scores, the ablations' column sets, the comparison
     variants) shares one assignment; the kept ones cover every split of notebook 04. The indices
     are scikit-learn's own (each sorted, as its splitter gives them), so no result changes. A

@@ -510,14 +510,18 @@ def cpus_available() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def _count_or_cores(value: int | None) -> int:
+    return cpus_available() if value is None else int(value)
+
+
 def workers(params: Frozen) -> int:
     """``num_workers``, or the cores available when it is null."""
-    return cpus_available() if params.num_workers is None else int(params.num_workers)
+    return _count_or_cores(params.num_workers)
 
 
 def detector_jobs(params: Frozen) -> int:
     """``detector.n_jobs``, or the cores available when it is null."""
-    return cpus_available() if params.detector.n_jobs is None else int(params.detector.n_jobs)
+    return _count_or_cores(params.detector.n_jobs)
 
 
 def run_dir(params: Frozen) -> Path:
