@@ -6,6 +6,12 @@ SROCC of each (also per direction). About 70 s per 120 steps of 8 images on 2 co
 
     python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...] [--seeds S ...]
         [--difference forward|two_sided] [--batchnorm frozen|train] [--h H ...] [--pixel-pool N ...]
+        [--slopes]
+
+``--slopes`` prints, instead of training, what NT's finite difference sees on the plain model and on
+the run's saved NT model: on 32 images of NT's pool, ||grad f||_1 and the forward difference
+(f(x + h sign(grad)) - f(x)) / h at several h, both in the network's input space as
+``robust.train_nt`` takes them (seconds).
 
 Needs notebook 05 rendered with those params (its plain model under outputs/<run>/models/).
 """
@@ -44,6 +50,29 @@ def scored_photos(run: Any, data: rx.RobustData, n_ranked: int = 64) -> tuple[pd
     return attacked, rest.drop(attacked.index).sample(n=n_ranked, random_state=8)
 
 
+SLOPE_STEPS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3.1e-2)  # network-input units; 1e-2 is the authors' h
+
+
+def print_slopes(model: QualityModel, classifier: Any, x: torch.Tensor) -> None:
+    """The first-order slope NT's penalty estimates, against its finite-difference estimate at each of
+    ``SLOPE_STEPS``: where they part, the score is not linear over the step and the penalty weighs
+    the rise over it rather than the gradient."""
+    ones = torch.ones(1, 3, 1, 1)
+    per_pixel = float((classifier.normalize(ones * 255.0) - classifier.normalize(ones * 0.0)).flatten()[0])
+    score = robust.score_fn(model, classifier)
+    x = x.clone().requires_grad_(True)
+    clean = score(x)
+    grad, = torch.autograd.grad(clean.sum(), x)
+    direction = torch.nan_to_num(grad).sign()
+    print(f"||grad f||_1 in the network's input space: {grad.abs().flatten(1).sum(1).mean() / per_pixel:.2f} "
+          f"(mean over {len(x)} images of NT's pool)")
+    with torch.no_grad():
+        for h in SLOPE_STEPS:
+            rise = score(x + h / per_pixel * direction) - clean  # unclamped, as train_nt steps
+            print(f"h {h:g} ({h / per_pixel * 255:.2f}/255 in pixels): forward difference {(rise / h).mean():.2f}, "
+                  f"score rise {rise.mean():.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("params", nargs="?", default="params/default.yaml")
@@ -64,6 +93,8 @@ def main() -> None:
                              "scored photos stay those outside the params' pool; each pool is a fresh seeded draw "
                              "from the other training rows (not the params' pool grown), so no pool holds a "
                              "scored image")
+    parser.add_argument("--slopes", action="store_true",
+                        help="print the plain and saved NT models' gradient l1 norm and NT's finite difference at several h, then stop")
     args = parser.parse_args()
     grid = [tuple(float(v) if i < 3 else int(v) for i, v in enumerate(g.split(":"))) for g in args.grid] \
         if args.grid else GRID
@@ -71,6 +102,13 @@ def main() -> None:
     p, data = run.params, rx.robust_data(run)
     plain = QualityModel.load(run.folder / rx.ROBUST_PLAIN_FOLDER, device="cpu")
     pool = rx.pixel_pool(run, data)
+    if args.slopes:
+        x = rx.view_tensor(run, list(pool.sample(n=32, random_state=0)["path"]))
+        for name, folder in (("plain", rx.ROBUST_PLAIN_FOLDER), ("NT (the run's)", rx.ROBUST_NT_FOLDER)):
+            print(f"{name}:")
+            print_slopes(plain if name == "plain" else QualityModel.load(run.folder / folder, device="cpu"),
+                         run.classifier, x)
+        return
     attacked, ranked = scored_photos(run, data)
     unscored = data.train.drop(attacked.index).drop(ranked.index)
     if args.pool_sizes and max(args.pool_sizes) > len(unscored):
