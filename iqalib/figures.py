@@ -233,6 +233,33 @@ def robust_training(nt_log: pd.DataFrame, denoiser_log: pd.DataFrame, rank_log: 
     return fig
 
 
+def nt_slopes(slopes: pd.DataFrame, attacked_images: pd.DataFrame) -> "plt.Figure":
+    """What NT's penalty sees against what the attack finds, per model (``robust_nt_slopes`` and
+    ``robust_attack_images``): the mean rise of the score over one step along sign(∇f) at the clean
+    image, against the step (solid), its first-order prediction step × ‖∇f‖₁ (dashed), and the
+    ten-step I-FGSM's mean rise at each ε (dotted), NT's finite-difference step marked."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    up = attacked_images[attacked_images["attack"] == "ifgsm_up"]
+    top, bottom = 0.0, 0.0
+    for (model, part), color in zip(slopes.groupby("quality_model", sort=False), ("C0", "C1")):
+        part = part.sort_values("step_255")
+        ax.plot(part["step_255"], part["rise"], "o-", color=color, label=f"{model}: one step along sign ∇f")
+        ax.plot(part["step_255"], part["step"] * part["grad_l1"], "--", color=color, alpha=0.6, label=f"{model}: step × ‖∇f‖₁")
+        ten = up[up["quality_model"] == model].assign(rise=lambda d: d["attacked"] - d["clean"]) \
+            .groupby("eps_255")["rise"].mean()
+        ax.plot(ten.index, ten.to_numpy(), "s:", color=color, label=f"{model}: ten-step I-FGSM up, at ε")
+        top, bottom = max(top, part["rise"].max(), ten.max()), min(bottom, part["rise"].min(), ten.min())
+    h = slopes.loc[slopes["nt_h"], "step_255"].iloc[0]
+    ax.axvline(h, color="grey", linewidth=0.8)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.annotate("NT's h", (h, 0), xytext=(3, 3), textcoords="offset points", fontsize=7, color="grey")
+    ax.set_xscale("log")
+    ax.set(xlabel="step or ε (0–255 pixel units)", ylabel="mean rise of the score", ylim=(1.15 * bottom, 1.15 * top),
+           title="What NT's finite difference sees, and what the attack finds")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    return fig
+
+
 def certified_widths(certified: pd.DataFrame) -> "plt.Figure":
     """Mean certified interval width against the ℓ2 radius, per quality model."""
     import seaborn as sns

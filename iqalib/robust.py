@@ -24,7 +24,7 @@ from iqalib.folding import batchnorms
 from iqalib.quality import QualityModel
 
 __all__ = ["score_fn", "feature_fn", "ifgsm", "ifgsm_radii", "median_interval_indices", "local_lipschitz",
-           "Scorer", "random_sign", "pgd_l2", "attack_scores", "train_nt"]
+           "input_unit", "sign_step_rises", "Scorer", "random_sign", "pgd_l2", "attack_scores", "train_nt"]
 
 Score = Callable[[torch.Tensor], torch.Tensor]
 
@@ -175,6 +175,34 @@ def local_lipschitz(to_features: Callable[[torch.Tensor], torch.Tensor], x: torc
         jtjv, = torch.autograd.grad(to_features(probe), probe, grad_outputs=jv)
         v = unit(torch.nan_to_num(jtjv, nan=0.0, posinf=0.0, neginf=0.0))
     return sigma.numpy()
+
+
+def input_unit(classifier: Classifier) -> torch.Tensor:
+    """Per channel, the step in [0, 1] pixels that one unit of the classifier's network input is
+    (its normalisation's std, (1, C, 1, 1)): NT's finite-difference step ``h`` is taken in those units."""
+    ones = torch.ones(1, 3, 1, 1, device=classifier.device)
+    return 1.0 / (classifier.normalize(ones * 255.0) - classifier.normalize(ones * 0.0))
+
+
+def sign_step_rises(score: Score, x: torch.Tensor, steps: Sequence[float],
+                    unit: torch.Tensor | float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """What NT's finite difference measures (``train_nt``): per image, ‖∇f‖₁ at ``x`` and the rise of
+    the score over a step of each size in ``steps`` along sign(∇f) at ``x``, (N, len(steps)), both
+    per ``unit`` of pixel (``input_unit``: the network's input, as ``train_nt`` steps; 1: [0, 1]
+    pixels). Unclamped, as ``train_nt`` steps. rise / step tends to ‖∇f‖₁ as the step shrinks where
+    the score is smooth; where the rise has stopped growing, the quotient at that step weighs the
+    rise over it rather than the gradient."""
+    norms, rises = [], []
+    for chunk in x.split(BATCH):
+        chunk = chunk.detach().clone().requires_grad_(True)
+        clean = score(chunk)
+        grad, = torch.autograd.grad(clean.sum(), chunk)
+        grad = torch.nan_to_num(grad, nan=0.0)  # a channel with no spread gives no direction (as _ifgsm_step)
+        with torch.no_grad():
+            step_along = unit * grad.sign()
+            norms.append((grad * unit).abs().flatten(1).sum(1))
+            rises.append(torch.stack([score(chunk + h * step_along) - clean for h in steps], dim=1))
+    return torch.cat(norms).cpu().numpy(), torch.cat(rises).cpu().numpy()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -162,6 +162,33 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"])}
 
 
+# Steps of NT's finite difference probed besides the params' h, in the network's input units (on
+# EfficientNet-Lite one is 128/255 of a pixel: 1e-4 to 6e-2 is 0.013/255 to 7.7/255).
+NT_PROBE_STEPS = (1e-4, 1e-3, 3e-3, 3e-2, 6e-2)
+
+
+def robust_nt_slopes(run: Run, models: dict[str, Any], data: RobustData) -> pd.DataFrame:
+    """``robust_nt_slopes``: what NT's penalty measures, for the plain and NT models on
+    ``data.attacked``: per step of NT's finite difference (``robust.nt.h`` and ``NT_PROBE_STEPS``, in
+    the network's input units as ``robust.train_nt`` takes them; ``step_255`` the same in pixels, the
+    channels' mean), the mean rise of the score along sign(∇f) over it, the difference quotient
+    rise / step, ‖∇f‖₁ and ``quotient_share``, the quotient over ‖∇f‖₁ (1 where the score is linear
+    over the step) (``robust.sign_step_rises``)."""
+    h = float(run.params.robust.nt.h)
+    steps = sorted({*NT_PROBE_STEPS, h})
+    unit = robust.input_unit(run.classifier)
+    x = view_tensor(run, list(data.attacked["path"]))
+    rows = []
+    for name in ("plain", "nt"):
+        norms, rises = robust.sign_step_rises(robust.score_fn(models[name], run.classifier), x, steps, unit)
+        for j, step in enumerate(steps):
+            quotient = float(np.mean(rises[:, j])) / step
+            rows.append({"quality_model": name, "step": step, "step_255": step * float(unit.mean()) * 255.0,
+                         "nt_h": step == h, "n": len(x), "rise": float(np.mean(rises[:, j])), "quotient": quotient,
+                         "grad_l1": float(np.mean(norms)), "quotient_share": quotient / float(np.mean(norms))})
+    return pd.DataFrame(rows)
+
+
 def denoiser_refs(data: RobustData) -> list[str]:
     """The photos DMS's denoisers train on with MSE: the reference photos of ``data.train``, sorted."""
     return sorted(set(data.train["ref_path"]))

@@ -145,6 +145,11 @@ def attack_reach(images: pd.DataFrame, tol: float = 0.05) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# ``robust_change_cut_per_spread``: the columns of ``robust_change_cut`` that the cut per clean-score spread needs
+PER_SPREAD_COLUMNS = ("quality_model", "reference", "attack", "eps_255", "n", "spread", "reference_spread",
+                      "cut_per_spread", "cut_per_spread_ci_low", "cut_per_spread_ci_high")
+
+
 def cut_view(cuts: pd.DataFrame, measure: str = "cut") -> pd.DataFrame:
     """``robust_change_cut`` for reading: one row per model and attack, one column per ε, each cell
     ``measure`` (``cut`` or ``cut_per_spread``) with its interval (``"20% [9, 31]"``); for

@@ -284,13 +284,15 @@ def peers(table: pd.DataFrame, weak: bool = False, why_weak: str = "") -> list[d
 
 
 def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame, detected: pd.DataFrame,
-           cuts: pd.DataFrame | None = None, eps_255: float = 4.0, reach: pd.DataFrame | None = None) -> list[dict]:
+           cuts: pd.DataFrame | None = None, eps_255: float = 4.0, reach: pd.DataFrame | None = None,
+           slopes: pd.DataFrame | None = None) -> list[dict]:
     """Notebook 05: the seed papers' claims (NT, DMS-IQA, FS-IQA, Bryniarski et al.) beside our
     numbers. ``paper`` holds the claim as its authors state it (abstract or code), ``ours`` the
     measurement, ``rule`` how one is held against the other. ``cuts`` (``robust_tables.robust_change_cut``)
     adds the bootstrap interval of NT's cut, the cut per clean-score spread and the cut under the
     authors' direction rule; ``reach`` (``robust_tables.attack_reach``) how far the raising attack
-    took plain's and NT's scores toward the highest score it reached on each. The verdict itself is
+    took plain's and NT's scores toward the highest score it reached on each; ``slopes``
+    (``robust_experiment.robust_nt_slopes``) what NT's finite difference measures at its step. The verdict itself is
     on the point estimate over both directions, the goal the issue set."""
     def attack(model: str, kind: str, column: str = "score_change_mean") -> float:
         hit = attacks[(attacks["quality_model"] == model) & (attacks["attack"] == kind) & (attacks["eps_255"] == eps_255)]
@@ -332,6 +334,13 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
             ends = (f"; raising, the attack took {p_['at_extreme']:.0%} of plain's images and {n_['at_extreme']:.0%} of "
                     f"NT's to within 0.05 of the highest score it reached on each ({p_['extreme']:.2f} vs "
                     f"{n_['extreme']:.2f}), using {p_['room_used']:.0%} vs {n_['room_used']:.0%} of the room to it")
+    probe = ""
+    if slopes is not None and {"plain", "nt"} <= set(slopes.loc[slopes["nt_h"], "quality_model"]):
+        at_h = slopes[slopes["nt_h"]].set_index("quality_model")
+        p_, n_ = at_h.loc["plain"], at_h.loc["nt"]
+        probe = (f"; NT's finite difference (step {p_['step_255']:.2f}/255) is {p_['quotient_share']:.0%} of plain's "
+                 f"‖∇f‖₁: it weighs one short step's rise along sign(∇f), {p_['rise']:.3f} on plain, {n_['rise']:.3f} "
+                 f"on NT ({1 - n_['rise'] / p_['rise']:.0%} less)")
     radius = certified["radius"].min()
     cert = certified[certified["radius"] == radius].set_index("quality_model")
     checked = certified[certified["quality_model"].str.contains("PGD")] if "within_certificate" in certified else None
@@ -351,7 +360,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
         _row(f"NT on the whole model reduces the score change under attack at little cost in correlation (ε = {e})",
              "NT (Liu et al., CVPR 2024): penalising ‖∇ₓf‖₁ in training makes predicted scores markedly more "
              "stable under attack, on four NR-IQA models",
-             f"|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}){authors_rule}{ends}; R {r_score['plain']:.2f} → "
+             f"|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}){authors_rule}{ends}{probe}; R {r_score['plain']:.2f} → "
              f"{r_score['nt']:.2f}; relative gain {gain['plain']:.3f} → {gain['nt']:.3f}; SROCC "
              f"{srocc['plain']:.3f} → {srocc['nt']:.3f}",
              bool(drop >= 0.30 and abs(srocc["nt"] - srocc["plain"]) <= 0.05),

@@ -140,9 +140,7 @@ report.save_table(cuts, "robust_change_cut", run, f"Less score change than plain
 # is to be read beside it.
 
 # %%
-per_spread = ["quality_model", "reference", "attack", "eps_255", "n", "spread", "reference_spread",
-              "cut_per_spread", "cut_per_spread_ci_low", "cut_per_spread_ci_high"]
-report.save_table(cuts[per_spread], "robust_change_cut_per_spread", run,
+report.save_table(cuts[list(robust_tables.PER_SPREAD_COLUMNS)], "robust_change_cut_per_spread", run,
                   f"Less score change than plain under I-FGSM, on {len(data.attacked)} held-out images, each "
                   "model's mean change divided by the sample std of its own clean scores on those images; 95 % "
                   "paired bootstrap interval over the images.", view=robust_tables.cut_view(cuts, "cut_per_spread"))
@@ -167,8 +165,27 @@ report.save_table(reach, "robust_attack_reach", run, f"How far I-FGSM takes each
 
 # %%
 report.save_figure(figures.vs_eps(attacks, "score_change_mean", "mean |s − s′|", "Score change under attack"),
-                   "robust_score_change", run,
-                   caption="Mean score change under I-FGSM (up, down) and random sign noise against ε, per quality model.")
+                   "robust_score_change", run, caption="Mean score change under I-FGSM (up, down) and random sign "
+                   "noise against ε, per quality model.")
+
+# %% [markdown]
+# ### What NT's penalty measures
+# NT's loss estimates ‖∇f‖₁ by a finite difference: the rise of the score over one step of `h`
+# (network-input units; the authors' 1e-2) along sign(∇f) at each training image, divided by `h`.
+# That is the gradient only where the score is about linear over the step. Below, on the attacked
+# held-out images, the mean rise over steps from far shorter than `h` to longer than the attack's ε,
+# for plain and NT: `quotient_share` is the difference quotient over ‖∇f‖₁ (1 where the score is
+# linear over the step). The figure sets beside it what the ten-step attack finds at each ε: a
+# model flattened along the one direction its penalty probes can still be raised along others.
+
+# %%
+slopes = rx.robust_nt_slopes(run, models, data)
+report.save_table(slopes, "robust_nt_slopes", run, f"What NT's finite difference measures, on {len(data.attacked)} "
+                  "held-out images (steps in network-input units; `step_255` in pixels).", floatfmt=".4g", digits=4)
+
+# %%
+report.save_figure(figures.nt_slopes(slopes, attacked_images), "robust_nt_slopes", run, caption="Mean score rise "
+                   "along sign(∇f) over one step (solid), its first-order prediction (dashed), ten-step I-FGSM (dotted).")
 
 # %% [markdown]
 # ## Certified intervals
@@ -230,5 +247,5 @@ report.save_figure(figures.vs_eps(detected, "attack_success_rate", "attack succe
 # authors state it, beside our numbers, with the rule that holds one against the other.
 
 # %%
-report.verdicts(verdicts.robust(clean, attacks, certified, detected, cuts, reach=reach), "05", run);
+report.verdicts(verdicts.robust(clean, attacks, certified, detected, cuts, reach=reach, slopes=slopes), "05", run);
 report.save_code_paths(run, "05");

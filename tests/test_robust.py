@@ -156,6 +156,25 @@ def test_local_lipschitz_is_positive_per_image(clf, plain):
     assert lipschitz.shape == (2,) and (lipschitz > 0).all()
 
 
+def test_sign_step_rises_are_the_gradient_norm_where_the_score_is_linear_and_less_where_it_saturates(clf, plain):
+    assert torch.allclose(robust.input_unit(clf), torch.full((1, 3, 1, 1), 128 / 255))  # EfficientNet-Lite's (x - 127) / 128
+    weights = torch.linspace(-1.0, 1.0, 3 * 8 * 8).view(1, 3, 8, 8)
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    unit = torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1, 1)
+    norms, rises = robust.sign_step_rises(lambda t: (t * weights).flatten(1).sum(1), x, [1e-3, 0.1], unit)
+    expected = float((weights * unit).abs().sum())  # ‖∇f‖₁ per network unit; a linear score rises step × it
+    assert np.allclose(norms, expected, rtol=1e-5)
+    assert np.allclose(rises, np.array([1e-3, 0.1]) * expected, rtol=1e-4)
+    saturating = lambda t: torch.tanh(20 * (t * weights).flatten(1).sum(1) / weights.abs().sum())  # noqa: E731
+    norms, rises = robust.sign_step_rises(saturating, torch.zeros(2, 3, 8, 8), [1e-3, 1.0])
+    quotient_share = rises / np.array([1e-3, 1.0]) / norms[:, None]
+    assert np.allclose(quotient_share[:, 0], 1.0, atol=1e-3) and np.all(quotient_share[:, 1] < 0.1)
+    model, views = plain  # the real score: one rise per image and step, the first-order share near 1 at a tiny step
+    norms, rises = robust.sign_step_rises(robust.score_fn(model, clf), views[:2], [1e-4, 1e-2], robust.input_unit(clf))
+    assert rises.shape == (2, 2) and np.all(norms > 0) and np.all(rises[:, 0] > 0)
+    assert np.all(np.abs(rises[:, 0] / 1e-4 / norms - 1) < 0.2)
+
+
 def test_stats_only_pass_gives_the_full_pass_statistics(clf):
     x = torch.rand(2, 3, 224, 224)
     with torch.no_grad():

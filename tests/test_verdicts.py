@@ -333,6 +333,14 @@ def test_robust_reproduced_and_texts():
     assert ("raising, the attack took 100% of plain's images and 83% of NT's to within 0.05 of the highest score it "
             "reached on each (0.92 vs 0.83), using 96% vs 91% of the room to it; R") in with_reach[1]["ours"]
     assert oks(with_reach) == oks(rows), "shown beside the issue's goal, not judged instead"
+    slopes = pd.DataFrame([{"quality_model": m, "step": h, "step_255": h * 128, "nt_h": h == 1e-2, "rise": rise,
+                            "quotient_share": share}
+                           for m, rises, shares in (("plain", (0.05, 0.15), (0.7, 0.2)), ("nt", (0.03, 0.03), (0.6, 0.06)))
+                           for h, rise, share in zip((1e-3, 1e-2), rises, shares)])
+    with_slopes = verdicts.robust(*_robust(), slopes=slopes)
+    assert ("; NT's finite difference (step 1.28/255) is 20% of plain's ‖∇f‖₁: it weighs one short step's rise along "
+            "sign(∇f), 0.150 on plain, 0.030 on NT (80% less); R") in with_slopes[1]["ours"]
+    assert oks(with_slopes) == oks(rows), "shown beside the issue's goal, not judged instead"
     assert "DMS (rank) 0.920, PLCC 0.910; DMS (MSE only, ablation) 0.850" in rows[2]["ours"]
     assert "certified rise ≤ 0.050 (mean), attack rose 0.010 (max 0.020)" in rows[3]["ours"]
     assert rows[4]["ours"].startswith("10.0 ms vs 1000.0 ms per image (99.0% less)")
