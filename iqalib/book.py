@@ -110,7 +110,9 @@ def _table_markdown(about: dict) -> str:
     name, caption = about.get("name", ""), (about.get("caption") or "").replace("\n", " ")
     if caption:
         label = f":name: table-{name}\n" if name else ""
-        lines = [f"```{{table}} {caption}\n{label}\n{about['table']}\n```"]
+        # Tildes: CommonMark ends a backtick fence's info string at a backtick, so a caption with
+        # `code` in it would leave the directive as text; a tilde fence's info string may hold them.
+        lines = [f"~~~{{table}} {caption}\n{label}\n{about['table']}\n~~~"]
     else:
         lines = [about["table"]]
     if about.get("takeaway"):

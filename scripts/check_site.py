@@ -35,15 +35,17 @@ PAGE_PROBE = r"""
   const skip = new Set(["PRE", "CODE", "SCRIPT", "STYLE", "TEXTAREA", "NOSCRIPT"]);
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   const rule = /\|\s*:?-{3,}:?\s*\|/, framed = /^\s*\|[^|\n]+\|[^|\n]*\|\s*$/m;
-  const tables = [];
+  const directive = /(```|~~~)\{[a-z-]+\}|^:name: /m;  // a MyST directive the parser left as text
+  const tables = [], directives = [];
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     let el = node.parentElement, inCode = false;
     for (; el; el = el.parentElement) if (skip.has(el.tagName)) { inCode = true; break; }
     const text = node.textContent;
     if (!inCode && (rule.test(text) || framed.test(text))) tables.push(text.trim().slice(0, 120));
+    if (!inCode && directive.test(text)) directives.push(text.trim().slice(0, 120));
   }
   const images = [...document.images].map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0}));
-  return JSON.stringify({tables, images, title: document.title});
+  return JSON.stringify({tables, directives, images, title: document.title});
 })()
 """
 
@@ -147,6 +149,7 @@ def problems_of(events: list[dict], probe: dict) -> list[str]:
         elif method == "Log.entryAdded" and p["entry"].get("level") == "error":
             found.append(f"console error: {p['entry'].get('text')} {p['entry'].get('url', '')}")
     found += [f"table shown as text: {t!r}" for t in probe["tables"]]
+    found += [f"directive shown as text: {t!r}" for t in probe.get("directives", [])]
     found += [f"image does not display: {i['src']}" for i in probe["images"] if not i["ok"]]
     return found
 

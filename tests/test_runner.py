@@ -172,7 +172,8 @@ def check_site(out: Path) -> _Page:
 
 def check_book_page(path: Path) -> None:
     """A notebook's page in the book: the parameters once (papermill's), code folded, the figure and
-    the tables numbered with their captions and takeaways, a pipe in a header kept in its cell,
+    the tables numbered with their captions and takeaways (a caption with code in it too), a pipe in
+    a header kept in its cell,
     each saved table linked to its CSV, no Sphinx error box."""
     text = path.read_text()
     visible = re.sub(r"<[^>]+>", "", text)  # Pygments splits code into spans
@@ -182,6 +183,8 @@ def check_book_page(path: Path) -> None:
     assert re.search(r"Table 1.*Wide\.", text, re.S) and re.search(r"Table 2.*Pipes in a header\.", text, re.S)
     assert "mean |Δs|</p></th>" in text and "One row." in text
     assert 'href="../tables/wide.csv"' in text and 'href="../tables/pipes.csv"' in text
+    assert re.search(r"Table 3.*A <code[^>]*>.*code.*</code> span in a caption\.", text, re.S)
+    assert ":name:" not in visible and "{table}" not in visible  # no directive left as text
     assert "system-message" not in text and "|:-" not in text
 
 
@@ -244,6 +247,7 @@ fig, ax = plt.subplots()
 ax.plot([0, 1], [1, 0])
 report.save_figure(fig, "line", OUT, caption="A line.", takeaway="It falls.")
 report.save_table(pd.DataFrame({"model": ["a"], "mean |Δs|": [0.5]}), "pipes", OUT, "Pipes in a header.", takeaway="One row.")
+report.save_table(pd.DataFrame({"x": [1]}), "ticks", OUT, "A `code` span in a caption.")
 table = report.verdicts([{"claim": "c", "paper": "1", "ours": "1", "verdict": "reproduced", "why": "w"}], "00", OUT)
 (OUT / "models" / "quality").mkdir(parents=True, exist_ok=True)
 (OUT / "models" / "quality" / "card.json").write_text("{}")
