@@ -55,22 +55,14 @@ SLOPE_STEPS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3.1e-2)  # network-input units; 1e-
 
 def print_slopes(model: QualityModel, classifier: Any, x: torch.Tensor) -> None:
     """The first-order slope NT's penalty estimates, against its finite-difference estimate at each of
-    ``SLOPE_STEPS``: where they part, the score is not linear over the step and the penalty weighs
-    the rise over it rather than the gradient."""
-    ones = torch.ones(1, 3, 1, 1)
-    per_pixel = float((classifier.normalize(ones * 255.0) - classifier.normalize(ones * 0.0)).flatten()[0])
-    score = robust.score_fn(model, classifier)
-    x = x.clone().requires_grad_(True)
-    clean = score(x)
-    grad, = torch.autograd.grad(clean.sum(), x)
-    direction = torch.nan_to_num(grad).sign()
-    print(f"||grad f||_1 in the network's input space: {grad.abs().flatten(1).sum(1).mean() / per_pixel:.2f} "
-          f"(mean over {len(x)} images of NT's pool)")
-    with torch.no_grad():
-        for h in SLOPE_STEPS:
-            rise = score(x + h / per_pixel * direction) - clean  # unclamped, as train_nt steps
-            print(f"h {h:g} ({h / per_pixel * 255:.2f}/255 in pixels): forward difference {(rise / h).mean():.2f}, "
-                  f"score rise {rise.mean():.4f}")
+    ``SLOPE_STEPS`` (``robust.sign_step_rises``): where they part, the score is not linear over the
+    step and the penalty weighs the rise over it rather than the gradient."""
+    unit = robust.input_unit(classifier)
+    norms, rises = robust.sign_step_rises(robust.score_fn(model, classifier), x, SLOPE_STEPS, unit)
+    print(f"||grad f||_1 in the network's input space: {norms.mean():.2f} (mean over {len(x)} images of NT's pool)")
+    for h, rise in zip(SLOPE_STEPS, rises.mean(0)):
+        print(f"h {h:g} ({h * float(unit.mean()) * 255:.2f}/255 in pixels): forward difference {rise / h:.2f}, "
+              f"score rise {rise:.4f}")
 
 
 def main() -> None:
