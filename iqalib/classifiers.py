@@ -470,7 +470,7 @@ def load_classifier(name: str, device: str = "auto", weights_path: str | None = 
 
     ``weights_path`` overrides where the weights are read from (``torch.load(weights_only=True)``).
     ``fold_batchnorm=False`` keeps the BatchNorm layers, for a copy trained with batch statistics
-    (``robust.train_nt(batchnorm="train")``); the same function to the last float bits, slower, and
+    (``gradnorm.train_nt(batchnorm="train")``); the same function to the last float bits, slower, and
     cached embeddings are keyed apart (``features``).
     """
     if name not in CLASSIFIERS:

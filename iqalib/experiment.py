@@ -75,7 +75,7 @@ class Run:
     def fresh_classifier(self, fold_batchnorm: bool = True) -> Classifier:
         """A new copy of the run's classifier (``classifier`` is the run's own, loaded once);
         ``fold_batchnorm=False`` keeps its BatchNorm layers, for NT trained on batch statistics
-        (``robust.train_nt(batchnorm="train")``)."""
+        (``gradnorm.train_nt(batchnorm="train")``)."""
         p = self.params
         weights = resolve_path(p.classifier_weights)  # relative to the repository root, like every params path
         return load_classifier(p.classifier, p.device, None if weights is None else str(weights), fold_batchnorm)

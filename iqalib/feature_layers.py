@@ -14,7 +14,7 @@ is the last: the copy is the whole backbone, and it gives the pooled embedding.
 The classifier runs with its BatchNorms folded into the convolutions before them
 (``folding.fold_batchnorm``), so the copy has none: what NT trains is each convolution's
 weights and bias, the frozen BatchNorm's affine map included. Batch statistics are not used by
-default; ``robust.train_nt(batchnorm="train")`` copies an unfolded classifier instead, trains its
+default; ``gradnorm.train_nt(batchnorm="train")`` copies an unfolded classifier instead, trains its
 BatchNorm on batch statistics as the authors train HyperIQA's, and folds the running statistics
 it learnt once training ends (README: on training photos it doubles the cut upward, leaves the
 downward one, and costs 0.06 SROCC against the frozen form). Before folding

@@ -388,7 +388,7 @@ class QualityModel:
 
     def live_scores(self, features: torch.Tensor) -> torch.Tensor:
         """(n_models, N) scores with autograd through the heads' current parameters (not the
-        cached stack): what fine-tuning the heads in place (``robust.train_nt``) optimises."""
+        cached stack): what fine-tuning the heads in place (``gradnorm.train_nt``) optimises."""
         weights = {k: v.to(features.device) for k, v in _stack_heads(self.heads, detach=False).items()}
         return _stacked_scores(weights, features)
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqalib import (adaptive, evaluation, experiment, feature_table, features, groups, images, metrics, robust,
-                    robust_tables)
+from iqalib import (adaptive, evaluation, experiment, feature_table, features, gradnorm, groups, images, metrics,
+                    robust, robust_tables)
 from iqalib.cache import atomic_write_text
 from iqalib.detector import FitForTaskDetector
 from iqalib.experiment import Run
@@ -148,7 +148,7 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
         # the authors' one-sided difference on a folded, frozen-statistics copy; the card says so, since
         # scripts/sweep_nt.py trains the other forms too
         form = {"difference": "forward", "batchnorm": "frozen"}
-        model, steps = robust.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])),
+        model, steps = gradnorm.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])),
                                        pool["mos"].to_numpy(), lam=n.lam, h=n.h, steps=n.steps,
                                        batch_size=n.batch_size, lr=n.lr, layer_lr=n.layer_lr, seed=p.seed,
                                        progress=run.progress, **form)
@@ -170,17 +170,17 @@ NT_PROBE_STEPS = (1e-4, 1e-3, 3e-3, 3e-2, 6e-2)
 def robust_nt_slopes(run: Run, models: dict[str, Any], data: RobustData) -> pd.DataFrame:
     """``robust_nt_slopes``: what NT's penalty measures, for the plain and NT models on
     ``data.attacked``: per step of NT's finite difference (``robust.nt.h`` and ``NT_PROBE_STEPS``, in
-    the network's input units as ``robust.train_nt`` takes them; ``step_255`` the same in pixels, the
+    the network's input units as ``gradnorm.train_nt`` takes them; ``step_255`` the same in pixels, the
     channels' mean), the mean rise of the score along sign(∇f) over it, the difference quotient
     rise / step, ‖∇f‖₁ and ``quotient_share``, the quotient over ‖∇f‖₁ (1 where the score is linear
-    over the step) (``robust.sign_step_rises``)."""
+    over the step) (``gradnorm.sign_step_rises``)."""
     h = float(run.params.robust.nt.h)
     steps = sorted({*NT_PROBE_STEPS, h})
-    unit = robust.input_unit(run.classifier)
+    unit = gradnorm.input_unit(run.classifier)
     x = view_tensor(run, list(data.attacked["path"]))
     rows = []
     for name in ("plain", "nt"):
-        norms, rises = robust.sign_step_rises(robust.score_fn(models[name], run.classifier), x, steps, unit)
+        norms, rises = gradnorm.sign_step_rises(robust.score_fn(models[name], run.classifier), x, steps, unit)
         for j, step in enumerate(steps):
             quotient = float(np.mean(rises[:, j])) / step
             rows.append({"quality_model": name, "step": step, "step_255": step * float(unit.mean()) * 255.0,

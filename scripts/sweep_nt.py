@@ -11,7 +11,7 @@ SROCC of each (also per direction). About 70 s per 120 steps of 8 images on 2 co
 ``--slopes`` prints, instead of training, what NT's finite difference sees on the plain model and on
 the run's saved NT model: on 32 images of NT's pool, ||grad f||_1 and the forward difference
 (f(x + h sign(grad)) - f(x)) / h at several h, both in the network's input space as
-``robust.train_nt`` takes them (seconds).
+``gradnorm.train_nt`` takes them (seconds).
 
 Needs notebook 05 rendered with those params (its plain model under outputs/<run>/models/).
 """
@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from iqalib import experiment, robust
+from iqalib import experiment, gradnorm, robust
 from iqalib import robust_experiment as rx
 from iqalib.quality import QualityModel
 
@@ -55,10 +55,10 @@ SLOPE_STEPS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3.1e-2)  # network-input units; 1e-
 
 def print_slopes(model: QualityModel, classifier: Any, x: torch.Tensor) -> None:
     """The first-order slope NT's penalty estimates, against its finite-difference estimate at each of
-    ``SLOPE_STEPS`` (``robust.sign_step_rises``): where they part, the score is not linear over the
+    ``SLOPE_STEPS`` (``gradnorm.sign_step_rises``): where they part, the score is not linear over the
     step and the penalty weighs the rise over it rather than the gradient."""
-    unit = robust.input_unit(classifier)
-    norms, rises = robust.sign_step_rises(robust.score_fn(model, classifier), x, SLOPE_STEPS, unit)
+    unit = gradnorm.input_unit(classifier)
+    norms, rises = gradnorm.sign_step_rises(robust.score_fn(model, classifier), x, SLOPE_STEPS, unit)
     print(f"||grad f||_1 in the network's input space: {norms.mean():.2f} (mean over {len(x)} images of NT's pool)")
     for h, rise in zip(SLOPE_STEPS, rises.mean(0)):
         print(f"h {h:g} ({h * float(unit.mean()) * 255:.2f}/255 in pixels): forward difference {rise / h:.2f}, "
@@ -125,7 +125,7 @@ def main() -> None:
         for (lam, lr, layer_lr, steps), h, seed in itertools.product(grid, args.h_values or [p.robust.nt.h],
                                                                       args.seeds or [p.seed]):
             start = time.perf_counter()
-            nt, _ = robust.train_nt(plain, source, views, rows["mos"].to_numpy(), lam=lam, h=h, steps=steps,
+            nt, _ = gradnorm.train_nt(plain, source, views, rows["mos"].to_numpy(), lam=lam, h=h, steps=steps,
                                     batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
                                     progress=False, difference=args.difference, batchnorm=args.batchnorm)
             change, srocc = measure(nt)

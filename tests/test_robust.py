@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqalib import attacks, embedded_iqa, feature_layers, features, fooling, metrics, quality, robust
+from iqalib import attacks, embedded_iqa, feature_layers, features, fooling, gradnorm, metrics, quality, robust
 from iqalib.classifiers import load_classifier
 from iqalib.denoiser import DnCNN, pair_rank_loss, train_denoiser, train_rank_preserving
 from iqalib.feature_layers import FeatureLayers
@@ -157,20 +157,20 @@ def test_local_lipschitz_is_positive_per_image(clf, plain):
 
 
 def test_sign_step_rises_are_the_gradient_norm_where_the_score_is_linear_and_less_where_it_saturates(clf, plain):
-    assert torch.allclose(robust.input_unit(clf), torch.full((1, 3, 1, 1), 128 / 255))  # EfficientNet-Lite's (x - 127) / 128
+    assert torch.allclose(gradnorm.input_unit(clf), torch.full((1, 3, 1, 1), 128 / 255))  # EfficientNet-Lite's (x - 127) / 128
     weights = torch.linspace(-1.0, 1.0, 3 * 8 * 8).view(1, 3, 8, 8)
     x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     unit = torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1, 1)
-    norms, rises = robust.sign_step_rises(lambda t: (t * weights).flatten(1).sum(1), x, [1e-3, 0.1], unit)
+    norms, rises = gradnorm.sign_step_rises(lambda t: (t * weights).flatten(1).sum(1), x, [1e-3, 0.1], unit)
     expected = float((weights * unit).abs().sum())  # ‖∇f‖₁ per network unit; a linear score rises step × it
     assert np.allclose(norms, expected, rtol=1e-5)
     assert np.allclose(rises, np.array([1e-3, 0.1]) * expected, rtol=1e-4)
     saturating = lambda t: torch.tanh(20 * (t * weights).flatten(1).sum(1) / weights.abs().sum())  # noqa: E731
-    norms, rises = robust.sign_step_rises(saturating, torch.zeros(2, 3, 8, 8), [1e-3, 1.0])
+    norms, rises = gradnorm.sign_step_rises(saturating, torch.zeros(2, 3, 8, 8), [1e-3, 1.0])
     quotient_share = rises / np.array([1e-3, 1.0]) / norms[:, None]
     assert np.allclose(quotient_share[:, 0], 1.0, atol=1e-3) and np.all(quotient_share[:, 1] < 0.1)
     model, views = plain  # the real score: one rise per image and step, the first-order share near 1 at a tiny step
-    norms, rises = robust.sign_step_rises(robust.score_fn(model, clf), views[:2], [1e-4, 1e-2], robust.input_unit(clf))
+    norms, rises = gradnorm.sign_step_rises(robust.score_fn(model, clf), views[:2], [1e-4, 1e-2], gradnorm.input_unit(clf))
     assert rises.shape == (2, 2) and np.all(norms > 0) and np.all(rises[:, 0] > 0)
     assert np.all(np.abs(rises[:, 0] / 1e-4 / norms - 1) < 0.2)
 
@@ -207,13 +207,13 @@ def test_nt_two_sided_difference_also_penalises_the_slope_that_lowers_the_score(
     step; training with it lowers the gradient too; an unknown form is refused."""
     model, x = plain
     mos = robust.score_fn(model, clf)(x).detach().numpy()
-    logs = {d: robust.train_nt(model, clf, x, mos, lam=1.0, steps=6, batch_size=3, lr=3e-4, layer_lr=3e-4,
+    logs = {d: gradnorm.train_nt(model, clf, x, mos, lam=1.0, steps=6, batch_size=3, lr=3e-4, layer_lr=3e-4,
                                progress=False, difference=d)[1] for d in ("forward", "two_sided")}
     assert logs["forward"][0]["l1"] == pytest.approx(logs["two_sided"][0]["l1"])  # the same first batch
     assert logs["two_sided"][0]["penalty"] >= 0.5 * logs["forward"][0]["penalty"]
     assert logs["two_sided"][-1]["grad_l1"] < logs["two_sided"][0]["grad_l1"]
     with pytest.raises(ValueError, match="two_sided"):
-        robust.train_nt(model, clf, x, mos, steps=1, progress=False, difference="central")
+        gradnorm.train_nt(model, clf, x, mos, steps=1, progress=False, difference="central")
 
 
 def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain, tmp_path):
@@ -225,7 +225,7 @@ def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain
         probe = x.clone().requires_grad_(True)
         return torch.autograd.grad(robust.score_fn(m, clf)(probe).sum(), probe)[0].abs().flatten(1).sum(1).mean().item()
 
-    nt, log = robust.train_nt(model, clf, x, mos, lam=1.0, steps=12, batch_size=3, lr=3e-4, layer_lr=3e-4,
+    nt, log = gradnorm.train_nt(model, clf, x, mos, lam=1.0, steps=12, batch_size=3, lr=3e-4, layer_lr=3e-4,
                               progress=False)
     assert len(log) == 12 and {"l1", "penalty", "grad_l1"} <= set(log[0])
     assert nt.has_own_layers and not model.has_own_layers
@@ -271,8 +271,8 @@ def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(c
     before = {k: v.clone() for k, v in raw.backbone.state_dict().items()}
     mos = robust.score_fn(model, clf)(x).detach().numpy()
     still = dict(lam=1.0, steps=3, batch_size=3, lr=0.0, layer_lr=0.0, progress=False)
-    frozen, _ = robust.train_nt(model, raw, x, mos, batchnorm="frozen", **still)
-    trained, _ = robust.train_nt(model, raw, x, mos, batchnorm="train", **still)
+    frozen, _ = gradnorm.train_nt(model, raw, x, mos, batchnorm="frozen", **still)
+    trained, _ = gradnorm.train_nt(model, raw, x, mos, batchnorm="train", **still)
     for nt in (frozen, trained):
         assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in nt.own_layers().modules())
     with torch.no_grad():
@@ -284,7 +284,7 @@ def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(c
     for k, v in raw.backbone.state_dict().items():
         torch.testing.assert_close(v, before[k], msg=f"the classifier is untouched: {k}")
     with pytest.raises(ValueError, match="fold_batchnorm=False"):
-        robust.train_nt(model, clf, x, mos, steps=1, progress=False, batchnorm="train")
+        gradnorm.train_nt(model, clf, x, mos, steps=1, progress=False, batchnorm="train")
     # a fold that fails its check leaves the copy's BatchNorm in eval mode instead of failing
     monkeypatch.setattr(feature_layers, "fold_batchnorm_checked", lambda network, *_: network)
     kept = FeatureLayers(raw).train()
@@ -293,7 +293,7 @@ def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(c
         z = clf.normalize(x[:2] * 255.0)
         torch.testing.assert_close(kept(z), layers(z), rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError, match="'frozen' or 'train'"):
-        robust.train_nt(model, raw, x, mos, steps=1, progress=False, batchnorm="eval")
+        gradnorm.train_nt(model, raw, x, mos, steps=1, progress=False, batchnorm="eval")
 
 
 def test_cache_keys_name_the_classifier_as_its_passes_compute_it(clf):
