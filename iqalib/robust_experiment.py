@@ -149,9 +149,9 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
         # scripts/sweep_nt.py trains the other forms too
         form = {"difference": "forward", "batchnorm": "frozen"}
         model, steps = gradnorm.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])),
-                                       pool["mos"].to_numpy(), lam=n.lam, h=n.h, steps=n.steps,
-                                       batch_size=n.batch_size, lr=n.lr, layer_lr=n.layer_lr, seed=p.seed,
-                                       progress=run.progress, **form)
+                                         pool["mos"].to_numpy(), lam=n.lam, h=n.h, steps=n.steps,
+                                         batch_size=n.batch_size, lr=n.lr, layer_lr=n.layer_lr, seed=p.seed,
+                                         progress=run.progress, **form)
         model.save(folder, training_data={"rows": len(pool), "target": run.target,
                                           "nt": {**n.to_dict(), **form, "from": ROBUST_PLAIN_FOLDER, "log": steps}})
 

@@ -126,8 +126,8 @@ def main() -> None:
                                                                       args.seeds or [p.seed]):
             start = time.perf_counter()
             nt, _ = gradnorm.train_nt(plain, source, views, rows["mos"].to_numpy(), lam=lam, h=h, steps=steps,
-                                    batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
-                                    progress=False, difference=args.difference, batchnorm=args.batchnorm)
+                                      batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
+                                      progress=False, difference=args.difference, batchnorm=args.batchnorm)
             change, srocc = measure(nt)
             cut = 1 - change / base
             print(f"pool {n} {args.difference} batchnorm {args.batchnorm} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "

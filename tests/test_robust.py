@@ -208,7 +208,7 @@ def test_nt_two_sided_difference_also_penalises_the_slope_that_lowers_the_score(
     model, x = plain
     mos = robust.score_fn(model, clf)(x).detach().numpy()
     logs = {d: gradnorm.train_nt(model, clf, x, mos, lam=1.0, steps=6, batch_size=3, lr=3e-4, layer_lr=3e-4,
-                               progress=False, difference=d)[1] for d in ("forward", "two_sided")}
+                                     progress=False, difference=d)[1] for d in ("forward", "two_sided")}
     assert logs["forward"][0]["l1"] == pytest.approx(logs["two_sided"][0]["l1"])  # the same first batch
     assert logs["two_sided"][0]["penalty"] >= 0.5 * logs["forward"][0]["penalty"]
     assert logs["two_sided"][-1]["grad_l1"] < logs["two_sided"][0]["grad_l1"]
@@ -226,7 +226,7 @@ def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain
         return torch.autograd.grad(robust.score_fn(m, clf)(probe).sum(), probe)[0].abs().flatten(1).sum(1).mean().item()
 
     nt, log = gradnorm.train_nt(model, clf, x, mos, lam=1.0, steps=12, batch_size=3, lr=3e-4, layer_lr=3e-4,
-                              progress=False)
+                                progress=False)
     assert len(log) == 12 and {"l1", "penalty", "grad_l1"} <= set(log[0])
     assert nt.has_own_layers and not model.has_own_layers
     assert grad_l1(nt) < 0.8 * grad_l1(model), (grad_l1(nt), grad_l1(model))
