@@ -25,7 +25,8 @@ __all__ = ["train_nt", "input_unit", "sign_step_rises"]
 def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, mos: np.ndarray,
              lam: float = 1e-3, h: float = 1e-2, steps: int = 120, batch_size: int = 16, lr: float = 1e-4,
              layer_lr: float = 1e-5, seed: int = 0, progress: bool = True,
-             difference: str = "forward", batchnorm: str = "frozen") -> tuple[QualityModel, list[dict]]:
+             difference: str = "forward", batchnorm: str = "frozen",
+             heads: str = "plain") -> tuple[QualityModel, list[dict]]:
     """A copy of ``plain`` with its own copy of the backbone's early layers
     (``QualityModel.attach_own_layers``), whose layers and heads are fine-tuned with NT's loss;
     returns it and a per-step log (DataFrame-ready dicts: step, l1, penalty, grad_l1).
@@ -46,7 +47,12 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
     whichever classifier is given); ``"train"``, as the authors train HyperIQA: the copy's BatchNorm normalises
     by each batch's statistics (every pass, the perturbed ones too) and updates its running ones,
     which are folded into the convolutions once training ends, so the saved model has the frozen
-    form's layout. Needs a classifier loaded with ``fold_batchnorm=False``."""
+    form's layout. Needs a classifier loaded with ``fold_batchnorm=False``.
+
+    ``heads``: ``"plain"`` (ours), NT fine-tunes ``plain``'s trained heads; ``"fresh"``, as the authors
+    train (NT from the start, not after a plain training): each head's weights drawn afresh (head k
+    from seed ``seed * 1000 + k``; ``plain``'s feature standardisation kept) and learnt with the
+    layers under the penalty — many more steps than fine-tuning needs."""
     from tqdm.auto import tqdm
 
     plain.classifier(classifier)  # the one backbone-compatibility check
@@ -56,7 +62,12 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
         raise ValueError(f"batchnorm must be 'frozen' or 'train', got {batchnorm!r}")
     if len(views) != len(mos):
         raise ValueError(f"{len(views)} views but {len(mos)} scores")
+    if heads not in ("plain", "fresh"):
+        raise ValueError(f"heads must be 'plain' or 'fresh', got {heads!r}")
     model = plain.copy()
+    if heads == "fresh":
+        for k, head in enumerate(model.heads):
+            head.redraw(torch.Generator().manual_seed(int(seed) * 1000 + k))
     layers = model.attach_own_layers(classifier, keep_batchnorm=batchnorm == "train")
     norms = batchnorms(layers)
     if batchnorm == "train":

@@ -97,6 +97,14 @@ class _Head(nn.Module):
             self.fc2 = nn.Linear(hidden, hidden)
             self.out = nn.Linear(hidden, bins)
 
+    def redraw(self, generator: torch.Generator) -> None:
+        """Draw the layers' weights afresh (PyTorch's default init) from ``generator``."""
+        with torch.no_grad():
+            for layer in (self.fc1, self.fc2, self.out):
+                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+                bound = 1.0 / math.sqrt(layer.in_features)
+                nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
     def logits(self, x: torch.Tensor, dropout: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
         h = (x - self.mu) / self.sd
         for layer in (self.fc1, self.fc2):
@@ -316,10 +324,7 @@ class QualityModel:
         with torch.no_grad():
             head.mu.copy_(rows.mean(0))
             head.sd.copy_(rows.std(0, correction=0).clamp_min(_MIN_FEATURE_STD))
-            for layer in (head.fc1, head.fc2, head.out):  # PyTorch's default init, from our generator
-                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=g)
-                bound = 1.0 / math.sqrt(layer.in_features)
-                nn.init.uniform_(layer.bias, -bound, bound, generator=g)
+        head.redraw(g)
         head.to(self.device).train()
         rows, target = rows.to(self.device), target.to(self.device)
         opt = torch.optim.AdamW(head.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -6,7 +6,7 @@ SROCC of each (also per direction). About 70 s per 120 steps of 8 images on 2 co
 
     python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...] [--seeds S ...]
         [--difference forward|two_sided] [--batchnorm frozen|train] [--h H ...] [--pixel-pool N ...]
-        [--slopes]
+        [--heads plain|fresh] [--slopes]
 
 ``--slopes`` prints, instead of training, what NT's finite difference sees on the plain model and on
 the run's saved NT model: on 32 images of NT's pool, ||grad f||_1 and the forward difference
@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--batchnorm", choices=("frozen", "train"), default="frozen",
                         help="the copy's BatchNorm: folded and frozen (ours), or trained on batch statistics "
                              "as the authors train HyperIQA (from an unfolded copy of the classifier)")
+    parser.add_argument("--heads", choices=("plain", "fresh"), default="plain",
+                        help="NT fine-tunes the plain model's trained heads (ours), or draws them afresh and "
+                             "trains them with the layers under the penalty from the start, as the authors train")
     parser.add_argument("--h", nargs="+", type=float, dest="h_values", metavar="H",
                         help="NT's finite-difference steps in the network's input space (default: params, the "
                              "authors' 1e-2: about 1.3/255 in pixels through EfficientNet-Lite's (x - 127) / 128, "
@@ -127,10 +130,11 @@ def main() -> None:
             start = time.perf_counter()
             nt, _ = gradnorm.train_nt(plain, source, views, rows["mos"].to_numpy(), lam=lam, h=h, steps=steps,
                                       batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
-                                      progress=False, difference=args.difference, batchnorm=args.batchnorm)
+                                      progress=False, difference=args.difference, batchnorm=args.batchnorm,
+                                      heads=args.heads)
             change, srocc = measure(nt)
             cut = 1 - change / base
-            print(f"pool {n} {args.difference} batchnorm {args.batchnorm} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
+            print(f"pool {n} {args.difference} batchnorm {args.batchnorm} heads {args.heads} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
                   f"steps {steps} seed {seed}: {cut[0]:.1%} less change (up {cut[1]:.1%}, down {cut[2]:.1%}), "
                   f"SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 

@@ -250,6 +250,32 @@ def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain
         features.scores(loaded, clf, rows)
 
 
+def test_nt_from_fresh_heads_redraws_them_by_seed_and_learns_them_leaving_plain_untouched(clf, plain):
+    """``heads="fresh"`` (NT from the start, as the authors train): the heads are redrawn from the
+    seed (the same seed, the same heads; plain's untouched) and learnt, the L1 term falling from
+    the redrawn heads' level; an unknown choice is refused."""
+    model, x = plain
+    mos = robust.score_fn(model, clf)(x).detach().numpy()
+    before = [h.fc1.weight.clone() for h in model.heads]
+    still = dict(lam=0.0, steps=2, batch_size=3, lr=0.0, layer_lr=0.0, progress=False, heads="fresh")
+    first, log = gradnorm.train_nt(model, clf, x, mos, seed=1, **still)
+    again, _ = gradnorm.train_nt(model, clf, x, mos, seed=1, **still)
+    other, _ = gradnorm.train_nt(model, clf, x, mos, seed=2, **still)
+    for k, head in enumerate(model.heads):
+        torch.testing.assert_close(head.fc1.weight, before[k], msg="plain's heads are untouched")
+        assert not torch.equal(first.heads[k].fc1.weight, head.fc1.weight), "redrawn"
+        torch.testing.assert_close(again.heads[k].out.weight, first.heads[k].out.weight)
+        assert not torch.equal(other.heads[k].out.weight, first.heads[k].out.weight)
+        torch.testing.assert_close(first.heads[k].mu, head.mu, msg="the feature standardisation is kept")
+    _, plain_log = gradnorm.train_nt(model, clf, x, mos, **{**still, "heads": "plain"})
+    assert log[0]["l1"] > plain_log[0]["l1"] + 0.01, "redrawn heads start far from the targets plain meets"
+    _, learning = gradnorm.train_nt(model, clf, x, mos, lam=0.0, steps=30, batch_size=6, lr=1e-3, layer_lr=0.0,
+                                    progress=False, heads="fresh", seed=1)
+    assert np.mean([r["l1"] for r in learning[-5:]]) < 0.5 * learning[0]["l1"], (learning[0], learning[-1])
+    with pytest.raises(ValueError, match="'plain' or 'fresh'"):
+        gradnorm.train_nt(model, clf, x, mos, steps=1, progress=False, heads="random")
+
+
 def test_nt_with_batchnorm_in_training_mode_learns_statistics_and_saves_folded(clf, plain, tmp_path, monkeypatch):
     """``batchnorm="train"`` (the authors' HyperIQA recipe) needs the unfolded classifier; with
     both learning rates at 0 only BatchNorm's running statistics can move, and they do, where the
