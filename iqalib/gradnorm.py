@@ -116,8 +116,7 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
 def input_unit(classifier: Classifier) -> torch.Tensor:
     """Per channel, the step in [0, 1] pixels that one unit of the classifier's network input is
     (its normalisation's std, (1, C, 1, 1)): NT's finite-difference step ``h`` is taken in those units."""
-    ones = torch.ones(1, 3, 1, 1, device=classifier.device)
-    return 1.0 / (classifier.normalize(ones * 255.0) - classifier.normalize(ones * 0.0))
+    return torch.tensor(classifier.std, device=classifier.device).view(1, 3, 1, 1)
 
 
 def sign_step_rises(score: Score, x: torch.Tensor, steps: Sequence[float],
