@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("--h", nargs="+", type=float, dest="h_values", metavar="H",
                         help="NT's finite-difference steps in the network's input space (default: params, the "
                              "authors' 1e-2: about 1.3/255 in pixels through EfficientNet-Lite's (x - 127) / 128, "
-                             "where 4/255 is 0.031)")
+                             "where 4/255 is 0.031; the authors' own 1e-2, behind ResNet-50's ImageNet "
+                             "normalisation (std about 0.226), is 0.58/255 in pixels: 4.5e-3 here)")
     parser.add_argument("--pixel-pool", nargs="+", type=int, dest="pool_sizes", metavar="N",
                         help="NT's training pools of N training images each (default: params' pixel_pool). The "
                              "scored photos stay those outside the params' pool; each pool is a fresh seeded draw "
