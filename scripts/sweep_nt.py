@@ -114,16 +114,19 @@ def main() -> None:
     source = run.classifier if args.batchnorm == "frozen" else run.fresh_classifier(fold_batchnorm=False)
     x, xs = rx.view_tensor(run, list(attacked["path"])), rx.view_tensor(run, list(ranked["path"]))
 
-    def measure(model: QualityModel) -> tuple[np.ndarray, float]:
-        """(mean |Δs| up and down averaged, up, down), clean SROCC."""
+    def measure(model: QualityModel) -> tuple[np.ndarray, float, float]:
+        """(mean |Δs| up and down averaged, up, down), clean SROCC, and the spread (std) of the clean
+        scores on the ranked photos: a score squeezed towards one value moves less for that alone."""
         score = robust.score_fn(model, run.classifier)
         with torch.no_grad():
-            srocc = stats.spearmanr(score(xs).numpy(), ranked["mos"]).statistic
+            clean = score(xs).numpy()
         up, down = (c.mean() for c in score_changes(score, x))
-        return np.array([(up + down) / 2, up, down]), float(srocc)
+        return (np.array([(up + down) / 2, up, down]), float(stats.spearmanr(clean, ranked["mos"]).statistic),
+                float(clean.std()))
 
-    base, base_srocc = measure(plain)
-    print(f"plain: mean |Δs| {base[0]:.4f} (up {base[1]:.4f}, down {base[2]:.4f}), SROCC {base_srocc:.3f}", flush=True)
+    base, base_srocc, base_spread = measure(plain)
+    print(f"plain: mean |Δs| {base[0]:.4f} (up {base[1]:.4f}, down {base[2]:.4f}), SROCC {base_srocc:.3f}, "
+          f"score std {base_spread:.3f}", flush=True)
     for n, rows in pools.items():
         views = rx.view_tensor(run, list(rows["path"]))  # one pool's pixels in memory at a time
         for (lam, lr, layer_lr, steps), h, seed in itertools.product(grid, args.h_values or [p.robust.nt.h],
@@ -133,11 +136,11 @@ def main() -> None:
                                       batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
                                       progress=False, difference=args.difference, batchnorm=args.batchnorm,
                                       heads=args.heads)
-            change, srocc = measure(nt)
+            change, srocc, spread = measure(nt)
             cut = 1 - change / base
             print(f"pool {n} {args.difference} batchnorm {args.batchnorm} heads {args.heads} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
                   f"steps {steps} seed {seed}: {cut[0]:.1%} less change (up {cut[1]:.1%}, down {cut[2]:.1%}), "
-                  f"SROCC {srocc:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
+                  f"SROCC {srocc:.3f}, score std {spread:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
 if __name__ == "__main__":
