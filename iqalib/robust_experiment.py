@@ -181,11 +181,11 @@ def robust_nt_slopes(run: Run, models: dict[str, Any], data: RobustData) -> pd.D
     rows = []
     for name in ("plain", "nt"):
         norms, rises = gradnorm.sign_step_rises(robust.score_fn(models[name], run.classifier), x, steps, unit)
-        for j, step in enumerate(steps):
-            quotient = float(np.mean(rises[:, j])) / step
+        grad_l1 = float(np.mean(norms))
+        for step, rise in zip(steps, (float(np.mean(column)) for column in rises.T)):
             rows.append({"quality_model": name, "step": step, "step_255": step * float(unit.mean()) * 255.0,
-                         "nt_h": step == h, "n": len(x), "rise": float(np.mean(rises[:, j])), "quotient": quotient,
-                         "grad_l1": float(np.mean(norms)), "quotient_share": quotient / float(np.mean(norms))})
+                         "nt_h": step == h, "n": len(x), "rise": rise, "quotient": rise / step,
+                         "grad_l1": grad_l1, "quotient_share": rise / step / grad_l1})
     return pd.DataFrame(rows)
 
 

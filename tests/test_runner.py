@@ -173,8 +173,7 @@ def check_site(out: Path) -> _Page:
 def check_book_page(path: Path) -> None:
     """A notebook's page in the book: the parameters once (papermill's), code folded, the figure and
     the tables numbered with their captions and takeaways (a caption with code in it too), a pipe in
-    a header kept in its cell,
-    each saved table linked to its CSV, no Sphinx error box."""
+    a header kept in its cell, each saved table linked to its CSV, no Sphinx error box."""
     text = path.read_text()
     visible = re.sub(r"<[^>]+>", "", text)  # Pygments splits code into spans
     assert visible.count("params_path = ") == 1 and "injected-parameters" in text and 'params_path = "none"' not in visible
