@@ -53,7 +53,8 @@ CONF = {
     "nb_output_stderr": "remove",
     "myst_enable_extensions": ["dollarmath", "attrs_block"],
     "numfig": True,
-    "numfig_format": {"figure": "Fig. %s", "table": "Table %s"},
+    # the site's own numbers in brackets: many captions start with the paper's ("Table I.", "Fig. 3")
+    "numfig_format": {"figure": "[Fig. %s]", "table": "[Table %s]"},
     "suppress_warnings": ["myst.header", "mystnb.unknown_mime_type"],
     "exclude_patterns": ["_build", "_extra"],
     "language": "en",
@@ -101,7 +102,9 @@ def _fence(body: str) -> str:
 def _figure_markdown(name: str, caption: str, takeaway: str) -> str:
     caption = caption or name.replace("_", " ")
     legend = f"\n\n{{.iqalib-takeaway}}\n{takeaway}" if takeaway else ""
-    return f"```{{figure}} ../figures/{name}.png\n:name: fig-{name}\n:alt: {caption}\n\n{caption}{legend}\n```"
+    # ``:scale: 100`` keeps the size and makes Sphinx link the image to its full-size file
+    # (``html_scaled_image_link``): a wide figure shrunk to the column opens readable on a click
+    return f"```{{figure}} ../figures/{name}.png\n:name: fig-{name}\n:alt: {caption}\n:scale: 100\n\n{caption}{legend}\n```"
 
 
 def _table_markdown(about: dict) -> str:
@@ -179,8 +182,9 @@ def _figures_page(out: Path, shown: dict[str, list[str]], titles: dict[str, str]
     rest = [n for n in every if n not in placed]
     if rest:
         groups.append(("Not shown in any notebook", "", rest))
-    parts = ["# Figures\n\nEvery figure of the run, grouped by the notebook that makes it. Each links to "
-             "its place in that notebook; the PNGs are under `figures/` of the run folder.\n"]
+    parts = ["# Figures\n\nEvery figure of the run, grouped by the notebook that makes it, each with a link to "
+             "its place in that notebook; a click on a figure opens it at full size. The PNGs are under "
+             "`figures/` of the run folder.\n"]
     for title, page, names in groups:
         parts.append(f"## {title}\n")
         if page:
@@ -189,8 +193,10 @@ def _figures_page(out: Path, shown: dict[str, list[str]], titles: dict[str, str]
             caption, takeaway = captions.get(name, ("", ""))
             caption = caption or name.replace("_", " ")
             legend = f"\n\n{takeaway}" if takeaway else ""
-            parts.append(f"```{{figure}} figures/{name}.png\n:alt: {caption}\n:width: 90%\n\n{caption} "
-                         f"(`{name}.png`){legend}\n```\n")
+            # an image and its caption, not a second numbered figure: the notebook's number is the figure's
+            where = f", {{ref}}`in its notebook <fig-{name}>`" if page else ""
+            parts.append(f"```{{image}} figures/{name}.png\n:alt: {caption}\n:width: 90%\n```\n\n"
+                         f"{caption} (`{name}.png`{where}){legend}\n")
     return "\n".join(parts)
 
 

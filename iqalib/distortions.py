@@ -22,7 +22,11 @@ LEVEL_PARAMS: dict[str, tuple[tuple[float, ...], str]] = {
     "gaussian_blur": ((1, 2, 3, 4, 6), "Gaussian sigma in pixels; ImageNet-C gaussian_blur severities"),
     "white_noise": ((0.08, 0.12, 0.18, 0.26, 0.38), "additive Gaussian sigma on [0,1] pixels; ImageNet-C gaussian_noise"),
     "jpeg": ((25, 18, 15, 10, 7), "JPEG quality (Pillow/libjpeg); ImageNet-C jpeg_compression"),
-    "jpeg2000": ((0.4, 0.2, 0.1, 0.05, 0.025), "bits per pixel (rate = 24/bpp); within LIVE's jp2k range 0.03–3.2 bpp"),
+    "jpeg2000": ((0.4, 0.2, 0.1, 0.05, 0.025),
+                 "bits per pixel of the image it is applied to (rate = 24/bpp); LIVE's jp2k spans 0.03–3.2 bpp on "
+                 "768×512 images, and on the 224-px classifier view the same rate leaves less (PSNR on six foolbox "
+                 "photos: 24.8, 22.8, 20.6, 17.5, 13.7 dB; at 768×512: 29.1 to 21.7 dB); level 5 stops at OpenJPEG's "
+                 "smallest codestream, about 0.04 bpp there: as at every type's level 5, little of the photo is left"),
     "contrast": ((0.4, 0.3, 0.2, 0.1, 0.05), "contrast factor about the mean; ImageNet-C contrast"),
     "pixelate": ((0.6, 0.5, 0.4, 0.3, 0.25), "down-scale factor, box down / nearest up; ImageNet-C pixelate"),
     "impulse_noise": ((0.03, 0.06, 0.09, 0.17, 0.27), "share of salt-and-pepper pixels; ImageNet-C impulse_noise"),

@@ -291,6 +291,14 @@ def peer_rates(scores_df: pd.DataFrame, method: str, target_fpr: float,
                                     n_boot=n_boot, seed=seed, ci=ci)
 
 
+def _each_group_in_turn(scores: pd.DataFrame, most_flagged: bool) -> pd.DataFrame:
+    """``scores`` ordered by the image of each group most (or least) likely flagged, then each
+    group's second, and so on: ordered by score alone, Appendix C's rows would show one kind of
+    image only (the most extreme distortion)."""
+    ordered = scores.sort_values("score", ascending=not most_flagged, kind="stable")
+    return ordered.assign(turn=ordered.groupby("group").cumcount()).sort_values("turn", kind="stable")
+
+
 @dataclass
 class DetectorStudy:
     """Notebook 04's study: the features ``table``, its paired ``splits`` and the ``scores`` of one
@@ -369,17 +377,19 @@ class DetectorStudy:
 
     def examples(self, per_kind: int = 5) -> dict[str, pd.DataFrame]:
         """Appendix C from the first split's detector at the paper's operating point: rows of
-        ``table`` it flags among held-out images of other groups (detected, most confident
-        first), held-out originals it flags (false alarms), and adversarial or distorted images it
-        lets through (missed, most confidently passed first)."""
+        ``table`` it flags among held-out images of other groups (detected: the most confidently
+        flagged image of each group in turn), held-out originals it flags (false alarms), and
+        adversarial or distorted images it lets through (missed: the most confidently passed of
+        each group in turn)."""
         first = self.scores[self.scores["split"] == 0]
         threshold = tables.thresholds_at_fpr(first[first["role"] == "oof"], self.paper_fpr)
         ev = first[first["role"] == "eval"]
         ev = ev.assign(flagged=tables.flag_at(ev, threshold))
         picked = {
-            "detected": ev[ev["flagged"] & (ev["group"] != "original")].sort_values("score", ascending=False),
+            "detected": _each_group_in_turn(ev[ev["flagged"] & (ev["group"] != "original")], most_flagged=True),
             "false alarm": ev[ev["flagged"] & (ev["group"] == "original")],
-            "missed": ev[~ev["flagged"] & ev["group"].isin(["adversarial", "distorted"])].sort_values("score"),
+            "missed": _each_group_in_turn(ev[~ev["flagged"] & ev["group"].isin(["adversarial", "distorted"])],
+                                          most_flagged=False),
         }
         return {kind: self.table.iloc[rows.head(per_kind)["row"].to_numpy()] for kind, rows in picked.items()
                 if len(rows)}

@@ -271,9 +271,15 @@ def certified_widths(certified: pd.DataFrame) -> "plt.Figure":
     return fig
 
 
+def _kind_of(row: Any) -> str:
+    """A gallery label: the group, or for a distorted image its distortion and level."""
+    distortion = getattr(row, "distortion", None)
+    return f"{distortion} L{int(row.level)}" if isinstance(distortion, str) and distortion else row.group
+
+
 def examples(picked: dict[str, pd.DataFrame], pictures: dict[str, list], title: str) -> "plt.Figure":
     """Appendix C: a gallery row per kind of decision, each image with its predicted quality and top-1."""
-    rows = [[(im, f"{r.group}\nq={r.quality:.2f} top1={r.top1:.2f}") for im, r in zip(pictures[kind], rows.itertuples())]
+    rows = [[(im, f"{_kind_of(r)}\nq={r.quality:.2f} top1={r.top1:.2f}") for im, r in zip(pictures[kind], rows.itertuples())]
             for kind, rows in picked.items()]
     return gallery(rows, list(picked), title)
 

@@ -37,11 +37,16 @@ def quality_vs_level(per_type: pd.DataFrame) -> str:
         f"{r.distortion} {r.spearman_level_pred_within_image:.2f}" for r in per_type.itertuples()) + "."
 
 
+def _span(values: pd.Series) -> str:
+    """``low–high`` to 3 decimals, or the one value when they agree (one row: no range)."""
+    low, high = f"{values.min():.3f}", f"{values.max():.3f}"
+    return low if low == high else f"{low}–{high}"
+
+
 def table1(table1: pd.DataFrame) -> str:
     ours = table1[table1["n_images"].notna()]
     return (f"Mean Wu-Palmer similarity of the top-1 before and after distortion: "
-            f"{ours['wup_mean'].min():.3f}–{ours['wup_mean'].max():.3f} here, "
-            f"{table1['paper_wup_mean'].min():.3f}–{table1['paper_wup_mean'].max():.3f} in the paper (1 = unchanged).")
+            f"{_span(ours['wup_mean'])} here, {_span(table1['paper_wup_mean'])} in the paper (1 = unchanged).")
 
 
 def quality_vs_similarity(pairs: pd.DataFrame) -> str:

@@ -65,7 +65,8 @@ report.show_table(built.sizes(), "Images per group.")
 # %% [markdown]
 # ## Table II: predicted quality per group
 # Scores are in [0, 1], higher = better. The embedded default's quality model was trained on a
-# pseudo-MOS (HaarPSI), so its scale is that metric's, not human opinion.
+# pseudo-MOS (HaarPSI), so its scale is that metric's, not human opinion. The paper's counts
+# (`paper_count`) are its Section III sets; its Section V detector sets hold 37,962 originals.
 
 # %%
 ORDER = ["original", "adversarial", "fool_ev", "fool_gd"]
@@ -139,7 +140,7 @@ report.show_markdown(probes.summary(controls, shift))
 rows, titles = groups.gallery_rows(run, features)
 report.save_figure(figures.gallery(rows, titles, "Top-1 class (confidence) and predicted quality q"), "fig1_gallery", run,
                    caption="Fig. 1: originals, their UAP versions and fooling images, with top-1 class and predicted "
-                           "quality.")
+                           "quality. " + run.data_note)
 
 # %% [markdown]
 # ## Ours vs the paper

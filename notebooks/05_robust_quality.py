@@ -105,6 +105,10 @@ report.save_table(clean, "robust_models", run, f"Quality models on {len(data.sro
 # Per model and attack: mean |s − s′| (the Guardians benchmark's absolute gain on [0, 1] scores),
 # its relative gain mean |s − s′|/s, SROCC/PLCC of the attacked scores, and the MSU benchmark's
 # R = mean log10(max(1 − s, s)/(|s − s′| + 1e-6)) on [0, 1] scores (higher is more robust).
+# The attack reports its last iterate, as I-FGSM is usually run, not its best: a sign step
+# past the top of the score can carry an image back, so |Δs| need not grow with ε (at 8/255 ten
+# steps of 1/255 end further from the clean image than at 4/255 and can end lower); the reach
+# table below shows how far each model's scores went.
 
 # %%
 attacks, attacked_images = rx.robust_attack_table(run, scorers, data)
@@ -136,7 +140,7 @@ report.save_table(cuts, "robust_change_cut", run, f"Less score change than plain
 # images no more stably. Below, the same cut with each model's mean change in units of the spread
 # (sample std) of its own clean scores on these attacked images: a uniform squeeze earns nothing
 # there. Its interval resamples the images in the same paired way as the cut's above, the spreads
-# recomputed on each resample. The issue's goal and NT's verdict stay on the cut above; this one
+# recomputed on each resample. The project's goal and NT's verdict stay on the cut above; this one
 # is to be read beside it.
 
 # %%

@@ -186,6 +186,10 @@ def test_the_study_tables_are_the_functions_on_the_same_splits(features, splits,
     assert set(examples) <= {"detected", "false alarm", "missed"} and all(len(t) <= 3 for t in examples.values())
     if "false alarm" in examples:
         assert set(examples["false alarm"]["group"]) == {"original"}
+    toy = pd.DataFrame({"group": ["distorted"] * 3 + ["adversarial", "fool_ev"], "score": [9, 8, 7, 1, 5]})
+    turns = evaluation._each_group_in_turn(toy, most_flagged=True)  # noqa: SLF001 (Appendix C's order)
+    assert list(turns["score"]) == [9, 5, 1, 8, 7]  # each group's most flagged before any group's second
+    assert list(evaluation._each_group_in_turn(toy, most_flagged=False)["score"]) == [1, 5, 7, 8, 9]
     trained = evaluation.DetectorStudy.train(features, n_splits=N_SPLITS, seed=0, n_boot=100, target_fpr=0.1,
                                              progress=False)
     assert experiment.paper_false_alarm_rate() == 0.0857

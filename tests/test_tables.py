@@ -325,3 +325,12 @@ def test_fit_cap_fits_on_fewer_photos_and_judges_the_same_rows(features, splits)
         assert set(c.loc[c["role"] == "oof", "row"]) == set(c.loc[c["role"] == "train", "row"])
     again = evaluation.split_scores(features, splits[:2], seed=0, progress=False, fit_cap=10)
     pd.testing.assert_frame_equal(capped, again)
+
+
+def test_table1_takeaway_gives_a_range_only_where_there_is_one():
+    from iqalib import takeaways
+
+    one = pd.DataFrame({"n_images": [40.0, np.nan], "wup_mean": [0.6471, np.nan], "paper_wup_mean": [np.nan, 0.61]})
+    assert "0.647 here, 0.610 in the paper" in takeaways.table1(one)
+    two = one.assign(n_images=[40.0, 20.0], wup_mean=[0.6471, 0.702])
+    assert "0.647–0.702 here" in takeaways.table1(two)
