@@ -186,7 +186,7 @@ _POSITIVE = integer(min=1)
 # The rule of every key in DEFAULTS, by dotted path (checked in this order).
 SCHEMA: dict[str, Rule] = {
     "run_name": text(r"[A-Za-z0-9_-]+", "letters, digits, '-' or '_'"),
-    "seed": integer(min=0),
+    "seed": integer(min=0, max=2**32 - 1, why="NumPy's and scikit-learn's seed range"),
     "device": choice(("auto", "cpu", "cuda")),
     "batch_size": _POSITIVE,
     "num_workers": integer(min=0).or_null(),
@@ -483,6 +483,21 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping, which PyYAML
+    otherwise resolves silently to the last value (``seed: 0`` ... ``seed: 1``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: str | os.PathLike) -> Frozen:
     """Read a params YAML file (``yaml.safe_load``), validate it and return frozen params.
 
@@ -493,12 +508,15 @@ def load(path: str | os.PathLike) -> Frozen:
     if not file.is_file():
         where = "" if Path(path).is_absolute() else f" (looked in {Path.cwd()} and {REPO_ROOT})"
         raise FileNotFoundError(f"params file {path} does not exist{where}; see params/ for examples")
-    with open(file) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as exc:
-            first = " ".join(str(exc).split())
-            raise ParamsError(f"{_shown(file)}: not valid YAML: {first}") from None
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{_shown(file)}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader: see the class)
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())
+        raise ParamsError(f"{_shown(file)}: not valid YAML: {first}") from None
     try:
         return validate(raw or {}, source_name=file.stem)
     except ParamsError as exc:

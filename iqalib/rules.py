@@ -79,7 +79,12 @@ class _ListOf(Rule):
 
     def __call__(self, field: str, value: Any) -> Any:
         super().__call__(field, value)
-        return [self.item(f"{field}[{i}]", v) for i, v in enumerate(value)]
+        items = [self.item(f"{field}[{i}]", v) for i, v in enumerate(value)]
+        # a value listed twice would be run twice and counted twice (rows, splits, curves)
+        repeated = next((v for i, v in enumerate(items) if v in items[:i]), None)
+        if repeated is not None:
+            raise ParamsError(f"{field} must list each value once, got {value!r} ({repeated!r} more than once)")
+        return items
 
 
 def _is_int(v: Any) -> bool:
@@ -156,5 +161,6 @@ def boolean() -> Rule:
 
 
 def list_of(item: Rule, min_len: int = 1) -> Rule:
-    """A list (at least ``min_len`` long, default non-empty) whose every item follows ``item``."""
+    """A list (at least ``min_len`` long, default non-empty) whose every item follows ``item``,
+    each value once."""
     return _ListOf(item, min_len)

@@ -59,7 +59,7 @@ BAD_VALUES = [
     ({"attacks": {"uap": {"delta": 1}}}, "attacks.uap.delta", "a number in [0, 1)"),
     ({"quality": {"epochs": 2.5}}, "quality.epochs", "an integer >= 1"),
     ({"quality": {"n_models": True}}, "quality.n_models", "an integer >= 1"),  # YAML true is a bool
-    ({"seed": -1}, "seed", "an integer >= 0"),
+    ({"seed": -1}, "seed", "an integer in [0, 4294967295]"),
     ({"batch_size": 0}, "batch_size", "an integer >= 1"),
     ({"quality": {"dropout": float("nan")}}, "quality.dropout", "a number in [0, 1)"),
     ({"quality": {"weight_decay": -1e-4}}, "quality.weight_decay", "a number >= 0"),
@@ -84,6 +84,10 @@ BAD_VALUES = [
     ({"robust": {"smoothing": {"sigma": 0}}}, "robust.smoothing.sigma", "a number in (0, 1]"),
     ({"robust": {"nt": {"lam": -1}}}, "robust.nt.lam", "a number >= 0"),
     ({"robust": {"n_images": 2}}, "robust.n_images", "an integer >= 4"),
+    ({"seed": 2**32}, "seed", "an integer in [0, 4294967295]"),
+    ({"distortions": {"levels": [1, 1]}}, "distortions.levels", "list each value once"),
+    ({"robust": {"eps_255": [4, 4.0]}}, "robust.eps_255", "(4.0 more than once)"),
+    ({"embedded_iqa": {"photos": ["chelsea", "chelsea"]}}, "embedded_iqa.photos", "list each value once"),
 ]
 
 
@@ -162,6 +166,17 @@ def test_bad_yaml_and_missing_file_name_the_file(tmp_path):
     assert len(str(info.value).splitlines()) == 1
     with pytest.raises(FileNotFoundError, match="nothere.yaml"):
         params.load(tmp_path / "nothere.yaml")
+
+
+def test_a_key_given_twice_and_a_file_not_in_utf8_are_named_errors(tmp_path):
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("seed: 0\nbatch_size: 8\nseed: 1\n")
+    with pytest.raises(params.ParamsError, match=r"twice.yaml: not valid YAML: .*'seed' is given twice.*line 3"):
+        params.load(twice)
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("run_name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(params.ParamsError, match=r"latin.yaml: not UTF-8 text"):
+        params.load(latin)
 
 
 def test_load_prefixes_every_line_with_the_file(tmp_path):
