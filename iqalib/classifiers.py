@@ -37,7 +37,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class WeightsNotFoundError(FileNotFoundError):
-    """Raised when a classifier's pretrained weights are not available offline."""
+    """Raised when a classifier's pretrained weights are not available offline (no file, or a file
+    that is not a readable state dict)."""
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -360,11 +361,29 @@ def weights_file(name: str, weights_path: str | Path | None = None) -> Path:
     return path
 
 
+def read_weights(name: str, weights_path: str | Path | None = None) -> tuple[Path, dict[str, torch.Tensor]]:
+    """Classifier ``name``'s weights file (``weights_file``) and its state dict, read with
+    ``torch.load(weights_only=True)``. A file that does not read that way (a truncated download, a
+    whole pickled model, another format) raises WeightsNotFoundError naming the file, not torch's
+    advice to load it with weights_only=False."""
+    path = weights_file(name, weights_path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises UnpicklingError, RuntimeError, EOFError, ... by format)
+        state, why = None, type(exc).__name__
+    else:
+        why = f"it holds a {type(state).__name__}, not a state dict"
+    if not isinstance(state, dict):
+        raise WeightsNotFoundError(f"{path} is not readable as {name}'s weights (a state dict saved by torch.save, "
+                                   f"read with weights_only=True: {why}); download it again or point "
+                                   "classifier_weights at a good copy.")
+    return path, state
+
+
 def _efficientnet_lite0(device: torch.device, weights_path: str | None, fold: bool = True) -> Classifier:
     import timm
 
-    weights_path = weights_file("efficientnet_lite0", weights_path)
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    weights_path, state = read_weights("efficientnet_lite0", weights_path)
     model = timm.create_model("efficientnet_lite0", pretrained=False)
     target_keys = list(model.state_dict())
     # The checkpoint uses the lukemelas/EfficientNet-PyTorch naming (_conv_stem, _blocks.N...);
@@ -433,9 +452,9 @@ def torchvision_architecture(name: str) -> nn.Module:
 
 def _torchvision_model(name: str, device: torch.device, weights_path: str | None, fold: bool = True) -> Classifier:
     weights_enum_name = _TORCHVISION[name][1]
-    weights_path = weights_file(name, weights_path)
+    weights_path, state = read_weights(name, weights_path)
     model = torchvision_architecture(name)
-    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)
     if name.startswith("resnet"):
         head = model.fc
         model.fc = nn.Identity()

@@ -106,12 +106,12 @@ def _has_image(root: Path) -> bool:
 
 
 def _weights_problems(weights: list[tuple[str, str | None, str]]) -> list[str]:
-    from iqalib.classifiers import WeightsNotFoundError, weights_file  # imports torch
+    from iqalib.classifiers import WeightsNotFoundError, read_weights  # imports torch
 
     found = []
     for name, given, param in weights:
-        try:
-            weights_file(name, None if given is None else str(resolve_path(given)))
+        try:  # read, not only found: a truncated file would otherwise fail minutes into a notebook
+            read_weights(name, None if given is None else str(resolve_path(given)))
         except WeightsNotFoundError as exc:
             found.append(f"{param} {name}: {exc}")
     return found

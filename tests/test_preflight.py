@@ -81,6 +81,22 @@ def test_weights_file_finds_the_cached_file_without_building_the_model(monkeypat
     assert classifiers.weights_file("efficientnet_lite0").is_file()
 
 
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04truncated zip", None])
+def test_weights_that_do_not_read_are_reported_before_the_run(tmp_path, content):
+    import torch
+
+    bad = tmp_path / "bad.pt"
+    if content is None:  # a whole pickled model, not a state dict: weights_only refuses it
+        torch.save(torch.nn.Linear(2, 2), bad)
+    else:
+        bad.write_bytes(content)
+    [problem] = _problems({"classifier_weights": str(bad)})
+    assert problem.startswith("classifier efficientnet_lite0:") and "bad.pt is not readable" in problem
+    assert "weights_only=False" not in problem and "download it again" in problem
+    with pytest.raises(classifiers.WeightsNotFoundError, match="bad.pt is not readable"):
+        classifiers.load_classifier("efficientnet_lite0", "cpu", weights_path=str(bad))
+
+
 def test_classifier_weights_resolve_against_the_repository():
     [problem] = _problems({"classifier_weights": "weights/none.pth"})
     assert problem.startswith("classifier efficientnet_lite0:") and str(REPO / "weights" / "none.pth") in problem
