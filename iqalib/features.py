@@ -291,7 +291,8 @@ def embed(classifier: Classifier, jobs: Sequence[ImageJob], cache: ShardStore | 
 
     keys = job_keys(classifier, jobs, amp, backbone_in_workers)
     in_workers = runs_backbone_in_workers(classifier, backbone_in_workers)
-    reasons: list[str | None] = [None if key is not None else "missing" for key in keys]
+    reasons: list[str | None] = [None if key is not None else "missing" if not os.path.exists(job.path) else "unreadable"
+                                 for key, job in zip(keys, jobs)]
     dim = classifier.embedding_dim + classifier.stats_dim
     out = np.full((len(jobs), dim), np.nan, dtype=np.float32)
     todo = []

