@@ -124,18 +124,48 @@ class ShardStore:
         for name in self._shards():
             if name in self._scanned:
                 continue
-            keys = (self.root / f"{name}.keys").read_text().split()
+            try:
+                keys = (self.root / f"{name}.keys").read_text().split()
+            except FileNotFoundError:
+                continue  # merged away by another process's ``compact`` since the listing
+            except UnicodeDecodeError:
+                self._move_aside(name)  # a damaged keys file: its rows are computed again
+                continue
             for row, key in enumerate(keys):
                 self._index.setdefault(key, (name, row))
             self._scanned.add(name)
+
+    def _move_aside(self, name: str) -> None:
+        """Take a damaged shard out of the store (renamed ``*.damaged``, keys file first, so it
+        stops counting), leaving it for a look but never read again."""
+        for suffix in (".keys", ".npy"):
+            path = self.root / f"{name}{suffix}"
+            try:
+                path.replace(path.with_name(path.name + ".damaged"))
+            except FileNotFoundError:
+                pass
 
     def _rows(self, name: str) -> np.ndarray | None:
         if name not in self._maps:
             try:
                 self._maps[name] = np.load(self.root / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            except (ValueError, OSError, EOFError):
-                return None  # unreadable shard: its keys are recomputed, the run goes on
+            except (ValueError, EOFError):
+                # A damaged shard (truncated, not an array). Left in place, its keys would stay
+                # indexed and its rows be recomputed on every run, never stored again.
+                self._move_aside(name)
+                self._rescan()
+                return None
+            except FileNotFoundError:
+                self._rescan()  # merged away by another process's ``compact``: its rows sit in the merged shard
+                return None
+            except OSError:
+                return None  # not the shard's fault (too many open files, say): its rows are computed again
         return self._maps[name]
+
+    def _rescan(self) -> None:
+        """Index every shard again (after a shard left the store: its keys may sit in another one)."""
+        self._index, self._scanned = {}, set()
+        self._scan()
 
     def get(self, key: str) -> np.ndarray | None:
         if key in self._pending:
@@ -145,7 +175,10 @@ class ShardStore:
             return None
         rows = self._rows(hit[0])
         if rows is None or hit[1] >= len(rows):
-            return None
+            if self._index.get(key) == hit:
+                del self._index[key]  # so that ``put`` stores the row computed again
+                return None
+            return self.get(key)  # the shard left the store and the key was found in another
         return np.array(rows[hit[1]])
 
     def put(self, key: str, value: np.ndarray) -> None:
@@ -203,10 +236,17 @@ class ShardStore:
         for group in by_width.values():
             if len(group) < 2:
                 continue
-            keys, parts = [], []
+            keys, parts, merging = [], [], []
             for name, rows in group:
-                keys += (self.root / f"{name}.keys").read_text().split()
+                try:
+                    keys += (self.root / f"{name}.keys").read_text().split()
+                except FileNotFoundError:
+                    continue  # another process merged it first: its rows are in that process's shard
                 parts.append(np.asarray(rows))
+                merging.append((name, rows))
+            if len(merging) < 2:
+                continue
+            group = merging
             merged = self._write_shard(keys, np.concatenate(parts))
             for name, _ in group:
                 self._maps.pop(name, None)

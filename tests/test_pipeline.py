@@ -78,6 +78,35 @@ def test_every_shard_of_a_run_counts_only_once_its_keys_are_written(tmp_path):
     assert len(ShardStore(tmp_path / "s")) == 0
 
 
+def test_a_damaged_shard_is_set_aside_and_its_rows_stored_again(tmp_path):
+    store = ShardStore(tmp_path / "s", shard_rows=2)
+    store.put("a" * 64, np.ones(2, np.float32))
+    store.put("b" * 64, np.ones(2, np.float32))
+    [rows] = list((tmp_path / "s").glob("*.npy"))
+    rows.write_bytes(rows.read_bytes()[:40])  # truncated on disk
+    later = ShardStore(tmp_path / "s", shard_rows=1)
+    assert later.get("a" * 64) is None and "a" * 64 not in later and "b" * 64 not in later
+    assert sorted(p.suffix for p in (tmp_path / "s").iterdir()) == [".damaged", ".damaged"]
+    later.put("a" * 64, np.full(2, 7, np.float32))  # computed again: stored, and found by the next run
+    assert ShardStore(tmp_path / "s").get("a" * 64)[0] == 7
+    (tmp_path / "s" / "0000-bad.keys").write_bytes(b"\xff\xfe not text")
+    assert ShardStore(tmp_path / "s").get("a" * 64)[0] == 7  # a damaged keys file is set aside, not a crash
+    assert (tmp_path / "s" / "0000-bad.keys.damaged").exists()
+
+
+def test_shards_merged_away_by_another_process_are_skipped(tmp_path):
+    first = ShardStore(tmp_path / "s", shard_rows=64)
+    for i in range(3):
+        first.put(f"{i:064x}", np.full(2, i, np.float32))
+        first.flush()
+    second = ShardStore(tmp_path / "s", shard_rows=64)  # listed and indexed the three small shards
+    third = ShardStore(tmp_path / "s", shard_rows=64)
+    first.compact()  # merges them into one and removes them
+    second.compact()  # reads the keys of shards that are gone: skips them
+    assert [third.get(f"{i:064x}")[0] for i in range(3)] == [0, 1, 2]  # its index points at removed shards
+    assert [ShardStore(tmp_path / "s").get(f"{i:064x}")[0] for i in range(3)] == [0, 1, 2]
+
+
 # -- worker processes ---------------------------------------------------------------------------
 
 
