@@ -245,7 +245,7 @@ def read_tid2013(root: str | Path) -> pd.DataFrame:
     rows: list[dict] = []
     missing: list[Path] = []
     seen: set[str] = set()
-    text = score_file.read_text(encoding="utf-8-sig")
+    text = _text(score_file, "TID2013", encoding="utf-8-sig")
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line:
@@ -367,13 +367,21 @@ def _read_csiq_sheet(xlsx: Path) -> pd.DataFrame:
             f"(looked for a header row with {list(_CSIQ_REQUIRED)}; best candidate row "
             f"{best_row + 1} has {[h for h in header if h]})"
         )
+    twice = [c for c in _CSIQ_REQUIRED if header.count(c) > 1]
+    if twice:
+        raise ValueError(f"CSIQ: sheet {_CSIQ_SHEET!r} of {xlsx} has column(s) {twice} more than once in its header "
+                         f"(row {best_row + 1}; names compared in lower case): which one holds the scores is unclear")
     cols = {c: header.index(c) for c in _CSIQ_REQUIRED}
     body = raw.iloc[best_row + 1 :, list(cols.values())]
     body.columns = list(cols.keys())
-    # Trailing blank rows (or blank spacer rows) carry no image name: drop them.
-    body = body[~body["image"].isna()]
-    body = body[body["image"].astype(str).str.strip() != ""]
-    return body.reset_index(drop=True)
+    # Trailing blank rows (or blank spacer rows) carry nothing: drop them. A row with scores but
+    # no image name is an error, not a blank row.
+    blank = body.apply(lambda column: column.isna() | (column.astype(str).str.strip() == ""))
+    nameless = blank["image"] & ~blank.drop(columns="image").all(axis=1)
+    if nameless.any():
+        rows = [int(i) + 1 for i in body.index[nameless][:5]]
+        raise ValueError(f"CSIQ: sheet {_CSIQ_SHEET!r} of {xlsx}: row(s) {rows} have scores but no image name")
+    return body[~blank["image"]].reset_index(drop=True)
 
 
 def _csiq_entry(rec, where: str, seen: set[tuple[str, str, int]]) -> tuple[str, str, int, float]:
@@ -528,7 +536,7 @@ def _read_live_info(info: Path, n: int) -> tuple[dict[int, str], dict[int, float
     refs: dict[int, str] = {}
     params: dict[int, float] = {}
     n_fields: set[int] = set()
-    for lineno, line in enumerate(info.read_text(errors="strict").splitlines(), start=1):
+    for lineno, line in enumerate(_text(info, "LIVE Release 2").splitlines(), start=1):
         parts = line.split()
         if not parts:
             continue
@@ -646,16 +654,34 @@ def read_live(root: str | Path) -> pd.DataFrame:
     return df
 
 
+def _text(path: Path, dataset: str, encoding: str = "utf-8") -> str:
+    """A score or info file's text; bytes that are not ``encoding`` are a ValueError naming it."""
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{dataset}: {path} is not {encoding} text (byte {exc.start}): is it the official file?") from None
+
+
+def _loadmat(loadmat, path: Path) -> dict:
+    """scipy's ``loadmat`` of ``path``; a file it cannot read is a ValueError naming it."""
+    try:
+        return loadmat(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (scipy raises MatReadError, IndexError, ... on a damaged file)
+        raise ValueError(f"LIVE Release 2: cannot read {path} as a MATLAB file ({type(exc).__name__}: {exc})") from None
+
+
 def _read_live_scores(dmos_file: Path, names_file: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(dmos, orgs, reference names) of the 982 entries, each checked for length and values."""
     from scipy.io import loadmat  # local import: scipy is only needed for LIVE
 
     # dmos.mat from the official release is the un-realigned DMOS; dmos_realigned.mat
     # (dmos_new) is a different file and is not read here.
-    dmos_mat = loadmat(str(dmos_file))
+    dmos_mat = _loadmat(loadmat, dmos_file)
     dmos = _mat_var(dmos_mat, "dmos", dmos_file).astype("float64").reshape(-1)
     orgs = _mat_var(dmos_mat, "orgs", dmos_file).reshape(-1)
-    refnames_raw = _mat_var(loadmat(str(names_file)), "refnames_all", names_file)
+    refnames_raw = _mat_var(_loadmat(loadmat, names_file), "refnames_all", names_file)
     refnames = [_mat_str(v) for v in refnames_raw.reshape(-1)]
     checks = (("dmos", dmos, dmos_file), ("orgs", orgs, dmos_file),
               ("refnames_all", refnames, names_file))
@@ -667,8 +693,8 @@ def _read_live_scores(dmos_file: Path, names_file: Path) -> tuple[np.ndarray, np
             )
     if not np.isin(orgs, (0, 1)).all():
         raise ValueError(f"LIVE Release 2: {dmos_file} 'orgs' must contain only 0/1")
-    if np.isnan(dmos).any():
-        raise ValueError(f"LIVE Release 2: {dmos_file} 'dmos' contains NaN")
+    if not np.isfinite(dmos).all():
+        raise ValueError(f"LIVE Release 2: {dmos_file} 'dmos' contains NaN or infinite values")
     return dmos, orgs, refnames
 
 

@@ -361,6 +361,45 @@ def test_live_entry_count_mismatch_is_value_error(tmp_path, live_root):
         iqd.read_live(root)
 
 
+@pytest.mark.parametrize("damage", ["dmos_truncated", "dmos_infinite", "info_not_text"])
+def test_live_damaged_files_are_value_errors_naming_them(tmp_path, live_root, damage):
+    root = tmp_path / "live"
+    shutil.copytree(live_root[0], root)
+    spec = live_root[1]
+    if damage == "dmos_truncated":
+        (root / "dmos.mat").write_bytes((root / "dmos.mat").read_bytes()[:100])
+        expected = r"cannot read .*dmos\.mat as a MATLAB file"
+    elif damage == "dmos_infinite":
+        dmos = spec["dmos"].to_numpy().copy()
+        dmos[5] = np.inf
+        savemat(root / "dmos.mat", {"dmos": dmos[None, :], "orgs": spec["org"].to_numpy(dtype=float)[None, :]})
+        expected = r"dmos\.mat 'dmos' contains NaN or infinite"
+    else:
+        (root / "jpeg" / "info.txt").write_bytes(b"\xff\xfe\x00 not text")
+        expected = r"jpeg/info\.txt is not utf-8 text"
+    with pytest.raises(ValueError, match=expected):
+        iqd.read_live(root)
+
+
+def test_tid2013_scores_not_in_utf8_are_a_value_error(tmp_path):
+    root = make_tid2013(tmp_path / "tid")
+    (root / "mos_with_names.txt").write_bytes(b"\xff\xfe\xfa junk")
+    with pytest.raises(ValueError, match=r"TID2013: .*mos_with_names\.txt is not utf-8-sig text"):
+        iqd.read_tid2013(root)
+
+
+def test_csiq_scores_without_a_name_and_a_header_named_twice_are_value_errors(tmp_path):
+    sheet = _csiq_sheet()
+    sheet.loc[2, "image"] = None
+    with pytest.raises(ValueError, match=r"row\(s\) \[4\] have scores but no image name"):
+        iqd.read_csiq(make_csiq(tmp_path / "a", sheet=sheet))
+    twice = _csiq_sheet().assign(DMOS=0.5)  # "DMOS" and "dmos"
+    with pytest.raises(ValueError, match=r"\['dmos'\] more than once"):
+        iqd.read_csiq(make_csiq(tmp_path / "b", sheet=twice))
+    spaced = pd.concat([_csiq_sheet(), pd.DataFrame([{c: None for c in _csiq_sheet().columns}])], ignore_index=True)
+    assert len(iqd.read_csiq(make_csiq(tmp_path / "c", sheet=spaced))) == len(CSIQ_ENTRIES)  # a blank row is dropped
+
+
 def test_live_refnames_disagreeing_with_info_is_value_error(tmp_path, live_root):
     root = tmp_path / "live"
     shutil.copytree(live_root[0], root)
