@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from functools import cache, cached_property
 from importlib import resources
@@ -361,14 +362,16 @@ def weights_file(name: str, weights_path: str | Path | None = None) -> Path:
     return path
 
 
-def read_weights(name: str, weights_path: str | Path | None = None) -> tuple[Path, dict[str, torch.Tensor]]:
+def read_weights(name: str, weights_path: str | Path | None = None,
+                 mapped: bool = False) -> tuple[Path, dict[str, torch.Tensor]]:
     """Classifier ``name``'s weights file (``weights_file``) and its state dict, read with
     ``torch.load(weights_only=True)``. A file that does not read that way (a truncated download, a
     whole pickled model, another format) raises WeightsNotFoundError naming the file, not torch's
-    advice to load it with weights_only=False."""
+    advice to load it with weights_only=False. ``mapped``: a zip-format file's tensors are
+    memory-mapped, not read (the preflight's check of VGG16's 528 MB)."""
     path = weights_file(name, weights_path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mapped and zipfile.is_zipfile(path))
     except Exception as exc:  # noqa: BLE001 (torch raises UnpicklingError, RuntimeError, EOFError, ... by format)
         state, why = None, type(exc).__name__
     else:

@@ -111,7 +111,7 @@ def _weights_problems(weights: list[tuple[str, str | None, str]]) -> list[str]:
     found = []
     for name, given, param in weights:
         try:  # read, not only found: a truncated file would otherwise fail minutes into a notebook
-            read_weights(name, None if given is None else str(resolve_path(given)))
+            read_weights(name, None if given is None else str(resolve_path(given)), mapped=True)
         except WeightsNotFoundError as exc:
             found.append(f"{param} {name}: {exc}")
     return found

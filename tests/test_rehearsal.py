@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from iqalib import images, iqa_datasets, params, preflight, rehearsal
@@ -99,8 +100,8 @@ def _broken_run(tmp_path: Path, miniature: dict) -> tuple[Path, dict[str, str]]:
     (val / "photo_0001.JPEG").write_bytes((miniature["root"] / "flat" / os.listdir(miniature["root"] / "flat")[0]).read_bytes())
     checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    for name in ("alexnet", "vgg16"):  # the preflight looks for files; it never loads them
-        rehearsal.checkpoint_path(tmp_path / "torch", name).write_bytes(b"")
+    for name in ("alexnet", "vgg16"):  # readable state dicts: the preflight reads them, it never builds the models
+        torch.save({}, rehearsal.checkpoint_path(tmp_path / "torch", name))
     (checkpoints / "resnet152.pth").write_bytes(b"")
     file = tmp_path / "paper.yaml"
     file.write_text(yaml.safe_dump(rehearsal.rehearsal_params("ci", tmp_path / "outputs")))
@@ -129,7 +130,7 @@ def test_preflight_passes_on_the_miniature(tmp_path, miniature, monkeypatch):
     for name in ("alexnet", "vgg16", "resnet152"):
         path = rehearsal.checkpoint_path(tmp_path / "torch", name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
+        torch.save({}, path)  # readable as a state dict: all the preflight checks without building the model
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for var, key in (("IQALIB_TID2013", "tid2013"), ("IQALIB_CSIQ", "csiq"), ("IQALIB_LIVE", "live")):
         monkeypatch.setenv(var, str(miniature[key]))
