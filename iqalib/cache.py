@@ -114,6 +114,7 @@ class ShardStore:
         self._pending: dict[str, np.ndarray] = {}
         self._pending_keys: list[str] = []
         self._scanned: set[str] = set()
+        self._key_counts: dict[str, int] = {}
         self._scan()
 
     def _shards(self) -> list[str]:
@@ -134,6 +135,7 @@ class ShardStore:
             for row, key in enumerate(keys):
                 self._index.setdefault(key, (name, row))
             self._scanned.add(name)
+            self._key_counts[name] = len(keys)
 
     def _move_aside(self, name: str) -> None:
         """Take a damaged shard out of the store (renamed ``*.damaged``, keys file first, so it
@@ -148,23 +150,29 @@ class ShardStore:
     def _rows(self, name: str) -> np.ndarray | None:
         if name not in self._maps:
             try:
-                self._maps[name] = np.load(self.root / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                rows = np.load(self.root / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            except FileNotFoundError:
+                if (self.root / f"{name}.keys").exists():  # keys without rows: damaged, not merged away
+                    self._move_aside(name)
+                self._rescan()  # merged away by another process's ``compact``: its rows sit in the merged shard
+                return None
             except (ValueError, EOFError):
-                # A damaged shard (truncated, not an array). Left in place, its keys would stay
-                # indexed and its rows be recomputed on every run, never stored again.
+                rows = None  # truncated, or not an array
+            except OSError:
+                return None  # not the shard's fault (too many open files, say): its rows are computed again
+            if rows is None or len(rows) != self._key_counts.get(name, len(rows)):
+                # A damaged shard (rows unreadable, or not one per key: a key would get another's
+                # row). Left in place, its keys would stay indexed and its rows be recomputed on
+                # every run, never stored again.
                 self._move_aside(name)
                 self._rescan()
                 return None
-            except FileNotFoundError:
-                self._rescan()  # merged away by another process's ``compact``: its rows sit in the merged shard
-                return None
-            except OSError:
-                return None  # not the shard's fault (too many open files, say): its rows are computed again
+            self._maps[name] = rows
         return self._maps[name]
 
     def _rescan(self) -> None:
         """Index every shard again (after a shard left the store: its keys may sit in another one)."""
-        self._index, self._scanned = {}, set()
+        self._index, self._scanned, self._key_counts = {}, set(), {}
         self._scan()
 
     def get(self, key: str) -> np.ndarray | None:
@@ -216,6 +224,7 @@ class ShardStore:
         for row, key in enumerate(keys):
             self._index.setdefault(key, (name, row))
         self._scanned.add(name)
+        self._key_counts[name] = len(keys)
         return name
 
     def compact(self, small: int | None = None) -> None:

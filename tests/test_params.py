@@ -173,6 +173,12 @@ def test_a_key_given_twice_and_a_file_not_in_utf8_are_named_errors(tmp_path):
     twice.write_text("seed: 0\nbatch_size: 8\nseed: 1\n")
     with pytest.raises(params.ParamsError, match=r"twice.yaml: not valid YAML: .*'seed' is given twice.*line 3"):
         params.load(twice)
+    merged = "a: &b {x: 1, y: 2}\nc: {<<: *b, y: 3}\n"  # merge keys read as safe_load reads them, overrides too
+    assert yaml.load(merged, Loader=params._UniqueKeyLoader) == yaml.safe_load(merged)  # noqa: S506, SLF001
+    unhashable = tmp_path / "unhashable.yaml"
+    unhashable.write_text("? [1, 2]\n: 3\n")
+    with pytest.raises(params.ParamsError, match=r"unhashable.yaml: not valid YAML: .*unhashable"):
+        params.load(unhashable)
     latin = tmp_path / "latin.yaml"
     latin.write_bytes("run_name: caf\xe9\n".encode("latin-1"))
     with pytest.raises(params.ParamsError, match=r"latin.yaml: not UTF-8 text"):

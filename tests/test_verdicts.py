@@ -337,6 +337,8 @@ def test_robust_reproduced_and_texts():
     assert "DMS (rank) 0.920, PLCC 0.910; DMS (MSE only, ablation) 0.850" in rows[2]["ours"]
     assert ("certified rise ≤ 0.0500 (mean), attack rose +0.0100 (max +0.0200); a weak check: the attack's largest rise "
             "is 25% of the largest certified one") in rows[3]["ours"]
+    strong = _robust()[2].assign(attack_rise_max=lambda c: c["attack_rise_max"] * 3)  # 0.06 of a certified 0.08
+    assert "weak check" not in verdicts.robust(*_robust()[:2], strong, _robust()[3])[3]["ours"]
     assert rows[4]["ours"].startswith("10.0 ms vs 1000.0 ms per image (99.0% less)")
     assert rows[4]["ours"].endswith("FS's certificate is local (Lipschitz estimate) and certifies 0% of images at ℓ2 "
                                     "radius 0.05–0.25")
