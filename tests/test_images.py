@@ -153,3 +153,20 @@ def test_a_thin_coloured_band_is_not_grey_and_8_bit_values_in_a_32_bit_image_sta
     assert np.asarray(images._to_rgb(eight_bit)).mean() == 127
     sixteen_bit = Image.fromarray(np.full((100, 100), 127 * 257, dtype=np.int32), mode="I")
     assert np.asarray(images._to_rgb(sixteen_bit)).mean() == 127
+
+
+def test_a_flat_val_folder_beside_an_unlistable_lost_and_found_stays_flat(tmp_path, monkeypatch):
+    colourful().save(tmp_path / "ILSVRC2012_val_00000001.JPEG", format="JPEG")
+    (tmp_path / "lost+found").mkdir()
+    real_walk = images.os.walk
+
+    def walk(top, onerror=None, **kwargs):  # root-only lost+found, as on every ext4 volume
+        for root, dirs, names in real_walk(top, onerror=onerror, **kwargs):
+            if root.endswith("lost+found"):
+                onerror(PermissionError(13, "Permission denied", root))
+                continue
+            yield root, dirs, names
+
+    monkeypatch.setattr(images.os, "walk", walk)
+    result = images.originals("imagenet_val", tmp_path, progress=False)
+    assert [r.label for r in result.records] == [65] and result.skipped == {"unreadable": 1}
