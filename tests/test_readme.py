@@ -138,3 +138,32 @@ def test_the_robust_quality_rows():
     ms = 1000 * models["seconds_per_image"]
     assert robust_cells("milliseconds per score") == [f"{ms[m]:.1f}" if ms[m] < 10 else f"{ms[m]:.0f}"
                                                       for m in ROBUST_MODELS]
+
+
+def test_the_table_v_and_peer_prose_quotes_the_same_tables():
+    """The two prose paragraphs that restate Table V and the peer comparison (a review found both
+    stale after a re-render): each quoted number recomputed, the README's line wrapping ignored."""
+    text = " ".join((REPO / "README.md").read_text().split())
+    t5 = table("table5").set_index("group")
+    auc = table("roc_auc").set_index("group").loc["adversarial"]
+    peers = table("peer_comparison")
+    rate = lambda detector, group: pct(at(peers, "detection_rate", detector=detector, group=group))  # noqa: E731
+    expected = [
+        f"Held-out originals: {pct(t5.loc['original', 'detection_rate'])} flagged, "
+        f"{pct(1 - t5.loc['original', 'detection_rate'])} judged fit",
+        f"UAP images: {pct(t5.loc['adversarial', 'detection_rate'])} ± {100 * t5.loc['adversarial', 'detection_rate_std']:.1f} "
+        f"detected (95 % CI {100 * t5.loc['adversarial', 'detection_rate_ci_low']:.1f}–"
+        f"{100 * t5.loc['adversarial', 'detection_rate_ci_high']:.1f} %",
+        f"ROC AUC {auc.auc:.3f} ± {auc.auc_std:.3f}. Distorted {pct(t5.loc['distorted', 'detection_rate'])} "
+        f"± {100 * t5.loc['distorted', 'detection_rate_std']:.1f}",
+        f"Fool_GD {pct(t5.loc['fool_gd', 'detection_rate'])} ± {100 * t5.loc['fool_gd', 'detection_rate_std']:.1f}",
+        f"the UAP rate is {pct(t5.loc['adversarial', 'detection_rate_fpr05'])}; at the SVM's own threshold it is "
+        f"{pct(t5.loc['adversarial', 'detection_rate_default'])}, but that threshold flags "
+        f"{pct(t5.loc['original', 'detection_rate_default'])} of originals",
+        f"distorted images ({rate('fit_for_task', 'distorted')} vs DOCTOR {rate('doctor', 'distorted')})",
+        f"Fool_EV ({rate('fit_for_task', 'fool_ev')} vs ViM {rate('vim', 'fool_ev')})",
+        f"Fool_GD ({rate('fit_for_task', 'fool_gd')} vs Feature Squeezing {rate('feature_squeezing', 'fool_gd')})",
+        f"{rate('fit_for_task', 'adversarial')} vs Feature Squeezing {rate('feature_squeezing', 'adversarial')}",
+    ]
+    missing = [e for e in expected if e not in text]
+    assert not missing, missing
