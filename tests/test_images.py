@@ -170,3 +170,15 @@ def test_a_flat_val_folder_beside_an_unlistable_lost_and_found_stays_flat(tmp_pa
     monkeypatch.setattr(images.os, "walk", walk)
     result = images.originals("imagenet_val", tmp_path, progress=False)
     assert [r.label for r in result.records] == [65] and result.skipped == {"unreadable": 1}
+
+
+def test_a_linked_folder_is_counted_not_followed(tmp_path):
+    real = tmp_path / "elsewhere" / "n01440764"
+    real.mkdir(parents=True)
+    colourful().save(real / "a.png")
+    root = tmp_path / "classes"
+    (root / "n01443537").mkdir(parents=True)
+    colourful().save(root / "n01443537" / "b.png")
+    (root / "n01440764").symlink_to(real, target_is_directory=True)
+    result = images.originals("folder", root, progress=False)
+    assert [r.label for r in result.records] == [1] and result.skipped == {"linked_folder": 1}

@@ -102,6 +102,15 @@ def test_classifier_weights_resolve_against_the_repository():
     assert problem.startswith("classifier efficientnet_lite0:") and str(REPO / "weights" / "none.pth") in problem
 
 
+def test_an_originals_folder_of_linked_class_folders_says_links_are_not_followed(tmp_path):
+    (tmp_path / "real" / "n02123045").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(tmp_path / "real" / "n02123045" / "cat.JPEG")
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "n02123045").symlink_to(tmp_path / "real" / "n02123045", target_is_directory=True)
+    [problem] = _problems({"originals": {"source": "folder", "path": str(tmp_path / "links")}})
+    assert "holds no image files" in problem and "1 linked sub-folder(s) are not followed" in problem
+
+
 def test_empty_originals_folder_is_reported(tmp_path):
     [problem] = _problems({"originals": {"source": "folder", "path": str(tmp_path)}})
     assert "holds no image files" in problem and "originals.path" in problem and "IQALIB_ORIGINALS" in problem
