@@ -304,21 +304,31 @@ def roc_grid(points: pd.DataFrame, title: str) -> "plt.Figure":
     present = [g for g in GROUPS if g in set(points["group"])]
     names = list(dict.fromkeys(points["detector"]))
     styles = _detector_styles(names)
-    fig, axes = plt.subplots(1, len(present), figsize=(3.3 * len(present), 3.6), sharey=True, squeeze=False)
-    for ax, group in zip(axes[0], present):
+    # four panels as 2 x 2: in a row they are 1,700 px wide, shrunk below half in a report's column
+    ncols = 2 if len(present) == 4 else len(present)
+    nrows = -(-len(present) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.3 * nrows + 1.1), sharex=True, sharey=True,
+                             squeeze=False)
+    for ax, group in zip(axes.flat, present):
         for name in names:
             g = points[(points["group"] == group) & (points["detector"] == name)]
             ax.plot(g["fpr"], g["tpr"], label=name, **styles[name])
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.6)
         ax.set_title(group)
-        ax.set_xlabel("false-alarm rate (held-out originals)")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.01)
-    axes[0][0].set_ylabel("detection rate")
+    for ax in axes[-1]:
+        ax.set_xlabel("false-alarm rate (held-out originals)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("detection rate")
+    for ax in axes.flat[len(present):]:
+        ax.set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(names)), frameon=False)
+    legend_columns = min(4 if nrows > 1 else 6, len(names))
+    fig.legend(handles, labels, loc="lower center", ncol=legend_columns, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    legend_inches = 0.22 * -(-len(names) // legend_columns) + 0.15
+    fig.tight_layout(rect=(0, legend_inches / fig.get_size_inches()[1], 1, 1))
     return fig
 
 

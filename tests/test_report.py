@@ -214,3 +214,17 @@ def test_vs_eps_facets_and_dodges_so_equal_rates_stay_visible():
     assert len(xs) == 4 and len({x[0] for x in xs}) == 4  # four models, four distinct x at ε = 0.5
     assert all(abs(np.log2(x[0] / 0.5)) <= 0.15 * 1.5 + 1e-9 for x in xs)  # each within the dodge of its ε
     plt.close(fig)
+
+
+@pytest.mark.parametrize("groups, shape", [(["distorted", "adversarial", "fool_ev", "fool_gd"], (2, 2)),
+                                           (["distorted", "adversarial", "fool_ev"], (1, 3))])
+def test_the_roc_grid_folds_four_groups_into_two_rows(groups, shape):
+    points = pd.DataFrame([{"group": g, "detector": d, "fpr": x, "tpr": x ** 0.5}
+                           for g in groups for d in ("fit_for_task", "msp") for x in (0.0, 0.5, 1.0)])
+    fig = figures.roc_grid(points, "t")
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(shown) == len(groups) and [ax.get_title() for ax in shown] == groups
+    rows = sorted({round(ax.get_position().y0, 2) for ax in shown}, reverse=True)
+    assert (len(rows), len(shown) // len(rows)) == shape
+    assert fig.get_size_inches()[0] <= 3.6 * shape[1] + 1e-9  # 2 x 2: about 720 px at 100 dpi, not 1,700
+    plt.close(fig)
