@@ -26,7 +26,8 @@ LEVEL_PARAMS: dict[str, tuple[tuple[float, ...], str]] = {
                  "bits per pixel of the image it is applied to (rate = 24/bpp); LIVE's jp2k spans 0.03–3.2 bpp on "
                  "768×512 images, and on the 224-px classifier view the same rate leaves less (PSNR on six foolbox "
                  "photos: 24.8, 22.8, 20.6, 17.5, 13.7 dB; at 768×512: 29.1 to 21.7 dB); level 5 stops at OpenJPEG's "
-                 "smallest codestream, about 0.04 bpp there: as at every type's level 5, little of the photo is left"),
+                 "smallest codestream, about 0.04 bpp there, and little of the photo is left (level 5 at 224 px on the "
+                 "same photos: white noise 10.5 dB, Gaussian blur 20.3, JPEG 24.1)"),
     "contrast": ((0.4, 0.3, 0.2, 0.1, 0.05), "contrast factor about the mean; ImageNet-C contrast"),
     "pixelate": ((0.6, 0.5, 0.4, 0.3, 0.25), "down-scale factor, box down / nearest up; ImageNet-C pixelate"),
     "impulse_noise": ((0.03, 0.06, 0.09, 0.17, 0.27), "share of salt-and-pepper pixels; ImageNet-C impulse_noise"),

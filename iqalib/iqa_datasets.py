@@ -662,8 +662,10 @@ def _text(path: Path, dataset: str, encoding: str = "utf-8") -> str:
         raise ValueError(f"{dataset}: {path} is not {encoding} text (byte {exc.start}): is it the official file?") from None
 
 
-def _loadmat(loadmat, path: Path) -> dict:
+def _loadmat(path: Path) -> dict:
     """scipy's ``loadmat`` of ``path``; a file it cannot read is a ValueError naming it."""
+    from scipy.io import loadmat  # local import: scipy is only needed for LIVE
+
     try:
         return loadmat(str(path))
     except FileNotFoundError:
@@ -674,14 +676,12 @@ def _loadmat(loadmat, path: Path) -> dict:
 
 def _read_live_scores(dmos_file: Path, names_file: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(dmos, orgs, reference names) of the 982 entries, each checked for length and values."""
-    from scipy.io import loadmat  # local import: scipy is only needed for LIVE
-
     # dmos.mat from the official release is the un-realigned DMOS; dmos_realigned.mat
     # (dmos_new) is a different file and is not read here.
-    dmos_mat = _loadmat(loadmat, dmos_file)
+    dmos_mat = _loadmat(dmos_file)
     dmos = _mat_var(dmos_mat, "dmos", dmos_file).astype("float64").reshape(-1)
     orgs = _mat_var(dmos_mat, "orgs", dmos_file).reshape(-1)
-    refnames_raw = _mat_var(_loadmat(loadmat, names_file), "refnames_all", names_file)
+    refnames_raw = _mat_var(_loadmat(names_file), "refnames_all", names_file)
     refnames = [_mat_str(v) for v in refnames_raw.reshape(-1)]
     checks = (("dmos", dmos, dmos_file), ("orgs", orgs, dmos_file),
               ("refnames_all", refnames, names_file))

@@ -128,19 +128,24 @@ def test_unreadable_and_dangling_files_are_counted_by_their_own_reason(tmp_path,
     assert len(result.records) == 1 and result.skipped == {"missing": 1, "unreadable": 1}
 
 
-def test_a_sub_folder_that_cannot_be_listed_is_counted(tmp_path, monkeypatch):
-    (tmp_path / "n01440764").mkdir()
-    colourful().save(tmp_path / "n01440764" / "a.png")
+def _refuse_listing(monkeypatch, folder_name: str) -> None:
+    """``os.walk`` as if ``folder_name`` could not be listed (chmod does not stop root, which CI may be)."""
     real_walk = images.os.walk
 
-    def walk(top, onerror=None, **kwargs):  # as if one class folder could not be listed
+    def walk(top, onerror=None, **kwargs):
         for root, dirs, names in real_walk(top, onerror=onerror, **kwargs):
-            if root.endswith("n01440764"):
+            if root.endswith(folder_name):
                 onerror(PermissionError(13, "Permission denied", root))
                 continue
             yield root, dirs, names
 
     monkeypatch.setattr(images.os, "walk", walk)
+
+
+def test_a_sub_folder_that_cannot_be_listed_is_counted(tmp_path, monkeypatch):
+    (tmp_path / "n01440764").mkdir()
+    colourful().save(tmp_path / "n01440764" / "a.png")
+    _refuse_listing(monkeypatch, "n01440764")
     assert images.folder_candidates(tmp_path) == [(None, "unreadable")]
 
 
@@ -158,16 +163,7 @@ def test_a_thin_coloured_band_is_not_grey_and_8_bit_values_in_a_32_bit_image_sta
 def test_a_flat_val_folder_beside_an_unlistable_lost_and_found_stays_flat(tmp_path, monkeypatch):
     colourful().save(tmp_path / "ILSVRC2012_val_00000001.JPEG", format="JPEG")
     (tmp_path / "lost+found").mkdir()
-    real_walk = images.os.walk
-
-    def walk(top, onerror=None, **kwargs):  # root-only lost+found, as on every ext4 volume
-        for root, dirs, names in real_walk(top, onerror=onerror, **kwargs):
-            if root.endswith("lost+found"):
-                onerror(PermissionError(13, "Permission denied", root))
-                continue
-            yield root, dirs, names
-
-    monkeypatch.setattr(images.os, "walk", walk)
+    _refuse_listing(monkeypatch, "lost+found")  # root-only, as on every ext4 volume
     result = images.originals("imagenet_val", tmp_path, progress=False)
     assert [r.label for r in result.records] == [65] and result.skipped == {"unreadable": 1}
 
