@@ -26,7 +26,7 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
              lam: float = 1e-3, h: float = 1e-2, steps: int = 120, batch_size: int = 16, lr: float = 1e-4,
              layer_lr: float = 1e-5, seed: int = 0, progress: bool = True,
              difference: str = "forward", batchnorm: str = "frozen",
-             heads: str = "plain") -> tuple[QualityModel, list[dict]]:
+             heads: str = "plain", around: float = 0.0) -> tuple[QualityModel, list[dict]]:
     """A copy of ``plain`` with its own copy of the backbone's early layers
     (``QualityModel.attach_own_layers``), whose layers and heads are fine-tuned with NT's loss;
     returns it and a per-step log (DataFrame-ready dicts: step, l1, penalty, grad_l1).
@@ -52,7 +52,13 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
     ``heads``: ``"plain"`` (ours), NT fine-tunes ``plain``'s trained heads; ``"fresh"``, as the authors
     train (NT from the start, not after a plain training): each head's weights drawn afresh (head k
     from seed ``seed * 1000 + k``; ``plain``'s feature standardisation kept) and learnt with the
-    layers under the penalty — many more steps than fine-tuning needs."""
+    layers under the penalty — many more steps than fine-tuning needs.
+
+    ``around`` (ours, not the authors'): an ℓ∞ radius in [0, 1] pixels. Above 0, the difference (and
+    the sign(∇f) it steps along) is taken at x + u, u uniform in [−around, around] per pixel, clamped
+    to [0, 1] — a point an attack of that radius can reach — instead of at x itself (the log's ``grad_l1`` too); the L1
+    term stays on x. A multi-step attack leaves x at once, and the penalty at x alone flattens only x's own
+    neighbourhood (``README``, NT's sweep). 0: at x, as the authors."""
     from tqdm.auto import tqdm
 
     plain.classifier(classifier)  # the one backbone-compatibility check
@@ -62,6 +68,8 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
         raise ValueError(f"batchnorm must be 'frozen' or 'train', got {batchnorm!r}")
     if len(views) != len(mos):
         raise ValueError(f"{len(views)} views but {len(mos)} scores")
+    if not (math.isfinite(around) and around >= 0):
+        raise ValueError(f"around must be a radius >= 0 in [0, 1] pixels, got {around!r}")
     if heads not in ("plain", "fresh"):
         raise ValueError(f"heads must be 'plain' or 'fresh', got {heads!r}")
     model = plain.copy()
@@ -89,16 +97,21 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
         for group in opt.param_groups:
             group["lr"] = 0.5 * group["peak"] * (1.0 + math.cos(math.pi * step / steps))
         pick = torch.randint(0, len(views), (batch_size,), generator=g)
-        z = classifier.normalize(views[pick].to(classifier.device) * 255.0).requires_grad_(True)
+        x = views[pick].to(classifier.device)
+        z = classifier.normalize(x * 255.0).requires_grad_(True)
         each = model.live_scores(layers(z))
         l1 = (each - target[pick.to(target.device)]).abs().mean()
-        score = each.mean(0)
-        grad, = torch.autograd.grad(score.sum(), z, retain_graph=True)
+        at, score = z, each.mean(0)
+        if around > 0:
+            shift = (torch.rand(x.shape, generator=g) * 2 - 1).to(x.device) * around
+            at = classifier.normalize((x + shift).clamp(0, 1) * 255.0).requires_grad_(True)
+            score = model.live_scores(layers(at)).mean(0)
+        grad, = torch.autograd.grad(score.sum(), at, retain_graph=True)
         v = torch.nan_to_num(grad, nan=0.0).sign().detach()
-        dl = (model.live_scores(layers(z + h * v)).mean(0) - score) / h
+        dl = (model.live_scores(layers(at + h * v)).mean(0) - score) / h
         squared = dl ** 2
         if difference == "two_sided":
-            squared = (squared + ((score - model.live_scores(layers(z - h * v)).mean(0)) / h) ** 2) / 2
+            squared = (squared + ((score - model.live_scores(layers(at - h * v)).mean(0)) / h) ** 2) / 2
         penalty = lam * squared.mean() / 2
         opt.zero_grad(set_to_none=True)
         (l1 + penalty).backward()

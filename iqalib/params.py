@@ -139,9 +139,11 @@ DEFAULTS: dict[str, Any] = {
         "iters": 10,  # I-FGSM and PGD iterations
         "eot_draws": 1,  # noise draws per attack step on a smoothed scorer (expectation over steps)
         # NT trains the quality model's own copy of the early layers (lr ``layer_lr``) and its heads
-        # (``lr``) on ``batch_size`` images per step from ``pixel_pool`` training images.
+        # (``lr``) on ``batch_size`` images per step from ``pixel_pool`` training images. The authors'
+        # difference is ``forward`` and taken at the image (``around_255`` 0); ``two_sided`` and a
+        # random point within ``around_255``/255 of it are ours (``gradnorm.train_nt``).
         "nt": {"lam": 1.0e-3, "h": 1.0e-2, "steps": 120, "batch_size": 16, "lr": 1.0e-4, "layer_lr": 1.0e-5,
-               "pixel_pool": 512},
+               "pixel_pool": 512, "difference": "forward", "around_255": 0.0},
         "smoothing": {"sigma": 0.12, "n": 24, "n_certify": 100, "conf": 0.999, "radii": [0.025, 0.05, 0.1]},
         "feature_smoothing": {"sigma": 0.25, "n": 100, "n_certify": 1000, "lipschitz_iters": 10},
         # MSE training (``steps`` on ``batch_size`` crops), then DMS-IQA's rank-preserving fine-tuning
@@ -263,6 +265,8 @@ SCHEMA: dict[str, Rule] = {
     "robust.nt.lr": number(gt=0),
     "robust.nt.layer_lr": number(ge=0),
     "robust.nt.pixel_pool": _POSITIVE,
+    "robust.nt.difference": choice(("forward", "two_sided")),
+    "robust.nt.around_255": number(ge=0, le=255),
     "robust.smoothing.sigma": number(gt=0, le=1),
     "robust.smoothing.n": _POSITIVE,
     "robust.smoothing.n_certify": integer(min=10),

@@ -145,13 +145,12 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     def build_nt(folder: Path) -> None:
         pool = pixel_pool(run, data)
         n = r.nt
-        # the authors' one-sided difference on a folded, frozen-statistics copy; the card says so, since
-        # scripts/sweep_nt.py trains the other forms too
-        form = {"difference": "forward", "batchnorm": "frozen"}
+        # a folded, frozen-statistics copy; the card says so, since scripts/sweep_nt.py trains the other forms too
+        form = {"difference": n.difference, "batchnorm": "frozen"}
         model, steps = gradnorm.train_nt(plain, run.classifier, view_tensor(run, list(pool["path"])),
                                          pool["mos"].to_numpy(), lam=n.lam, h=n.h, steps=n.steps,
                                          batch_size=n.batch_size, lr=n.lr, layer_lr=n.layer_lr, seed=p.seed,
-                                         progress=run.progress, **form)
+                                         progress=run.progress, around=n.around_255 / 255.0, **form)
         model.save(folder, training_data={"rows": len(pool), "target": run.target,
                                           "nt": {**n.to_dict(), **form, "from": ROBUST_PLAIN_FOLDER, "log": steps}})
 
@@ -159,7 +158,21 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     nt = load(run.folder / ROBUST_NT_FOLDER)
     layers = nt.own_layers(run.classifier)
     run.record(quality_features=plain.features, nt_own_layers=f"{layers.features}: {len(layers.layers)} module(s) copied")
-    return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(nt.card["training_data"]["nt"]["log"])}
+    trained = nt.card["training_data"]["nt"]
+    return {"plain": plain, "nt": nt, "nt_log": pd.DataFrame(trained["log"]), "nt_form": nt_form(trained)}
+
+
+def nt_form(trained: dict) -> str:
+    """How a saved NT model was trained (its card's ``training_data.nt``), in words for the verdicts,
+    naming what departs from the authors' loss (one-sided difference at the image)."""
+    difference, around = trained.get("difference", "forward"), float(trained.get("around_255", 0.0))
+    ours = [*(["the difference two-sided"] if difference == "two_sided" else []),
+            *([f"taken at a uniform random point within {around:g}/255 of each image"] if around > 0 else [])]
+    loss = f"λ = {trained['lam']:g}, h = {trained['h']:g}"
+    if not ours:
+        return f"the authors' loss ({loss}, one-sided difference at the image)"
+    return (f"the authors' loss ({loss}) with {' and '.join(ours)} (ours; the authors': one-sided, at the "
+            "image)")
 
 
 # Steps of NT's finite difference probed besides the params' h, in the network's input units (on

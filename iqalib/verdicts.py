@@ -284,15 +284,16 @@ def _weak_attack(checked: pd.DataFrame, below: float = 0.5) -> str:
 
 def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame, detected: pd.DataFrame,
            cuts: pd.DataFrame | None = None, eps_255: float = 4.0, reach: pd.DataFrame | None = None,
-           slopes: pd.DataFrame | None = None) -> list[dict]:
+           slopes: pd.DataFrame | None = None, nt_form: str = "") -> list[dict]:
     """Notebook 05: the seed papers' claims (NT, DMS-IQA, FS-IQA, Bryniarski et al.) beside our
     numbers. ``paper`` holds the claim as its authors state it (abstract or code), ``ours`` the
     measurement, ``rule`` how one is held against the other. ``cuts`` (``robust_tables.robust_change_cut``)
     adds the bootstrap interval of NT's cut, the cut per clean-score spread and the cut under the
     authors' direction rule; ``reach`` (``robust_tables.attack_reach``) how far the raising attack
     took plain's and NT's scores toward the highest score it reached on each; ``slopes``
-    (``robust_experiment.robust_nt_slopes``) what NT's finite difference measures at its step. The verdict itself is
-    on the point estimate over both directions, the goal the issue set."""
+    (``robust_experiment.robust_nt_slopes``) what NT's finite difference measures at its step;
+    ``nt_form`` how NT was trained (``robust_experiment.nt_form``). The verdict itself is on the point
+    estimate over both directions, the goal the issue set."""
     def attack(model: str, kind: str, column: str = "score_change_mean") -> float:
         hit = attacks[(attacks["quality_model"] == model) & (attacks["attack"] == kind) & (attacks["eps_255"] == eps_255)]
         return float(hit[column].mean()) if len(hit) else float("nan")
@@ -360,7 +361,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
         _row(f"NT on the whole model reduces the score change under attack at little cost in correlation (ε = {e})",
              "NT (Liu et al., CVPR 2024): penalising ‖∇ₓf‖₁ in training makes predicted scores markedly more "
              "stable under attack, on four NR-IQA models",
-             f"|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}){authors_rule}{ends}{probe}; R {r_score['plain']:.2f} → "
+             f"{'NT trained with ' + nt_form + ': ' if nt_form else ''}|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}){authors_rule}{ends}{probe}; R {r_score['plain']:.2f} → "
              f"{r_score['nt']:.2f}; relative gain {gain['plain']:.3f} → {gain['nt']:.3f}; SROCC "
              f"{srocc['plain']:.3f} → {srocc['nt']:.3f}",
              bool(drop >= 0.30 and abs(srocc["nt"] - srocc["plain"]) <= 0.05),

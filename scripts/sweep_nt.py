@@ -5,7 +5,7 @@ never on the held-out photos. Prints the reduction of the mean score change agai
 SROCC of each (also per direction). About 70 s per 120 steps of 8 images on 2 cores.
 
     python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...] [--seeds S ...]
-        [--difference forward|two_sided] [--batchnorm frozen|train] [--h H ...] [--pixel-pool N ...]
+        [--difference forward|two_sided] [--around-255 R] [--batchnorm frozen|train] [--h H ...] [--pixel-pool N ...]
         [--heads plain|fresh] [--slopes]
 
 ``--slopes`` prints, instead of training, what NT's finite difference sees on the plain model and on
@@ -71,8 +71,13 @@ def main() -> None:
     parser.add_argument("--grid", nargs="+", metavar="LAM:LR:LAYER_LR:STEPS",
                         help="settings to measure instead of GRID")
     parser.add_argument("--seeds", nargs="+", type=int, help="NT's training seeds (default: the run's seed)")
-    parser.add_argument("--difference", choices=("forward", "two_sided"), default="forward",
-                        help="NT's finite difference: the authors' forward one, or also the backward one (ours)")
+    parser.add_argument("--difference", choices=("forward", "two_sided"),
+                        help="NT's finite difference: the authors' forward one, or also the backward one (ours); "
+                             "default: params' robust.nt.difference")
+    parser.add_argument("--around-255", type=float, dest="around_255",
+                        help="take the difference at a uniform random point within this l-inf radius (in /255) "
+                             "of each image (ours; 0: at the image, as the authors); default: params' "
+                             "robust.nt.around_255")
     parser.add_argument("--batchnorm", choices=("frozen", "train"), default="frozen",
                         help="the copy's BatchNorm: folded and frozen (ours), or trained on batch statistics "
                              "as the authors train HyperIQA (from an unfolded copy of the classifier)")
@@ -105,6 +110,8 @@ def main() -> None:
             print_slopes(plain if name == "plain" else QualityModel.load(run.folder / folder, device="cpu"),
                          run.classifier, x)
         return
+    difference = args.difference or p.robust.nt.difference
+    around_255 = p.robust.nt.around_255 if args.around_255 is None else args.around_255
     attacked, ranked = scored_photos(run, data)
     unscored = data.train.drop(attacked.index).drop(ranked.index)
     if args.pool_sizes and max(args.pool_sizes) > len(unscored):
@@ -134,11 +141,11 @@ def main() -> None:
             start = time.perf_counter()
             nt, _ = gradnorm.train_nt(plain, source, views, rows["mos"].to_numpy(), lam=lam, h=h, steps=steps,
                                       batch_size=p.robust.nt.batch_size, lr=lr, layer_lr=layer_lr, seed=seed,
-                                      progress=False, difference=args.difference, batchnorm=args.batchnorm,
-                                      heads=args.heads)
+                                      progress=False, difference=difference, batchnorm=args.batchnorm,
+                                      heads=args.heads, around=around_255 / 255.0)
             change, srocc, spread = measure(nt)
             cut = 1 - change / base
-            print(f"pool {n} {args.difference} batchnorm {args.batchnorm} heads {args.heads} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
+            print(f"pool {n} {difference} around {around_255:g}/255 batchnorm {args.batchnorm} heads {args.heads} lam {lam:g} h {h:g} lr {lr:g} layer_lr {layer_lr:g} "
                   f"steps {steps} seed {seed}: {cut[0]:.1%} less change (up {cut[1]:.1%}, down {cut[2]:.1%}), "
                   f"SROCC {srocc:.3f}, score std {spread:.3f} ({time.perf_counter() - start:.0f} s)", flush=True)
 

@@ -83,6 +83,8 @@ BAD_VALUES = [
     ({"robust": {"eps_255": [4, -1]}}, "robust.eps_255[1]", "a number in (0, 64]"),
     ({"robust": {"smoothing": {"sigma": 0}}}, "robust.smoothing.sigma", "a number in (0, 1]"),
     ({"robust": {"nt": {"lam": -1}}}, "robust.nt.lam", "a number >= 0"),
+    ({"robust": {"nt": {"difference": "central"}}}, "robust.nt.difference", "one of forward, two_sided"),
+    ({"robust": {"nt": {"around_255": -4}}}, "robust.nt.around_255", "a number in [0, 255]"),
     ({"robust": {"n_images": 2}}, "robust.n_images", "an integer >= 4"),
     ({"seed": 2**32}, "seed", "an integer in [0, 4294967295]"),
     ({"distortions": {"levels": [1, 1]}}, "distortions.levels", "list each value once"),

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from iqalib import attacks, embedded_iqa, feature_layers, features, fooling, gradnorm, metrics, quality, robust
+from iqalib import robust_experiment as rx
 from iqalib.classifiers import load_classifier
 from iqalib.denoiser import DnCNN, pair_rank_loss, train_denoiser, train_rank_preserving
 from iqalib.feature_layers import FeatureLayers
@@ -214,6 +215,37 @@ def test_nt_two_sided_difference_also_penalises_the_slope_that_lowers_the_score(
     assert logs["two_sided"][-1]["grad_l1"] < logs["two_sided"][0]["grad_l1"]
     with pytest.raises(ValueError, match="two_sided"):
         gradnorm.train_nt(model, clf, x, mos, steps=1, progress=False, difference="central")
+
+
+def test_nt_around_takes_the_difference_at_a_point_inside_the_radius(clf, plain):
+    """Ours: with ``around`` > 0 the difference is taken at a random point within that ℓ∞ radius of
+    each image, the L1 term still on the image itself; the same seed gives the same run; the
+    gradient falls where the attack goes too; a negative or non-finite radius is refused."""
+    model, x = plain
+    mos = robust.score_fn(model, clf)(x).detach().numpy()
+    settings = dict(lam=1.0, steps=6, batch_size=3, lr=3e-4, layer_lr=3e-4, progress=False, difference="two_sided")
+    at_image = gradnorm.train_nt(model, clf, x, mos, **settings)[1]
+    nt, around = gradnorm.train_nt(model, clf, x, mos, around=8 / 255, **settings)
+    assert around[0]["l1"] == pytest.approx(at_image[0]["l1"])  # the same first batch, L1 on the images
+    assert around[0]["grad_l1"] != pytest.approx(at_image[0]["grad_l1"])  # the slope taken elsewhere
+    assert gradnorm.train_nt(model, clf, x, mos, around=8 / 255, **settings)[1] == around
+    shifted = (x + (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 8 / 255).clamp(0, 1)
+
+    def grad_l1(m):
+        probe = shifted.clone().requires_grad_(True)
+        return torch.autograd.grad(robust.score_fn(m, clf)(probe).sum(), probe)[0].abs().sum().item()
+
+    assert grad_l1(nt) < grad_l1(model)
+    for bad in (-1 / 255, float("nan")):
+        with pytest.raises(ValueError, match="around must be a radius"):
+            gradnorm.train_nt(model, clf, x, mos, steps=1, progress=False, around=bad)
+
+
+def test_nt_form_names_what_departs_from_the_authors_loss():
+    authors = rx.nt_form({"lam": 1e-3, "h": 1e-2})
+    assert authors.startswith("the authors' loss (λ = 0.001, h = 0.01, one-sided") and "ours" not in authors
+    ours = rx.nt_form({"lam": 3e-3, "h": 1e-2, "difference": "two_sided", "around_255": 4})
+    assert "two-sided" in ours and "within 4/255" in ours and "(ours;" in ours
 
 
 def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain, tmp_path):
