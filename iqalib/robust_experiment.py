@@ -170,9 +170,8 @@ def nt_form(trained: dict) -> str:
             *([f"taken at a uniform random point within {around:g}/255 of each image"] if around > 0 else [])]
     loss = f"λ = {trained['lam']:g}, h = {trained['h']:g}"
     if not ours:
-        return f"the authors' loss ({loss}, one-sided difference at the image)"
-    return (f"the authors' loss ({loss}) with {' and '.join(ours)} (ours; the authors': one-sided, at the "
-            "image)")
+        return f"NT's loss as the authors take it ({loss}, one-sided difference at the image)"
+    return f"NT's loss ({loss}) with {' and '.join(ours)} (ours; the authors take it one-sided, at the image)"
 
 
 # Steps of NT's finite difference probed besides the params' h, in the network's input units (on

@@ -243,9 +243,10 @@ def test_nt_around_takes_the_difference_at_a_point_inside_the_radius(clf, plain)
 
 def test_nt_form_names_what_departs_from_the_authors_loss():
     authors = rx.nt_form({"lam": 1e-3, "h": 1e-2})
-    assert authors.startswith("the authors' loss (λ = 0.001, h = 0.01, one-sided") and "ours" not in authors
+    assert authors.startswith("NT's loss as the authors take it (λ = 0.001, h = 0.01, one-sided") and "ours" not in authors
     ours = rx.nt_form({"lam": 3e-3, "h": 1e-2, "difference": "two_sided", "around_255": 4})
     assert "two-sided" in ours and "within 4/255" in ours and "(ours;" in ours
+    assert "within" not in rx.nt_form({"lam": 1e-3, "h": 1e-2, "difference": "two_sided"})
 
 
 def test_nt_trains_its_own_layers_lowers_the_gradient_and_round_trips(clf, plain, tmp_path):
