@@ -220,7 +220,7 @@ def robust_training(nt_log: pd.DataFrame, denoiser_log: pd.DataFrame, rank_log: 
     share of image pairs the metric ranks out of order behind the denoiser during rank fine-tuning."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     nt_log.plot(x="step", y="grad_l1", ax=axes[0], legend=False, title="NT: ‖∇f‖₁ of the batch (normalised input)")
-    axes[0].set_ylabel("‖∇ₓf‖₁ (finite difference)")
+    axes[0].set_ylabel("‖∇ₓf‖₁ where the difference is taken")
     denoiser_log.plot(x="step", y=["mse", "noisy_mse"], ax=axes[1], logy=True, title="Denoiser (MSE): vs doing nothing")
     axes[1].set_ylabel("MSE to the clean image (log)")
     axes[1].legend(["denoised", "noisy input (doing nothing)"], fontsize=7)

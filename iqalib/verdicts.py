@@ -361,7 +361,7 @@ def robust(models: pd.DataFrame, attacks: pd.DataFrame, certified: pd.DataFrame,
         _row(f"NT on the whole model reduces the score change under attack at little cost in correlation (ε = {e})",
              "NT (Liu et al., CVPR 2024): penalising ‖∇ₓf‖₁ in training makes predicted scores markedly more "
              "stable under attack, on four NR-IQA models",
-             f"{'NT trained with ' + nt_form + ': ' if nt_form else ''}|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}){authors_rule}{ends}{probe}; R {r_score['plain']:.2f} → "
+             f"{'Trained with ' + nt_form + ': ' if nt_form else ''}|Δs| plain {gradient['plain']:.4f} → NT {gradient['nt']:.4f} ({drop:.0%} less{interval}){authors_rule}{ends}{probe}; R {r_score['plain']:.2f} → "
              f"{r_score['nt']:.2f}; relative gain {gain['plain']:.3f} → {gain['nt']:.3f}; SROCC "
              f"{srocc['plain']:.3f} → {srocc['nt']:.3f}",
              bool(drop >= 0.30 and abs(srocc["nt"] - srocc["plain"]) <= 0.05),

@@ -19,15 +19,16 @@
 # # 05 · The quality half under attack — and three defences (beyond the paper)
 #
 # The paper's detector trusts its quality score. An attacker who knows the system attacks that
-# score too. This notebook attacks the DTNIQ-f quality model and hardens it three ways, each as its
-# authors run it, side by side on one model:
+# score too. This notebook attacks the DTNIQ-f quality model and hardens it three ways, each after
+# its authors (NT with two changes of ours, named), side by side on one model:
 #
 # * **NT** (Liu et al., CVPR 2024): under an ℓ∞ perturbation of size ε the score moves by at most
-#   about ε·‖∇ₓf‖₁, so the *whole* quality model is trained with a penalty on that norm (λ = `nt.lam`,
-#   h = `nt.h`, as in YangiD/DefenseIQA-NT; by default with two changes of ours, named below). DTNIQ-f's input gradient is Jᵀ·∇heads, with J the
-#   frozen backbone's feature Jacobian; heads alone cannot make J small, so the NT model gets its own
-#   copy of the backbone blocks its heads read (stem and blocks 0–3), initialised from the
-#   classifier's weights and trained with the heads. The classifier stays frozen and untouched.
+#   about ε·‖∇ₓf‖₁, so the *whole* quality model is trained with a penalty on that norm (λ =
+#   `nt.lam`, h = `nt.h`, as in YangiD/DefenseIQA-NT; by default with two changes of ours, named
+#   below). DTNIQ-f's input gradient is Jᵀ·∇heads, with J the frozen backbone's feature Jacobian;
+#   heads alone cannot make J small, so the NT model gets its own copy of the backbone blocks its
+#   heads read (stem and blocks 0–3), initialised from the classifier's weights and trained with the
+#   heads. The classifier stays frozen and untouched.
 # * **DMS** (DMS-IQA, Shumitskaya et al. 2024): the median of the score over Gaussian noise
 #   (σ = `smoothing.sigma` on [0, 1] pixels) with a small DnCNN denoiser in front, trained with MSE and
 #   then with a rank-preserving loss through the metric; its order statistics give a *certified*
@@ -70,14 +71,15 @@ report.show_table(data.sizes(), "Training and held-out parts (content-disjoint).
 # taken at a uniform random point within `nt.around_255`/255 of the image, where an attack goes,
 # instead of at the image: on training photos the authors' form fell short of 30 % less change
 # within 0.05 of plain's SROCC at every setting we measured (README, "Notebook 05"). The copied
-# convolutions carry the classifier's BatchNorm, folded into their weights and bias, and batch statistics are never used (the authors train
-# HyperIQA with BatchNorm in training mode, on a GPU). **DMS**: the plain heads behind
-# input noise and the denoiser, trained first with MSE on the training photos' crops, then
-# fine-tuned with MSE + a pairwise hinge through the plain metric: two noisy-denoised training
-# images must keep the order of their clean scores (`denoiser.rank`). **dms_mse**: the same without
-# the rank fine-tuning — the ablation. **FS**: the plain heads on noisy features (σ in units of each
-# feature's training std). Models are saved under `models/` and reused while their inputs are
-# unchanged; DMS and FS are the plain heads behind noise, nothing more to save.
+# convolutions carry the classifier's BatchNorm, folded into their weights and bias, and batch
+# statistics are never used (the authors train HyperIQA with BatchNorm in training mode, on a GPU).
+# **DMS**: the plain heads behind input noise and the denoiser, trained first with MSE on the
+# training photos' crops, then fine-tuned with MSE + a pairwise hinge through the plain metric: two
+# noisy-denoised training images must keep the order of their clean scores (`denoiser.rank`).
+# **dms_mse**: the same without the rank fine-tuning — the ablation. **FS**: the plain heads on
+# noisy features (σ in units of each feature's training std). Models are saved under `models/` and
+# reused while their inputs are unchanged; DMS and FS are the plain heads behind noise, nothing more
+# to save.
 
 # %%
 models = rx.robust_quality_models(run, data)
@@ -85,8 +87,8 @@ denoisers = rx.robust_denoiser(run, data, models["plain"])
 scorers = rx.robust_scorers(run, models["plain"], models["nt"], denoisers)
 report.save_figure(figures.robust_training(models["nt_log"], denoisers["mse_log"], denoisers["rank_log"]),
                    "robust_training", run,
-                   caption="Training: NT's input-gradient norm, the denoiser's MSE against doing nothing, and the share "
-                           "of pairs the rank fine-tuning leaves out of order, per step.")
+                   caption="Training: NT's input-gradient norm where its difference is taken, the denoiser's MSE "
+                           "against doing nothing, and the share of pairs the rank fine-tuning leaves out of order, per step.")
 
 # %% [markdown]
 # ## Clean correlation and cost

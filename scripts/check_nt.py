@@ -11,7 +11,8 @@ size eps (up, down), to tell how far from linear the score is at this radius; an
 attack took each model's scores (to the highest or lowest score it reached, and how much of the
 room to it its progress used). ``--probe STEPS`` adds attacks that keep their best iterate (inside
 the same ball and inside 16/255), to find where each model's score ends independently of the
-10-step attack, and measures that attack's progress against those ends.
+10-step attack, measures that attack's progress against those ends, and gives NT's cut under the
+stronger attack inside 4/255 with its interval.
 
     python scripts/check_nt.py [params/default.yaml] [--images 24] [--probe 40]
 
@@ -122,7 +123,7 @@ def main() -> None:
     held = data.held.sample(n=min(args.images, len(data.held)), random_state=12345).reset_index(drop=True)
     x = rx.view_tensor(run, list(held["path"]))
     srocc_x = rx.view_tensor(run, list(data.srocc["path"]))
-    change, authors, demo, srocc, cleans = {}, {}, {}, {}, {}
+    change, authors, demo, srocc, cleans, strong = {}, {}, {}, {}, {}, {}
     for name, folder in (("plain", rx.ROBUST_PLAIN_FOLDER), ("nt", rx.ROBUST_NT_FOLDER)):
         model = QualityModel.load(run.folder / folder, device="cpu")
         score = robust.score_fn(model, run.classifier)
@@ -143,6 +144,8 @@ def main() -> None:
                       for e, st in ((4 / 255, 0.5 / 255), (16 / 255, 1 / 255))}
             ends = (max(up_scores.max(), *(p[0].max() for p in probes.values())),
                     min(down_scores.min(), *(p[1].min() for p in probes.values())))
+            hi, lo = probes["4/255"]
+            strong[name] = (np.abs(hi - clean) + np.abs(lo - clean)) / 2
             for label, (hi, lo) in probes.items():
                 print(f"{name:6s} probe at {label}, best of {args.probe} steps: mean |Δs| up {np.abs(hi - clean).mean():.4f} "
                       f"down {np.abs(lo - clean).mean():.4f}; {reach(clean, hi, lo, ends=ends)}")
@@ -165,7 +168,9 @@ def main() -> None:
     # the project's interval procedure (notebook 05's robust_change_cut uses it too): the cut on
     # resampled photos, paired, so a photo's change under both models travels together
     for label, measured in (("both directions", change), ("the authors' rule", authors),
-                            ("the authors' demo attack (one step)", demo)):
+                            ("the authors' demo attack (one step)", demo),
+                            *([(f"the probe at 4/255 (best of {args.probe} steps), both directions", strong)]
+                              if strong else [])):
         low, high = metrics.bootstrap_ci((measured["nt"], measured["plain"]), cut, n_boot=2000)
         print(f"{label}: NT moves the score {cut(measured['nt'], measured['plain']):.1%} less than plain (mean |Δs| "
               f"{measured['plain'].mean():.4f} -> {measured['nt'].mean():.4f}; 95 % bootstrap interval over the photos "
