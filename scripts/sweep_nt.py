@@ -2,7 +2,8 @@
 lr, steps) in the grid, NT is trained from notebook 05's saved plain model on its pool and scored
 on training photos outside the pool (24 attacked by ``check_nt.score_changes``' I-FGSM at 4/255, 64 for SROCC),
 never on the held-out photos. Prints the reduction of the mean score change against plain and the
-SROCC of each (also per direction). About 70 s per 120 steps of 8 images on 2 cores.
+SROCC of each (also per direction). About 65 s per 120 steps of 8 images on 2 cores in the authors' form,
+85-90 s in the default's (two-sided, around 4/255).
 
     python scripts/sweep_nt.py [params/default.yaml] [--grid LAM:LR:LAYER_LR:STEPS ...] [--seeds S ...]
         [--difference forward|two_sided] [--around-255 R] [--batchnorm frozen|train] [--h H ...] [--pixel-pool N ...]
