@@ -58,7 +58,10 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
     the sign(∇f) it steps along) is taken at x + u, u uniform in [−around, around] per pixel, clamped
     to [0, 1] — a point an attack of that radius can reach — instead of at x itself (the log's ``grad_l1`` too); the L1
     term stays on x. A multi-step attack leaves x at once, and the penalty at x alone flattens only x's own
-    neighbourhood (``README``, NT's sweep). 0: at x, as the authors."""
+    neighbourhood (``README``, NT's sweep). 0: at x, as the authors. The shift is drawn from the same
+    seeded stream as the batches, so after the first step the batches differ from ``around=0``'s at
+    the same seed; with ``batchnorm="train"`` the pass at the shifted point updates the running
+    statistics too."""
     from tqdm.auto import tqdm
 
     plain.classifier(classifier)  # the one backbone-compatibility check
@@ -68,7 +71,7 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
         raise ValueError(f"batchnorm must be 'frozen' or 'train', got {batchnorm!r}")
     if len(views) != len(mos):
         raise ValueError(f"{len(views)} views but {len(mos)} scores")
-    if not (math.isfinite(around) and around >= 0):
+    if not (math.isfinite(around) and 0 <= around <= 1):
         raise ValueError(f"around must be a radius >= 0 in [0, 1] pixels, got {around!r}")
     if heads not in ("plain", "fresh"):
         raise ValueError(f"heads must be 'plain' or 'fresh', got {heads!r}")
@@ -98,7 +101,7 @@ def train_nt(plain: QualityModel, classifier: Classifier, views: torch.Tensor, m
             group["lr"] = 0.5 * group["peak"] * (1.0 + math.cos(math.pi * step / steps))
         pick = torch.randint(0, len(views), (batch_size,), generator=g)
         x = views[pick].to(classifier.device)
-        z = classifier.normalize(x * 255.0).requires_grad_(True)
+        z = classifier.normalize(x * 255.0).requires_grad_(around == 0)  # the gradient is taken at z only then
         each = model.live_scores(layers(z))
         l1 = (each - target[pick.to(target.device)]).abs().mean()
         at, score = z, each.mean(0)

@@ -119,7 +119,8 @@ def robust_quality_models(run: Run, data: RobustData) -> dict[str, Any]:
     """The plain heads (``robust.n_models``, the run's quality settings, trained on ``data.train``)
     and their NT fine-tuning (``robust.nt``), saved under ``models/quality_plain05`` and
     ``models/quality_nt`` and reused while nothing they depend on changed. Returns
-    ``{"plain": model, "nt": model, "nt_log": DataFrame}``."""
+    ``{"plain": model, "nt": model, "nt_log": DataFrame, "nt_form": str}`` (``nt_form``: how the saved
+    NT model was trained, in words)."""
 
     p, r = run.params, run.params.robust
     settings = {k: v for k, v in experiment.quality_settings(run).items() if k not in ("n_splits", "test_size", "progress")}
@@ -170,7 +171,7 @@ def nt_form(trained: dict) -> str:
             *([f"taken at a uniform random point within {around:g}/255 of each image"] if around > 0 else [])]
     loss = f"λ = {trained['lam']:g}, h = {trained['h']:g}"
     if not ours:
-        return f"NT's loss as the authors take it ({loss}, one-sided difference at the image)"
+        return f"NT's loss in the authors' form ({loss}, one-sided difference at the image)"
     return f"NT's loss ({loss}) with {' and '.join(ours)} (ours; the authors take it one-sided, at the image)"
 
 

@@ -182,12 +182,13 @@ report.save_figure(figures.vs_eps(attacks, "score_change_mean", "mean |s − s�
 # ### What NT's penalty measures
 # NT's loss estimates ‖∇f‖₁ by a finite difference: the rise of the score over one step of `h`
 # (network-input units; the authors' 1e-2) along sign(∇f) at each training image (with `nt.around_255`
-# above 0, at a random point near it), divided by `h`.
-# That is the gradient only where the score is about linear over the step. Below, on the attacked
-# held-out images, the mean rise over steps from far shorter than `h` to longer than the attack's ε,
-# for plain and NT: `quotient_share` is the difference quotient over ‖∇f‖₁ (1 where the score is
-# linear over the step). The figure sets beside it what the ten-step attack finds at each ε: a
-# model flattened along the one direction its penalty probes can still be raised along others.
+# above 0, at a random point near it; `two_sided` adds the fall over the step back), divided by `h`.
+# That is the gradient only where the score is about linear over the step. Below, at the attacked
+# held-out images themselves, the mean rise along sign(∇f) over steps from far shorter than `h` to
+# longer than the attack's ε, for plain and NT: `quotient_share` is the difference quotient over
+# ‖∇f‖₁ (1 where the score is linear over the step). The figure sets beside it what the ten-step
+# attack finds at each ε: a model flattened along the directions its penalty probes can still be
+# moved along others.
 
 # %%
 slopes = rx.robust_nt_slopes(run, models, data)

@@ -236,14 +236,14 @@ def test_nt_around_takes_the_difference_at_a_point_inside_the_radius(clf, plain)
         return torch.autograd.grad(robust.score_fn(m, clf)(probe).sum(), probe)[0].abs().sum().item()
 
     assert grad_l1(nt) < grad_l1(model)
-    for bad in (-1 / 255, float("nan")):
+    for bad in (-1 / 255, float("nan"), 2.0):
         with pytest.raises(ValueError, match="around must be a radius"):
             gradnorm.train_nt(model, clf, x, mos, steps=1, progress=False, around=bad)
 
 
 def test_nt_form_names_what_departs_from_the_authors_loss():
     authors = rx.nt_form({"lam": 1e-3, "h": 1e-2})
-    assert authors.startswith("NT's loss as the authors take it (λ = 0.001, h = 0.01, one-sided") and "ours" not in authors
+    assert authors.startswith("NT's loss in the authors' form (λ = 0.001, h = 0.01, one-sided") and "ours" not in authors
     ours = rx.nt_form({"lam": 3e-3, "h": 1e-2, "difference": "two_sided", "around_255": 4})
     assert "two-sided" in ours and "within 4/255" in ours and "(ours;" in ours
     assert "within" not in rx.nt_form({"lam": 1e-3, "h": 1e-2, "difference": "two_sided"})
