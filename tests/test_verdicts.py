@@ -331,9 +331,18 @@ def test_robust_reproduced_and_texts():
                            for m, rises, shares in (("plain", (0.05, 0.15), (0.7, 0.2)), ("nt", (0.03, 0.03), (0.6, 0.06)))
                            for h, rise, share in zip((1e-3, 1e-2), rises, shares)])
     with_slopes = verdicts.robust(*_robust(), slopes=slopes)
-    assert ("; NT's finite difference (step 1.28/255) is 20% of plain's ‖∇f‖₁: it weighs one short step's rise along "
-            "sign(∇f), 0.150 on plain, 0.030 on NT (80% less); R") in with_slopes[1]["ours"]
+    assert ("; at the image, the forward difference (step 1.28/255) is 20% of plain's ‖∇f‖₁: it weighs one short step's "
+            "rise along sign(∇f), 0.150 on plain, 0.030 on NT (80% less); R") in with_slopes[1]["ours"]
     assert oks(with_slopes) == oks(rows), "shown beside the issue's goal, not judged instead"
+    # a form of ours is named in the claim, the measurement and the rule; the authors' form is not flagged
+    ours = verdicts.robust(*_robust(), nt_form="NT's loss (λ = 0.003, h = 0.01) with the difference two-sided (ours; "
+                                               "the authors take it one-sided, at the image)")[1]
+    assert ours["claim"].startswith("NT on the whole model (with changes of ours) reduces")
+    assert ours["ours"].startswith("Trained with NT's loss (λ = 0.003, h = 0.01) with the difference two-sided (ours;")
+    assert "the form departs from the authors'" in ours["why"]
+    authors = verdicts.robust(*_robust(), nt_form="NT's loss in the authors' form (λ = 0.001, h = 0.01, one-sided "
+                                                  "difference at the image)")[1]
+    assert "ours" not in authors["claim"] and "departs" not in authors["why"]
     assert "DMS (rank) 0.920, PLCC 0.910; DMS (MSE only, ablation) 0.850" in rows[2]["ours"]
     assert ("certified rise ≤ 0.0500 (mean), attack rose +0.0100 (max +0.0200); a weak check: the attack's largest rise "
             "is 25% of the largest certified one") in rows[3]["ours"]
