@@ -69,8 +69,9 @@ report.show_table(data.sizes(), "Training and held-out parts (content-disjoint).
 # `nt.batch_size` training images per step. Two changes are ours (`nt.difference`, `nt.around_255`;
 # `forward` and 0 give the authors' form): the backward difference is penalised too, and both are
 # taken at a uniform random point within `nt.around_255`/255 of the image, where an attack goes,
-# instead of at the image: on training photos the authors' form fell short of 30 % less change
-# within 0.05 of plain's SROCC at every setting we measured (README, "Notebook 05"). The copied
+# instead of at the image: on training photos the authors' form, over NT's training seeds, fell
+# short of 30 % less change within 0.05 of plain's SROCC at every setting we measured (single runs
+# came near it and did not hold when run again; README, "Notebook 05"). The copied
 # convolutions carry the classifier's BatchNorm, folded into their weights and bias, and batch
 # statistics are never used (the authors train HyperIQA with BatchNorm in training mode, on a GPU).
 # **DMS**: the plain heads behind input noise and the denoiser, trained first with MSE on the
